@@ -1,0 +1,54 @@
+"""Shared fixtures: real MNIST data (a committed slice, or the full files when CI points at them)."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SLICE = ROOT / "tests" / "data" / "mnist-slice"
+FULL_MNIST = Path(os.environ.get("VAE_TEST_MNIST_DIR", ROOT.parent / "shared" / "data"))
+FASHION_GZ = Path(os.environ.get("VAE_TEST_FASHION_DIR", "/usr/share/datasets/fashion-mnist"))
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach the network
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+def gunzip_into(src: Path, raw: Path) -> None:
+    raw.mkdir(parents=True, exist_ok=True)
+    for gz in src.glob("*.gz"):
+        with gzip.open(gz) as f_in, open(raw / gz.stem, "wb") as f_out:
+            shutil.copyfileobj(f_in, f_out)
+
+
+@pytest.fixture(scope="session")
+def mnist_dir(tmp_path_factory) -> Path:
+    """A data root holding MNIST/raw with the committed slice: 1,200 training and 300 test digits."""
+    root = tmp_path_factory.mktemp("mnist-slice")
+    gunzip_into(SLICE, root / "MNIST" / "raw")
+    return root
+
+
+@pytest.fixture(scope="session")
+def full_mnist_dir() -> Path:
+    """The full official MNIST (60,000 + 10,000), when this machine has it (CI sets VAE_TEST_MNIST_DIR)."""
+    if not (FULL_MNIST / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
+        pytest.skip(f"full MNIST not found under {FULL_MNIST} (set VAE_TEST_MNIST_DIR)")
+    return FULL_MNIST
+
+
+@pytest.fixture(scope="session")
+def fashion_dir(tmp_path_factory) -> Path:
+    """A data root with Fashion-MNIST's four official .gz files in FashionMNIST/raw (Debian dataset-fashion-mnist)."""
+    if not (FASHION_GZ / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"Fashion-MNIST not found under {FASHION_GZ} (apt-get install dataset-fashion-mnist)")
+    root = tmp_path_factory.mktemp("fashion")
+    raw = root / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for gz in FASHION_GZ.glob("*.gz"):
+        shutil.copy(gz, raw / gz.name)
+    return root

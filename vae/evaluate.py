@@ -1,0 +1,121 @@
+"""Test-set metrics of a trained model: negative ELBO with its parts, and the importance-weighted bound.
+
+python -m vae.evaluate --checkpoint checkpoints/vae-mnist [--iw-samples 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from vae.config import build_config
+from vae.data import ImageSet, as_float, load_splits
+from vae.errors import UserError
+from vae.io import atomic_write_text
+from vae.loss import importance_weighted_nll, negative_elbo
+from vae.model import VAE
+
+EVAL_SEED = 1234  # a fixed posterior noise: the same model gets the same numbers every time
+
+
+@torch.no_grad()
+def elbo_sums(model: VAE, images: torch.Tensor, batch_size: int, seed: int = EVAL_SEED) -> torch.Tensor:
+    """Sums of (-ELBO, recon, KL) over uint8 images (N, C, H, W), and N, as one tensor of 4 numbers.
+
+    Sums rather than means so that shards evaluated by several processes add up exactly.
+    """
+    device = model.device
+    generator = torch.Generator(device).manual_seed(seed)
+    totals = torch.zeros(4, dtype=torch.float64, device=device)
+    for batch in images.split(batch_size):
+        x = as_float(batch.to(device))
+        out = model(x, generator=generator)
+        parts = negative_elbo(out.logits, x, out.mu, out.logvar)
+        totals += torch.stack(
+            [parts.loss.sum(), parts.recon.sum(), parts.kl.sum(), torch.tensor(len(x), device=device)]
+        )
+    return totals
+
+
+def as_means(totals: torch.Tensor) -> dict[str, float]:
+    loss, recon, kl, n = totals.tolist()
+    return {"loss": loss / n, "recon": recon / n, "kl": kl / n}
+
+
+@torch.no_grad()
+def iw_nll(model: VAE, images: torch.Tensor, k: int, batch_size: int = 50, progress: bool = True) -> float:
+    """Mean importance-weighted estimate of -log p(x) over uint8 images, with k samples per image."""
+    generator = torch.Generator(model.device).manual_seed(EVAL_SEED)
+    chunk = max(1, min(k, 20_000 // batch_size))  # ~20k decoded images in memory at a time
+    total = 0.0
+    for batch in tqdm(images.split(batch_size), desc=f"IW bound (k={k})", disable=not progress, leave=False):
+        x = as_float(batch.to(model.device))
+        total += importance_weighted_nll(model, x, k, chunk=chunk, generator=generator).sum().item()
+    return total / len(images)
+
+
+def test_metrics(model: VAE, test_images: torch.Tensor, iw_samples: int, batch_size: int) -> dict[str, float]:
+    """Everything the model card and metrics.json report about the test set."""
+    model.eval()
+    metrics = {f"test_{k}": v for k, v in as_means(elbo_sums(model, test_images, batch_size)).items()}
+    metrics["test_images"] = len(test_images)
+    if iw_samples > 0:
+        metrics["test_iw_nll"] = iw_nll(model, test_images, iw_samples)
+        metrics["iw_samples"] = iw_samples
+    return metrics
+
+
+def checkpoint_test_set(checkpoint: str | Path, data_dir: str | None = None) -> ImageSet:
+    """The test set a checkpoint folder was trained against, read from its train_config.yaml."""
+    saved_config = Path(checkpoint) / "train_config.yaml"
+    saved = yaml.safe_load(saved_config.read_text()) if saved_config.is_file() else {}
+    keys = ("dataset", "data_dir", "image_size", "channels", "seed", "test_fraction", "val_size")
+    settings = {k: saved[k] for k in keys if k in saved}
+    if data_dir:
+        settings["data_dir"] = data_dir
+    return load_splits(build_config(settings)).test
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="model folder (or Hub repo id) to evaluate")
+    parser.add_argument("--data-dir", help="dataset root; default: the one the model was trained with")
+    parser.add_argument("--iw-samples", type=int, default=1000, help="importance samples per image (0: skip)")
+    parser.add_argument("--batch-size", type=int, default=1000, help="images per batch for the ELBO")
+    parser.add_argument("--output", type=Path, help="JSON file to write (default: CHECKPOINT/eval.json)")
+    parser.add_argument("--cpu", action="store_true", help="evaluate on the CPU even when a GPU is there")
+    args = parser.parse_args(argv)
+    if args.iw_samples < 0 or args.batch_size < 1:
+        parser.error("--iw-samples must be >= 0 and --batch-size >= 1")
+    try:
+        model = VAE.from_pretrained(args.checkpoint)
+        test = checkpoint_test_set(args.checkpoint, args.data_dir)
+    except UserError as err:
+        sys.exit(f"error: {err}")
+    device = "cuda" if torch.cuda.is_available() and not args.cpu else "cpu"
+    model.to(device)
+    start = time.perf_counter()
+    metrics = test_metrics(model, test.images, args.iw_samples, args.batch_size)
+    metrics["eval_seconds"] = round(time.perf_counter() - start, 2)
+    metrics["device"] = device
+    print(
+        f"test -ELBO {metrics['test_loss']:.2f} nats/image (recon {metrics['test_recon']:.2f}, KL {metrics['test_kl']:.2f})"
+        + (f"; IW bound (k={args.iw_samples}) -log p(x) <= {metrics['test_iw_nll']:.2f}" if args.iw_samples else "")
+        + f" on {len(test)} test images in {metrics['eval_seconds']:.1f}s"
+    )
+    folder = Path(args.checkpoint)
+    output = args.output or (folder / "eval.json" if folder.is_dir() else Path("eval.json"))
+    atomic_write_text(output, json.dumps(metrics, indent=2) + "\n")
+    print(f"wrote {output}")
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

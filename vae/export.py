@@ -1,0 +1,94 @@
+"""The end of a training run: the best model, its class statistics, test metrics and figures, as one
+Hub-ready folder (config.json, model.safetensors, README.md, metrics.json, figures, cached t-SNE)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from vae.config import TrainConfig
+from vae.data import ImageSet, Splits, as_float
+from vae.evaluate import test_metrics
+from vae.figures import (
+    latent_grid,
+    latent_walk_grid,
+    loss_curve_figure,
+    reconstructions_grid,
+    samples_grid,
+    save_figure,
+    save_png,
+)
+from vae.hub import write_model_card
+from vae.io import atomic_write_text
+from vae.model import VAE
+from vae.tsne import write_tsne
+
+
+@torch.no_grad()
+def set_class_statistics(model: VAE, train: ImageSet, batch_size: int = 1000) -> None:
+    """Mean and standard deviation of the posterior means of each class over the training images."""
+    mu = torch.cat([model.encode(as_float(b.to(model.device)))[0] for b in train.images.split(batch_size)])  # (N, D)
+    labels = train.labels.to(mu.device)
+    for c in range(len(model.class_names)):
+        members = mu[labels == c]
+        if len(members):
+            model.class_means[c] = members.mean(dim=0)
+            model.class_stds[c] = members.std(dim=0) if len(members) > 1 else torch.ones_like(members[0])
+
+
+def save_model(model: VAE, output_dir: Path) -> None:
+    """save_pretrained into a temporary folder, then move each file into place (never half a model)."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=output_dir, prefix=".export-") as tmp:
+        model.save_pretrained(tmp)
+        for name in os.listdir(tmp):
+            if name != "README.md":  # the mixin's generic card; ours is written by write_model_card
+                os.replace(Path(tmp) / name, output_dir / name)
+
+
+def export_model(
+    architecture: dict,
+    best_state: dict[str, torch.Tensor],
+    splits: Splits,
+    config: TrainConfig,
+    history: list[dict],
+    run_info: dict,
+    output_dir: Path,
+) -> dict:
+    """Write the Hub-ready folder for the best model; returns the metrics written to metrics.json."""
+    device = torch.device(run_info["device"])
+    model = VAE(**architecture)
+    model.load_state_dict(best_state, strict=True)
+    model.to(device).eval()
+    steps = tqdm(total=5, desc="exporting", leave=False)
+    set_class_statistics(model, splits.train, config.eval_batch_size)
+    save_model(model, output_dir)
+    steps.update()
+    metrics = test_metrics(model, splits.test.images, config.iw_samples, config.eval_batch_size)
+    metrics.update(run_info)
+    atomic_write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    steps.update()
+    save_png(samples_grid(model, 64, seed=config.seed), output_dir / "samples.png")
+    save_png(reconstructions_grid(model, splits.test.images[:12]), output_dir / "reconstructions.png")
+    save_png(latent_walk_grid(model), output_dir / "latent_walk.png")
+    if model.latent_dim == 2:
+        save_png(latent_grid(model), output_dir / "latent_grid.png")
+    if history:
+        save_figure(loss_curve_figure(history), output_dir / "loss_curve.png")
+    steps.update()
+    write_tsne(output_dir, model, splits.test, config.tsne_samples, config.seed)
+    steps.update()
+    write_model_card(output_dir, config, architecture, metrics)
+    steps.update()
+    steps.close()
+    print(
+        f"test -ELBO {metrics['test_loss']:.2f} nats/image (recon {metrics['test_recon']:.2f}, KL {metrics['test_kl']:.2f})"
+        + (f", IW bound (k={metrics['iw_samples']}) {metrics['test_iw_nll']:.2f}" if "test_iw_nll" in metrics else "")
+        + f"; model folder: {output_dir}"
+    )
+    return metrics

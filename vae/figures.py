@@ -1,0 +1,112 @@
+"""Figures of a trained model: sample grids, reconstructions, latent walks, the 2-D latent grid, t-SNE.
+
+Image grids are built as uint8 arrays (crisp, exact pixels, written as PNG); plots with axes and legends
+use matplotlib's Agg backend, so nothing needs a display.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.offsetbox import AnnotationBbox, OffsetImage
+from PIL import Image
+from torchvision.utils import make_grid
+
+from vae.explore import class_walk
+from vae.io import atomic_write
+from vae.model import VAE
+
+WALK_PAIRS = [(3, 7), (0, 6), (1, 4), (2, 5), (8, 9)]  # 3 → 7 first: the original tutorial's walk
+
+
+def to_grid(images: torch.Tensor, nrow: int, scale: int = 1, padding: int = 2) -> np.ndarray:
+    """Images (N, C, H, W) in [0, 1] → one uint8 array (H', W') or (H', W', 3), nearest-neighbour upscaled."""
+    grid = make_grid(
+        images.detach().float().cpu().clamp(0, 1), nrow=nrow, padding=padding, pad_value=0.5
+    )  # (3, H', W')
+    array = (grid * 255).round().byte().permute(1, 2, 0).numpy()
+    if images.shape[1] == 1:
+        array = array[..., 0]
+    return array.repeat(scale, axis=0).repeat(scale, axis=1) if scale > 1 else array
+
+
+def save_png(array: np.ndarray, path: str | Path) -> None:
+    atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
+
+
+def save_figure(fig: plt.Figure, path: str | Path) -> None:
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
+    plt.close(fig)
+
+
+def samples_grid(model: VAE, n: int = 64, seed: int = 0, temperature: float = 1.0, scale: int = 2) -> np.ndarray:
+    return to_grid(model.sample(n, seed=seed, temperature=temperature), nrow=int(np.ceil(np.sqrt(n))), scale=scale)
+
+
+@torch.no_grad()
+def reconstructions_grid(model: VAE, images: torch.Tensor, scale: int = 2) -> np.ndarray:
+    """Test images (uint8, N, C, H, W) in the top row, their reconstructions (posterior means) below."""
+    x = images.float().div(255).to(model.device)
+    mu, _ = model.encode(x)
+    return to_grid(torch.cat([x, model.decode(mu)]), nrow=len(x), scale=scale)
+
+
+def latent_walk_grid(model: VAE, pairs=WALK_PAIRS, steps: int = 10, scale: int = 2) -> np.ndarray:
+    """One row per (class a, class b) pair: the decoded line between their mean latents."""
+    pairs = [(a, b) for a, b in pairs if max(a, b) < len(model.class_names)] or [(0, len(model.class_names) - 1)]
+    return to_grid(torch.cat([class_walk(model, a, b, steps) for a, b in pairs]), nrow=steps, scale=scale)
+
+
+@torch.no_grad()
+def latent_grid(model: VAE, n: int = 20, scale: int = 2) -> np.ndarray:
+    """For a 2-D latent: decode an n x n grid at Normal quantiles, the manifold figure of Kingma & Welling (2014)."""
+    q = torch.distributions.Normal(0, 1).icdf(torch.linspace(0.05, 0.95, n))
+    z = torch.stack(torch.meshgrid(q, q.flip(0), indexing="xy"), dim=-1).reshape(-1, 2)  # (n*n, 2), row = y
+    return to_grid(model.decode(z.to(model.device)), nrow=n, scale=scale, padding=0)
+
+
+def tsne_figure(
+    coords: np.ndarray, labels: np.ndarray, class_names: list[str], images: np.ndarray, thumbs_per_class: int = 2
+) -> plt.Figure:
+    """Scatter of t-SNE coordinates coloured by class, with a legend and a few image thumbnails on top."""
+    fig, ax = plt.subplots(figsize=(9, 8))
+    cmap = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
+    for c, name in enumerate(class_names):
+        mask = labels == c
+        ax.scatter(coords[mask, 0], coords[mask, 1], s=6, color=cmap(c % cmap.N), label=name, alpha=0.7)
+    rng = np.random.default_rng(0)
+    for c in range(len(class_names)):
+        members = np.flatnonzero(labels == c)
+        for i in rng.choice(members, size=min(thumbs_per_class, len(members)), replace=False):
+            thumb = images[i].transpose(1, 2, 0).squeeze()
+            box = OffsetImage(thumb, zoom=0.9, cmap="gray" if thumb.ndim == 2 else None)
+            ax.add_artist(
+                AnnotationBbox(box, coords[i], frameon=True, pad=0.1, bboxprops={"edgecolor": cmap(c % cmap.N)})
+            )
+    ax.legend(markerscale=3, loc="center left", bbox_to_anchor=(1.0, 0.5), title="class")
+    ax.set_title(f"t-SNE of the posterior means of {len(labels)} test images")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return fig
+
+
+def loss_curve_figure(history: list[dict]) -> plt.Figure:
+    """Train and validation -ELBO per epoch, with the KL part on a second panel."""
+    epochs = [r["epoch"] for r in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+    left.plot(epochs, [r["train_loss"] for r in history], label="train")
+    left.plot(epochs, [r["val_loss"] for r in history], label="validation")
+    left.set(xlabel="epoch", ylabel="-ELBO (nats / image)", title="loss")
+    left.legend()
+    right.plot(epochs, [r["train_kl"] for r in history], label="train KL")
+    right.plot(epochs, [r["val_kl"] for r in history], label="validation KL")
+    right.set(xlabel="epoch", ylabel="nats / image", title="KL(q(z|x) || p(z))")
+    right.legend()
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,66 @@
+"""The VAE objective: the negative evidence lower bound and the importance-weighted bound, in nats."""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+
+class ELBOParts(NamedTuple):
+    """Per-image terms, each shaped (N,): loss = recon + kl_weight * kl."""
+
+    loss: torch.Tensor
+    recon: torch.Tensor  # -log p(x|z): Bernoulli cross-entropy summed over pixels
+    kl: torch.Tensor  # KL(q(z|x) || N(0, I))
+
+
+def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, I)) per row, in closed form (Kingma & Welling 2014, Appendix B)."""
+    return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), dim=1)  # (N,)
+
+
+def bernoulli_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """-log p(x|z) for grayscale pixels x in [0, 1] read as Bernoulli means, summed over pixels → (N,)."""
+    return F.binary_cross_entropy_with_logits(logits, x.flatten(1), reduction="none").sum(dim=1)
+
+
+def negative_elbo(
+    logits: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, kl_weight: float = 1.0
+) -> ELBOParts:
+    """-ELBO = E_q[-log p(x|z)] + KL(q(z|x) || p(z)), estimated with the one z that produced `logits`."""
+    recon = bernoulli_nll(logits.float(), x)
+    kl = gaussian_kl(mu.float(), logvar.float())
+    return ELBOParts(recon + kl_weight * kl, recon, kl)
+
+
+def log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log N(z; mu, diag(exp(logvar))) summed over the last dimension."""
+    return -0.5 * (math.log(2 * math.pi) + logvar + (z - mu).pow(2) / logvar.exp()).sum(dim=-1)
+
+
+@torch.no_grad()
+def importance_weighted_nll(
+    model: torch.nn.Module, x: torch.Tensor, k: int, chunk: int = 100, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """-log p(x) estimated with k importance samples from q(z|x) (Burda et al. 2015, eq. 8) → (N,).
+
+    log p(x) ≈ log (1/k) Σ_i p(x|z_i) p(z_i) / q(z_i|x); it is a lower bound on log p(x) that tightens
+    as k grows. Samples are drawn `chunk` at a time so memory stays at N * chunk * pixels.
+    """
+    mu, logvar = model.encode(x)  # (N, D)
+    n, d = mu.shape
+    log_weights = []
+    for start in range(0, k, chunk):
+        m = min(chunk, k - start)
+        eps = torch.randn(m, n, d, generator=generator, device=mu.device)
+        z = mu + eps * torch.exp(0.5 * logvar)  # (m, N, D)
+        logits = model.decode_logits(z.reshape(m * n, d)).float()  # (m*N, P)
+        log_px_z = -bernoulli_nll(logits, x.repeat(m, *[1] * (x.dim() - 1))).view(m, n)
+        log_pz = log_normal(z, torch.zeros_like(z), torch.zeros_like(z))  # (m, N)
+        log_qz_x = log_normal(z, mu, logvar)  # (m, N)
+        log_weights.append(log_px_z + log_pz - log_qz_x)
+    log_w = torch.cat(log_weights)  # (k, N)
+    return -(torch.logsumexp(log_w, dim=0) - math.log(k))

@@ -1,0 +1,129 @@
+"""A vanilla variational autoencoder built from nn.Linear layers (Kingma & Welling, 2014).
+
+The encoder maps an image to the mean and log-variance of a diagonal Gaussian posterior q(z|x); the
+decoder maps a latent z to the logits of independent Bernoulli pixels p(x|z). The prior p(z) is N(0, I).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from huggingface_hub import PyTorchModelHubMixin
+from torch import nn
+
+from vae.errors import UserError
+
+LOGVAR_RANGE = (-30.0, 20.0)  # keeps exp(logvar) finite in fp16/bf16, as diffusers' DiagonalGaussian does
+HUB_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+class VAEOutput(NamedTuple):
+    logits: torch.Tensor  # (N, C*H*W) Bernoulli logits of the reconstruction
+    mu: torch.Tensor  # (N, latent_dim)
+    logvar: torch.Tensor  # (N, latent_dim)
+    z: torch.Tensor  # (N, latent_dim) the posterior sample that was decoded
+
+
+def mlp(sizes: list[int], dropout: float) -> nn.Sequential:
+    """Linear → ReLU → Dropout for every pair of sizes except the last, which stays linear."""
+    layers: list[nn.Module] = []
+    for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
+        layers.append(nn.Linear(n_in, n_out))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+class VAE(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="pytorch",
+    tags=["vae", "variational-autoencoder", "image-generation", "mnist-vae-studio"],
+    license="mit",
+):
+    """MLP encoder → (mu, logvar) → reparameterised z → MLP decoder → Bernoulli logits.
+
+    The constructor's arguments are the architecture; `save_pretrained` writes them to config.json and
+    the weights (plus the per-class latent statistics the app uses) to model.safetensors.
+    """
+
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int] = (1, 28, 28),
+        hidden_dims: tuple[int, ...] = (512, 256),
+        latent_dim: int = 32,
+        dropout: float = 0.0,
+        class_names: tuple[str, ...] = tuple(str(d) for d in range(10)),
+    ):
+        super().__init__()
+        self.image_shape = tuple(image_shape)
+        self.hidden_dims = list(hidden_dims)
+        self.latent_dim = latent_dim
+        self.class_names = list(class_names)
+        num_pixels = self.image_shape[0] * self.image_shape[1] * self.image_shape[2]
+        self.encoder = mlp([num_pixels, *self.hidden_dims, 2 * latent_dim], dropout)
+        self.decoder = mlp([latent_dim, *reversed(self.hidden_dims), num_pixels], dropout)
+        # Latent statistics of each class over the training set, filled in by the trainer: the app walks
+        # between class means and samples "a 3" from N(mean, std²) without needing the dataset.
+        self.register_buffer("class_means", torch.zeros(len(self.class_names), latent_dim))
+        self.register_buffer("class_stds", torch.ones(len(self.class_names), latent_dim))
+
+    @property
+    def device(self) -> torch.device:
+        return self.class_means.device
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images in [0, 1] shaped (N, C, H, W) → posterior mean and log-variance, each (N, latent_dim)."""
+        mu, logvar = self.encoder(x.flatten(1)).chunk(2, dim=1)  # (N, D), (N, D)
+        return mu, logvar.clamp(*LOGVAR_RANGE)
+
+    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents (N, latent_dim) → Bernoulli logits (N, C*H*W)."""
+        return self.decoder(z)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents (N, latent_dim) → images in [0, 1] shaped (N, C, H, W): the Bernoulli means."""
+        return torch.sigmoid(self.decode_logits(z)).view(-1, *self.image_shape)
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> VAEOutput:
+        """Encode, draw one z ~ q(z|x) by reparameterisation, decode to logits."""
+        mu, logvar = self.encode(x)
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        z = mu + eps * torch.exp(0.5 * logvar)  # (N, D)
+        return VAEOutput(self.decode_logits(z), mu, logvar, z)
+
+    @torch.no_grad()
+    def sample(self, n: int, seed: int | None = None, temperature: float = 1.0) -> torch.Tensor:
+        """n images (n, C, H, W) in [0, 1] decoded from z ~ N(0, temperature² I); a seed fixes them."""
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        z = torch.randn(n, self.latent_dim, generator=generator) * temperature  # on CPU: same on any device
+        return self.decode(z.to(self.device))
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs) -> VAE:
+        """Load a folder written by `save_pretrained` or a Hub repo id ("user/name"), strictly.
+
+        A path that looks local (it exists, starts with ./ ../ / ~, or its first folder exists here) but is
+        not a folder is reported as such instead of being looked up on the Hub.
+        """
+        path = str(pretrained_model_name_or_path)
+        if not os.path.isdir(path) and looks_local(path):
+            raise UserError(
+                f"No such checkpoint folder: {path}. Pass a folder written by train.py (it holds "
+                "config.json and model.safetensors) or a Hugging Face Hub repo id such as user/vae-mnist."
+            )
+        kwargs.setdefault("strict", True)
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+
+def looks_local(path: str) -> bool:
+    if os.path.exists(path) or path.startswith((".", "/", "~")) or not HUB_REPO_ID.match(path):
+        return True
+    return os.path.isdir(path.split("/")[0])

@@ -1,0 +1,74 @@
+"""The cached t-SNE map of a model's test-set latents: computed once, saved beside the model, reused by the app.
+
+python -m vae.tsne --checkpoint checkpoints/vae-mnist [--samples 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from sklearn.manifold import TSNE
+
+from vae.data import ImageSet, as_float
+from vae.errors import UserError
+from vae.figures import save_figure, tsne_figure
+from vae.io import atomic_write
+from vae.model import VAE
+
+TSNE_FILE, TSNE_FIGURE = "tsne.safetensors", "tsne.png"
+
+
+@torch.no_grad()
+def compute_tsne(model: VAE, test: ImageSet, samples: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Posterior means of `samples` seeded test images and their 2-D t-SNE coordinates."""
+    n = min(samples, len(test))
+    index = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    images = test.images[index]  # (n, C, H, W) uint8
+    latents = torch.cat([model.encode(as_float(b.to(model.device)))[0].cpu() for b in images.split(1000)])  # (n, D)
+    perplexity = min(30.0, (n - 1) / 3)
+    coords = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(latents.numpy())
+    return {
+        "coords": torch.from_numpy(coords).float(),  # (n, 2)
+        "labels": test.labels[index].cpu(),  # (n,)
+        "latents": latents.float(),  # (n, D): lets the app place a new image among its neighbours
+        "images": images.cpu(),  # (n, C, H, W) uint8: thumbnails
+    }
+
+
+def write_tsne(folder: str | Path, model: VAE, test: ImageSet, samples: int, seed: int = 0) -> None:
+    """Compute the map and write tsne.safetensors and tsne.png into the model folder."""
+    folder = Path(folder)
+    tsne = compute_tsne(model, test, samples, seed)
+    atomic_write(folder / TSNE_FILE, lambda tmp: save_file({k: v.contiguous() for k, v in tsne.items()}, tmp))
+    fig = tsne_figure(tsne["coords"].numpy(), tsne["labels"].numpy(), model.class_names, tsne["images"].numpy())
+    save_figure(fig, folder / TSNE_FIGURE)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from vae.evaluate import checkpoint_test_set
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="model folder written by train.py")
+    parser.add_argument("--samples", type=int, default=2000, help="test images to embed")
+    parser.add_argument("--data-dir", help="dataset root; default: the one the model was trained with")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.samples < 10:
+        parser.error("--samples must be at least 10")
+    try:
+        if not Path(args.checkpoint).is_dir():
+            raise UserError(f"No such checkpoint folder: {args.checkpoint}. Pass a folder written by train.py.")
+        model = VAE.from_pretrained(args.checkpoint).eval()
+        test = checkpoint_test_set(args.checkpoint, args.data_dir)
+    except UserError as err:
+        sys.exit(f"error: {err}")
+    write_tsne(args.checkpoint, model, test, args.samples, args.seed)
+    print(f"wrote {Path(args.checkpoint) / TSNE_FIGURE} and {TSNE_FILE} ({min(args.samples, len(test))} test images)")
+
+
+if __name__ == "__main__":
+    main()
