@@ -48,6 +48,7 @@ def save_model(model: VAE, output_dir: Path) -> None:
         model.save_pretrained(tmp)
         for name in os.listdir(tmp):
             if name != "README.md":  # the mixin's generic card; ours is written by write_model_card
+                os.chmod(Path(tmp) / name, 0o644)  # files in a private temp folder are created 0600
                 os.replace(Path(tmp) / name, output_dir / name)
 
 

@@ -11,6 +11,7 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -88,8 +89,12 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path, progress: dict, 
     accelerator.wait_for_everyone()
 
 
-def train(config: TrainConfig) -> Path:
-    """Train, keep the best model by validation loss, and export a Hub-ready folder; returns its path."""
+def train(config: TrainConfig, on_epoch_end: Callable[[int, VAE], None] | None = None) -> Path:
+    """Train, keep the best model by validation loss, and export a Hub-ready folder; returns its path.
+
+    `on_epoch_end(epoch, model)`, if given, is called on every process after each epoch's checkpoint
+    (benchmarks use it to measure test loss against wall time).
+    """
     output_dir = Path(config.output_dir)
     if config.push_to_hub:
         check_hub_access(config.hub_model_id)  # fail before hours of training, not after
@@ -202,6 +207,8 @@ def train(config: TrainConfig) -> Path:
             progress["best_val_loss"], progress["best_epoch"] = val_metrics["loss"], epoch
             best_state = {k: v.detach().cpu().clone() for k, v in accelerator.unwrap_model(model).state_dict().items()}
         save_checkpoint(accelerator, output_dir, progress, best_state)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, accelerator.unwrap_model(model))
         if main:
             lines = "".join(json.dumps(r) + "\n" for r in progress["history"])
             atomic_write_text(output_dir / "metrics.jsonl", lines)

@@ -1,0 +1,207 @@
+"""End-to-end training on the committed MNIST slice: the Hub-ready folder, determinism, kill-and-resume,
+a real 2-process run, evaluation and t-SNE commands, and the Hub push with the upload intercepted."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vae import VAE
+from vae.config import build_config
+from vae.training import train
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = ["--hidden-dims", "64", "--latent-dim", "2", "--batch-size", "64", "--val-size", "200"]
+SMALL += ["--iw-samples", "5", "--tsne-samples", "100", "--eval-batch-size", "300"]
+HUB_FILES = {
+    "README.md",
+    "config.json",
+    "model.safetensors",
+    "metrics.json",
+    "metrics.jsonl",
+    "train_config.yaml",
+    "samples.png",
+    "reconstructions.png",
+    "latent_walk.png",
+    "latent_grid.png",
+    "loss_curve.png",
+    "tsne.png",
+    "tsne.safetensors",
+}
+
+
+def run_train(data_dir: Path, output_dir: Path, *args: str, env: dict | None = None, check: bool = True):
+    cmd = [sys.executable, "train.py", "--data-dir", str(data_dir), "--output-dir", str(output_dir), *SMALL, *args]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "model.safetensors"))
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert torch.equal(wa[key], wb[key]), key
+
+
+@pytest.fixture(scope="module")
+def trained(mnist_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run") / "vae"
+    run_train(mnist_dir, out, "--epochs", "3", "--cpu")
+    return out
+
+
+@pytest.mark.slow
+def test_training_writes_a_hub_ready_folder(trained):
+    assert {p.name for p in trained.iterdir()} == HUB_FILES | {"training_state"}
+    assert [p.name for p in (trained / "training_state").iterdir()] == ["epoch-0003"]
+    model = VAE.from_pretrained(trained)
+    assert model.latent_dim == 2 and model.hidden_dims == [64] and model.class_names == [str(d) for d in range(10)]
+    assert model.class_means.abs().sum() > 0, "class means were not filled in"
+
+    history = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    for record in history:
+        assert record["train_loss"] == pytest.approx(record["train_recon"] + record["train_kl"], abs=0.01)
+        assert record["images_per_sec"] > 0 and record["epoch_seconds"] > 0 and record["lr"] >= 0
+    assert history[-1]["val_loss"] < history[0]["val_loss"]
+
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert metrics["num_processes"] == 1 and metrics["device"] == "cpu" and metrics["mixed_precision"] == "no"
+    assert metrics["test_images"] == 300 and metrics["iw_samples"] == 5
+    assert metrics["test_loss"] == pytest.approx(metrics["test_recon"] + metrics["test_kl"], abs=1e-3)
+    assert metrics["test_iw_nll"] < metrics["test_loss"] + 5  # IW bound is tighter than the ELBO, up to noise
+
+    card = (trained / "README.md").read_text()
+    assert card.startswith("---\n") and "library_name: pytorch" in card and "ylecun/mnist" in card
+    assert f"{metrics['test_loss']:.2f}" in card and "![" in card and "tsne.png" in card
+    tsne = load_file(str(trained / "tsne.safetensors"))
+    assert tsne["coords"].shape == (100, 2) and tsne["latents"].shape == (100, 2) and tsne["labels"].shape == (100,)
+
+
+@pytest.mark.slow
+def test_same_seed_same_weights(trained, mnist_dir, tmp_path):
+    run_train(mnist_dir, tmp_path / "again", "--epochs", "3", "--cpu")
+    assert_same_weights(trained, tmp_path / "again")
+    run_train(mnist_dir, tmp_path / "other-seed", "--epochs", "1", "--cpu", "--seed", "1")
+    assert not torch.equal(weights(trained)["decoder.0.weight"], weights(tmp_path / "other-seed")["decoder.0.weight"])
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_weights(trained, mnist_dir, tmp_path):
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "train.py", "--data-dir", str(mnist_dir), "--output-dir", str(out), *SMALL]
+    proc = subprocess.Popen([*cmd, "--epochs", "3", "--cpu"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not (out / "training_state" / "epoch-0001").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)  # mid-epoch 2, or mid-checkpoint: either must be safe
+    proc.wait()
+    assert not (out / "model.safetensors").exists(), "the run finished before it could be killed"
+    result = run_train(mnist_dir, out, "--epochs", "3", "--cpu", "--resume")
+    assert "resumed from" in result.stdout + result.stderr
+    assert_same_weights(trained, out)
+    lines = lambda folder: [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    drop = ("epoch_seconds", "images_per_sec")
+    assert [{k: v for k, v in r.items() if k not in drop} for r in lines(out)] == [
+        {k: v for k, v in r.items() if k not in drop} for r in lines(trained)
+    ]
+
+
+@pytest.mark.slow
+def test_two_process_torchrun(mnist_dir, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train.py"]
+    cmd += ["--data-dir", str(mnist_dir), "--output-dir", str(out), *SMALL, "--epochs", "2"]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_processes"] == 2
+    assert {p.name for p in out.iterdir()} == HUB_FILES | {"training_state"}
+    # one log line per epoch (main process only), and each process trained on its own half of the data
+    log = result.stdout + result.stderr
+    assert log.count("epoch 1/2  train") == 1 and log.count("epoch 2/2  train") == 1
+    assert "2 process(es)" in log
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    train_images = 1200 - 200
+    assert history[0]["images_per_sec"] * history[0]["epoch_seconds"] == pytest.approx(train_images, rel=0.01)
+    # the state of both processes' RNGs is saved for resuming
+    state = out / "training_state" / "epoch-0002"
+    assert (state / "random_states_0.pkl").exists() and (state / "random_states_1.pkl").exists()
+
+
+@pytest.mark.slow
+def test_evaluate_and_tsne_commands(trained, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "vae.evaluate", "--checkpoint", str(trained), "--iw-samples", "20", "--output", str(tmp_path / "e.json")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "e.json").read_text())
+    assert metrics["test_images"] == 300 and metrics["iw_samples"] == 20
+    assert metrics["test_loss"] == pytest.approx(json.loads((trained / "metrics.json").read_text())["test_loss"])
+    assert metrics["test_iw_nll"] <= metrics["test_loss"] + 1
+    assert "IW bound" in result.stdout
+
+    before = (trained / "tsne.safetensors").stat().st_mtime_ns
+    result = subprocess.run(
+        [sys.executable, "-m", "vae.tsne", "--checkpoint", str(trained), "--samples", "50"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (trained / "tsne.safetensors").stat().st_mtime_ns > before
+    assert load_file(str(trained / "tsne.safetensors"))["coords"].shape == (50, 2)
+
+    missing = subprocess.run(
+        [sys.executable, "-m", "vae.evaluate", "--checkpoint", str(tmp_path / "nope")], cwd=ROOT, capture_output=True, text=True
+    )
+    assert missing.returncode != 0 and "No such checkpoint folder" in missing.stderr and "Traceback" not in missing.stderr
+
+
+@pytest.mark.slow
+def test_push_to_hub_uploads_the_folder_once(mnist_dir, tmp_path, monkeypatch):
+    calls = []
+
+    class FakeApi:
+        def create_repo(self, repo_id, private, exist_ok):
+            calls.append(("create_repo", repo_id, private))
+
+        def upload_folder(self, repo_id, folder_path, ignore_patterns, commit_message):
+            from huggingface_hub.utils import filter_repo_objects
+
+            files = [p.relative_to(folder_path).as_posix() for p in Path(folder_path).rglob("*") if p.is_file()]
+            uploaded = set(filter_repo_objects(files, ignore_patterns=ignore_patterns))
+            calls.append(("upload_folder", repo_id, uploaded))
+
+    monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
+    monkeypatch.setattr("vae.hub.HfApi", FakeApi)
+    config = build_config({"data_dir": str(mnist_dir), "output_dir": str(tmp_path / "pushed"), "epochs": 1, "cpu": True,
+                           "hidden_dims": [32], "latent_dim": 4, "val_size": 200, "iw_samples": 0, "tsne_samples": 50,
+                           "push_to_hub": True, "hub_model_id": "someone/vae-test", "hub_private": True})  # fmt: skip
+    train(config)
+    assert calls[0] == ("create_repo", "someone/vae-test", True)
+    assert len(calls) == 2 and calls[1][:2] == ("upload_folder", "someone/vae-test")
+    assert calls[1][2] == HUB_FILES - {"latent_grid.png"}  # 4-D latent: no grid; no training state
+
+
+def test_push_without_token_fails_before_training(mnist_dir, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"} | {"HF_HOME": str(tmp_path / "hf")}
+    out = tmp_path / "never"
+    result = run_train(mnist_dir, out, "--push-to-hub", "--hub-model-id", "someone/x", env=env, check=False)
+    assert result.returncode != 0 and "token" in result.stderr and "Traceback" not in result.stderr
+    assert not out.exists()
