@@ -1,6 +1,14 @@
 """MNIST VAE studio: a vanilla variational autoencoder, its trainer, evaluation and figures."""
 
 from vae.errors import UserError
-from vae.model import VAE
 
 __all__ = ["VAE", "UserError"]
+
+
+def __getattr__(name: str):
+    # `from vae import VAE` imports torch; `vae.config` (train.py --help, config errors) should not wait for it.
+    if name == "VAE":
+        from vae.model import VAE
+
+        return VAE
+    raise AttributeError(f"module 'vae' has no attribute {name!r}")

@@ -7,6 +7,7 @@ unlike a DataLoader that runs a PIL transform per image.
 
 from __future__ import annotations
 
+import gzip
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from tqdm.auto import tqdm
 
 from vae.config import TrainConfig
 from vae.errors import UserError
+from vae.io import atomic_write
 
 FASHION_CLASSES = [
     "T-shirt/top",
@@ -64,10 +66,20 @@ def as_float(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(255)
 
 
+def extract_gz(raw: Path) -> None:
+    """Decompress RAW/<file>.gz where only the .gz is there. torchvision accepts a .gz only when its MD5 is that
+    of the official archive and downloads it again otherwise, e.g. for Debian's re-compressed dataset-fashion-mnist."""
+    for name in RAW_FILES:
+        gz = raw / f"{name}.gz"
+        if gz.is_file() and not (raw / name).is_file():
+            atomic_write(raw / name, lambda tmp, gz=gz: Path(tmp).write_bytes(gzip.decompress(gz.read_bytes())))
+
+
 def load_torchvision(name: str, root: str) -> tuple[ImageSet, ImageSet]:
     """MNIST or Fashion-MNIST from ROOT/<MNIST|FashionMNIST>/raw, downloaded there when missing."""
     cls, folder = TORCHVISION[name]
     try:
+        extract_gz(Path(root) / folder / "raw")
         train = cls(root, train=True, download=True)
         test = cls(root, train=False, download=True)
     except Exception as err:  # torchvision raises RuntimeError/URLError/OSError depending on the failure

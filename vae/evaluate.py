@@ -25,6 +25,11 @@ from vae.model import VAE
 EVAL_SEED = 1234  # a fixed posterior noise: the same model gets the same numbers every time
 
 
+def sum_dtype(device: torch.device) -> torch.dtype:
+    """float64 for sums over a dataset, except on Apple MPS, which has no float64."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
 @torch.no_grad()
 def elbo_sums(model: VAE, images: torch.Tensor, batch_size: int, seed: int = EVAL_SEED) -> torch.Tensor:
     """Sums of (-ELBO, recon, KL) over uint8 images (N, C, H, W), and N, as one tensor of 4 numbers.
@@ -33,7 +38,7 @@ def elbo_sums(model: VAE, images: torch.Tensor, batch_size: int, seed: int = EVA
     """
     device = model.device
     generator = torch.Generator(device).manual_seed(seed)
-    totals = torch.zeros(4, dtype=torch.float64, device=device)
+    totals = torch.zeros(4, dtype=sum_dtype(device), device=device)
     for batch in images.split(batch_size):
         x = as_float(batch.to(device))
         out = model(x, generator=generator)

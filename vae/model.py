@@ -20,6 +20,7 @@ from vae.errors import UserError
 
 LOGVAR_RANGE = (-30.0, 20.0)  # keeps exp(logvar) finite in fp16/bf16, as diffusers' DiagonalGaussian does
 HUB_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+REQUIRED_FILES = ("config.json", "model.safetensors")  # what save_pretrained writes and from_pretrained needs
 
 
 class VAEOutput(NamedTuple):
@@ -119,8 +120,24 @@ class VAE(
                 f"No such checkpoint folder: {path}. Pass a folder written by train.py (it holds "
                 "config.json and model.safetensors) or a Hugging Face Hub repo id such as user/vae-mnist."
             )
+        if os.path.isdir(path):  # the mixin would build a default model without config.json, or fail obscurely
+            missing = [name for name in REQUIRED_FILES if not os.path.isfile(os.path.join(path, name))]
+            if missing:
+                raise UserError(
+                    f"{path} is not a model folder: it has no {' and no '.join(missing)}. Pass a folder written by "
+                    "train.py or save_pretrained (it holds config.json and model.safetensors)."
+                )
         kwargs.setdefault("strict", True)
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    @classmethod
+    def _load_as_pickle(cls, model: VAE, model_file: str, map_location: str, strict: bool) -> VAE:
+        """The mixin falls back to pytorch_model.bin when a Hub repo has no model.safetensors: refuse it."""
+        raise UserError(
+            f"{model_file} holds pickled PyTorch weights (pytorch_model.bin), which this project never loads: "
+            "unpickling a downloaded file can run arbitrary code. Use a repo that has model.safetensors "
+            "(train.py and save_pretrained write one)."
+        )
 
 
 def looks_local(path: str) -> bool:

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from vae.config import TrainConfig, save_config
 from vae.data import ImageSet, Splits, as_float, epoch_batches, load_splits
 from vae.errors import UserError
-from vae.evaluate import as_means, elbo_sums
+from vae.evaluate import as_means, elbo_sums, sum_dtype
 from vae.export import export_model
 from vae.hub import check_hub_access, push_folder
 from vae.io import atomic_write_text
@@ -147,7 +147,7 @@ def train(config: TrainConfig, on_epoch_end: Callable[[int, VAE], None] | None =
         batches = epoch_batches(
             len(train_set), config.batch_size, config.seed, epoch, accelerator.process_index, accelerator.num_processes
         )
-        totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss, recon, kl, images
+        totals = torch.zeros(4, dtype=sum_dtype(device), device=device)  # loss, recon, kl, images
         bar = tqdm(
             batches,
             desc=f"epoch {epoch}/{config.epochs}",

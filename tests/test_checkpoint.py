@@ -1,0 +1,85 @@
+"""The committed default models: complete Hub-ready folders, small enough for git, and good enough that
+the app's walks end at the digit asked for and random samples cover every digit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from vae import VAE
+from vae.config import build_config
+from vae.data import as_float, load_splits
+from vae.evaluate import as_means, elbo_sums
+
+ROOT = Path(__file__).resolve().parent.parent
+MNIST = ROOT / "checkpoints" / "vae-mnist"
+FASHION = ROOT / "checkpoints" / "vae-fashion-mnist"
+REQUIRED = {"config.json", "model.safetensors", "README.md", "metrics.json", "samples.png", "reconstructions.png"}
+REQUIRED |= {"latent_walk.png", "tsne.png", "tsne.safetensors", "train_config.yaml"}
+
+
+@pytest.mark.parametrize("folder", [MNIST, FASHION], ids=["mnist", "fashion-mnist"])
+def test_committed_checkpoint_is_complete(folder):
+    assert REQUIRED <= {p.name for p in folder.iterdir()}
+    assert not (folder / "training_state").exists()
+    assert sum(p.stat().st_size for p in folder.rglob("*")) < 20 * 2**20
+    model = VAE.from_pretrained(folder)
+    assert len(model.class_names) == 10 and model.class_means.abs().sum() > 0
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert {"test_loss", "test_recon", "test_kl", "test_iw_nll"} <= metrics.keys()
+
+
+@pytest.fixture(scope="module")
+def mnist_splits(full_mnist_dir):
+    return load_splits(build_config({"data_dir": str(full_mnist_dir)}))
+
+
+@pytest.fixture(scope="module")
+def digit_classifier(mnist_splits) -> nn.Module:
+    """A small MLP trained on all 60,000 MNIST training images; it must reach 97% on the test set."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    images = torch.cat([mnist_splits.train.images, mnist_splits.val.images])
+    labels = torch.cat([mnist_splits.train.labels, mnist_splits.val.labels])
+    for _ in range(2):
+        for index in torch.randperm(len(labels)).split(128):
+            loss = nn.functional.cross_entropy(net(as_float(images[index])), labels[index])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    net.eval()
+    with torch.no_grad():
+        predicted = net(as_float(mnist_splits.test.images)).argmax(1)
+    accuracy = (predicted == mnist_splits.test.labels).float().mean().item()
+    assert accuracy >= 0.97, f"the classifier itself is too weak to judge the VAE: {accuracy:.3f}"
+    return net
+
+
+@pytest.mark.slow
+def test_decoded_class_means_are_their_digits(digit_classifier):
+    model = VAE.from_pretrained(MNIST).eval()
+    with torch.no_grad():
+        predicted = digit_classifier(model.decode(model.class_means)).argmax(1)
+    assert predicted.tolist() == list(range(10))
+
+
+@pytest.mark.slow
+def test_random_samples_cover_every_digit(digit_classifier):
+    model = VAE.from_pretrained(MNIST).eval()
+    with torch.no_grad():
+        counts = torch.bincount(digit_classifier(model.sample(1000, seed=0)).argmax(1), minlength=10)
+    assert (counts >= 30).all(), f"digits 0-9 appear {counts.tolist()} times in 1,000 samples"
+
+
+@pytest.mark.slow
+def test_committed_mnist_model_meets_the_elbo_target(mnist_splits):
+    model = VAE.from_pretrained(MNIST).eval()
+    metrics = as_means(elbo_sums(model, mnist_splits.test.images, 1000))
+    assert metrics["loss"] <= 95.0, metrics
+    recorded = json.loads((MNIST / "metrics.json").read_text())
+    assert metrics["loss"] == pytest.approx(recorded["test_loss"], abs=0.05)
