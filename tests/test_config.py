@@ -27,8 +27,7 @@ def test_defaults_come_from_configs_mnist_yaml():
     assert DEFAULT_CONFIG == ROOT / "configs" / "mnist.yaml"
     for key, value in yaml.safe_load(DEFAULT_CONFIG.read_text()).items():
         assert getattr(config, key) == value, key
-    assert (config.dataset, config.hidden_dims, config.latent_dim) == ("mnist", [512, 256], 32)
-    assert (config.epochs, config.batch_size, config.lr) == (30, 128, 0.001)
+    assert config.dataset == "mnist"
     assert config.val_size == TrainConfig().val_size  # keys the YAML leaves out keep the dataclass default
     assert config.cpu is False and config.push_to_hub is False
 
@@ -36,7 +35,7 @@ def test_defaults_come_from_configs_mnist_yaml():
 def test_command_line_flags_override_the_yaml():
     config = parse_config(["--epochs", "5", "--batch-size", "256", "--latent-dim", "2", "--hidden-dims", "512", "256"])
     assert (config.epochs, config.batch_size, config.latent_dim, config.hidden_dims) == (5, 256, 2, [512, 256])
-    assert config.lr == 0.001  # untouched keys still come from the YAML
+    assert config.lr == yaml.safe_load(DEFAULT_CONFIG.read_text())["lr"]  # untouched keys still come from the YAML
     assert parse_config(["--hidden-dims", "64"]).hidden_dims == [64]
     assert parse_config(["--cpu"]).cpu is True and parse_config(["--no-cpu"]).cpu is False
     assert parse_config(["--lr", "3e-4"]).lr == pytest.approx(3e-4)
@@ -164,4 +163,5 @@ def test_train_py_help_lists_every_setting():
     assert result.returncode == 0, result.stderr
     for flag in ["--hidden-dims", "--latent-dim", "--epochs", "--config", "--push-to-hub", "--cpu"]:
         assert flag in result.stdout
-    assert "default: 30" in result.stdout  # defaults shown are those of configs/mnist.yaml
+    epochs = yaml.safe_load(DEFAULT_CONFIG.read_text())["epochs"]
+    assert f"default: {epochs})" in result.stdout  # defaults shown are those of configs/mnist.yaml

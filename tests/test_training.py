@@ -105,7 +105,9 @@ def test_same_seed_same_weights(trained, mnist_dir, tmp_path):
 def test_killed_run_resumes_to_the_same_weights(trained, mnist_dir, tmp_path):
     out = tmp_path / "killed"
     cmd = [sys.executable, "train.py", "--data-dir", str(mnist_dir), "--output-dir", str(out), *SMALL]
-    proc = subprocess.Popen([*cmd, "--epochs", "3", "--cpu"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [*cmd, "--epochs", "3", "--cpu"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     deadline = time.time() + 120
     while not (out / "training_state" / "epoch-0001").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
@@ -168,9 +170,14 @@ def test_evaluate_and_tsne_commands(trained, tmp_path):
     assert load_file(str(trained / "tsne.safetensors"))["coords"].shape == (50, 2)
 
     missing = subprocess.run(
-        [sys.executable, "-m", "vae.evaluate", "--checkpoint", str(tmp_path / "nope")], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "-m", "vae.evaluate", "--checkpoint", str(tmp_path / "nope")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
-    assert missing.returncode != 0 and "No such checkpoint folder" in missing.stderr and "Traceback" not in missing.stderr
+    assert (
+        missing.returncode != 0 and "No such checkpoint folder" in missing.stderr and "Traceback" not in missing.stderr
+    )
 
 
 @pytest.mark.slow

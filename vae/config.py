@@ -54,7 +54,9 @@ class TrainConfig:
     kl_warmup_epochs: float = option(0.0, "epochs over which the KL weight rises linearly from 0 to 1", min=0.0)
     seed: int = option(0, "seed for the split, the shuffling and the weights", min=0)
     # hardware
-    mixed_precision: str = option("no", "no, bf16 or fp16 (on a CPU both are usually slower than no)", choices=("no", "bf16", "fp16"))
+    mixed_precision: str = option(
+        "no", "no, bf16 or fp16 (on a CPU both are usually slower than no)", choices=("no", "bf16", "fp16")
+    )
     cpu: bool = option(False, "train on the CPU even when a GPU is available")
     # outputs
     output_dir: str = option("outputs/vae-mnist", "where the Hub-ready model folder is written")

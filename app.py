@@ -1,0 +1,798 @@
+"""MNIST VAE studio: samples, digit-to-digit walks, the t-SNE map and your own drawing, in a Gradio app.
+
+python app.py                                     # checkpoints/vae-mnist on http://127.0.0.1:7860
+python app.py --checkpoint user/vae-mnist         # a model that train.py pushed to the Hugging Face Hub
+VAE_CHECKPOINT=checkpoints/vae-fashion-mnist python app.py --host 0.0.0.0 --port 7861
+
+Every event has an api_name, so gradio_client can call /sample, /walk, /tsne, /encode, /encode_drawing
+and /about. Inputs reach the handlers raw (preprocess=False) and each handler checks them, so an API
+caller gets the same clear message as a user of the page for a count out of range or a file that is
+not an image. Nothing is trained or recomputed here: the model folder carries the class means, the
+t-SNE map and its figure, all computed once by train.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import functools
+import hashlib
+import html
+import json
+import math
+import os
+import struct
+import sys
+import tempfile
+import threading
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image, ImageOps
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from vae.errors import UserError
+from vae.explore import (
+    INTERPOLATIONS,
+    START_POINTS,
+    class_latent,
+    class_walk,
+    has_class_statistics,
+    nearest_class,
+    place_on_map,
+    prepare_drawing,
+    to_gif,
+    to_grid,
+    to_uint8,
+    typical,
+    walk,
+)
+from vae.hub import metrics_table
+from vae.model import VAE, looks_local
+
+ROOT = Path(__file__).resolve().parent
+DEFAULT_CHECKPOINT = ROOT / "checkpoints" / "vae-mnist"
+HUB_FILES = ["config.json", "model.safetensors", "README.md", "metrics.json", "tsne.safetensors", "tsne.png"]
+
+MAX_IMAGES = 256  # samples per request
+STEPS = (2, 32)  # frames in a walk
+MAX_TEMPERATURE = 2.0
+MAX_SEED = 2**32 - 1
+MAX_UPLOAD_PIXELS = 4096 * 4096  # larger images are refused before they are decoded
+WORK_SIZE = 1024  # uploads are shrunk to fit this box before centring: plenty for a 28x28 digit
+MAX_FILE_SIZE = "10mb"  # the upload route refuses bigger files
+QUEUE_SIZE = 64  # requests waiting beyond this are turned away ("queue full") instead of piling up
+CONCURRENCY = 2  # requests computed at once: one per core of a small Space
+ENCODE_WALK_STEPS = 10
+GRID_WIDTH = 720  # sample grids and walk strips are upscaled (nearest neighbour) to about this width
+GIF_SCALE = 4
+MAP_NEIGHBOURS = 10
+YOU = "your digit"  # the extra class of the point placed on the t-SNE map
+
+CSS = """
+.pixelated img, .pixelated canvas { image-rendering: pixelated; }
+#walk-gif img { width: 224px !important; height: 224px !important; object-fit: contain !important; }
+"""
+SESSIONS = 500  # Gradio keeps ~0.1-0.5 MB of page state per visitor; the app needs none of it between calls
+LAUNCH_OPTIONS = {"css": CSS, "max_file_size": MAX_FILE_SIZE, "show_error": False, "state_session_capacity": SESSIONS}
+
+ABOUT = """
+## What is a VAE?
+
+A variational autoencoder (Kingma & Welling, 2014) learns to squeeze each image into a short vector of
+numbers, its *latent*, and to rebuild the image from it. The encoder outputs a small Gaussian cloud for
+every image rather than a single point, and training keeps those clouds close to a standard normal
+distribution. That is what makes the latent space smooth: any point drawn from N(0, I) decodes to a
+plausible image (**Samples**), the straight line between two digits passes through digits
+(**Latent walk**), and images of the same class sit together (**t-SNE**, **Your digit**).
+
+This one is a plain stack of `nn.Linear` layers, trained with the studio's `train.py`.
+"""
+LINKS = """
+## Links
+
+- Kingma & Welling, *Auto-Encoding Variational Bayes* (2014): https://arxiv.org/abs/1312.6114
+- Gradio: https://www.gradio.app · Hugging Face Hub: https://huggingface.co
+"""
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Loading: a checkpoint folder (or Hub repo) → the model and what the tabs show beside it
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Assets:
+    """One loaded checkpoint: the model, its cached t-SNE map, metrics and card, and what is missing."""
+
+    name: str  # what the checkpoint dropdown shows
+    source: str  # the folder or Hub repo id it came from
+    model: VAE
+    tsne: dict[str, torch.Tensor] | None  # coords (N, 2), labels (N,), latents (N, D) of test images
+    tsne_figure: str | None  # tsne.png, drawn by the trainer
+    metrics: dict
+    card: str  # the model card's text, without front matter and figures
+    no_class_means: str | None = None  # why walks and the nearest class are off, if they are
+    no_map: str | None = None  # why the t-SNE map is off, if it is
+    bank: tuple[torch.Tensor, torch.Tensor] | None = None  # clear real latents and labels: walk start points
+    map_points: pd.DataFrame | None = None  # x, y, class: the interactive t-SNE scatter
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.model.class_names
+
+    @property
+    def problems(self) -> list[str]:
+        """What does not work with this checkpoint: shown in the page and printed at start-up."""
+        return [p for p in (self.no_class_means, self.no_map) if p]
+
+
+def checkpoint_folder(source: str) -> Path:
+    """A local folder as is; a Hub repo id ("user/name") downloaded (or found in the cache offline)."""
+    if looks_local(source):
+        if not Path(source).is_dir():
+            raise UserError(
+                f"No such checkpoint folder: {source}. Pass a folder written by train.py (it holds config.json "
+                "and model.safetensors) or a Hugging Face Hub repo id such as user/vae-mnist."
+            )
+        return Path(source)
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(source, allow_patterns=HUB_FILES))
+    except Exception as err:  # offline, no such repo, private repo without a token: all say the same to the user
+        raise UserError(
+            f"Could not get {source} from the Hugging Face Hub ({type(err).__name__}: {first_line(err)}). "
+            "Check the repo id, the network and HF_TOKEN for a private repo, or pass a local folder."
+        ) from None
+
+
+def read_model(folder: Path, source: str) -> tuple[VAE, str | None]:
+    """The VAE, strictly, except that a model saved without class statistics still loads (with a problem)."""
+    weights = folder / "model.safetensors"
+    try:
+        with safe_open(weights, framework="pt") as f:
+            keys = set(f.keys())
+        missing_stats = not {"class_means", "class_stds"} <= keys
+        model = VAE.from_pretrained(folder, strict=not missing_stats).eval()
+    except UserError:
+        raise
+    except Exception as err:  # missing or corrupt config.json / model.safetensors, shapes that do not match
+        raise UserError(
+            f"Could not load the model in {source} ({type(err).__name__}: {first_line(err)}). Pass a folder "
+            "written by train.py, or train a new one with `python train.py`."
+        ) from None
+    lost = set(model.state_dict()) - keys - {"class_means", "class_stds"}
+    if lost:
+        raise UserError(f"{weights} lacks the weights {', '.join(sorted(lost))}: it is not a complete VAE.")
+    if missing_stats or not has_class_statistics(model):
+        return model, (
+            f"{source} has no class means, so latent walks and the nearest class are off (samples still work). "
+            "Models exported by train.py have them: re-export this one with train.py."
+        )
+    return model, None
+
+
+def read_tsne(folder: Path, model: VAE, source: str) -> tuple[dict[str, torch.Tensor] | None, str | None]:
+    """The cached t-SNE map (checked against the model), or None and the reason."""
+    path = folder / "tsne.safetensors"
+    fix = f"run `python -m vae.tsne --checkpoint {source}` to compute it once"
+    if not path.is_file():
+        return None, f"{source} has no cached t-SNE map, so the map tab and placing your digit on it are off: {fix}."
+    try:
+        tsne = load_file(path)
+        coords, labels, latents = tsne["coords"].float(), tsne["labels"].long(), tsne["latents"].float()
+    except Exception as err:
+        return None, f"The cached t-SNE map in {source} is unreadable ({type(err).__name__}: {first_line(err)}): {fix}."
+    n = len(labels)
+    if (
+        n < 2
+        or coords.shape != (n, 2)
+        or latents.shape != (n, model.latent_dim)
+        or not (0 <= labels.min() and labels.max() < len(model.class_names))
+    ):
+        return None, f"The cached t-SNE map in {source} does not match its model: {fix}."
+    return {"coords": coords, "labels": labels, "latents": latents}, None
+
+
+def read_card(folder: Path) -> str:
+    """The model card's text: no front matter, and no figures (their relative links would not resolve)."""
+    path = folder / "README.md"
+    if not path.is_file():
+        return ""
+    text = path.read_text(errors="replace")
+    if text.startswith("---"):
+        text = text.split("---", 2)[-1]
+    return text.split("## Figures")[0].strip()
+
+
+def read_metrics(folder: Path) -> dict:
+    try:
+        return json.loads((folder / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def load_assets(source: str | Path, name: str | None = None) -> Assets:
+    """Everything one checkpoint needs, read from its folder: fast (no training, no t-SNE), or a UserError."""
+    source = str(source)
+    folder = checkpoint_folder(source)
+    model, no_class_means = read_model(folder, source)
+    tsne, no_map = read_tsne(folder, model, source)
+    figure = folder / "tsne.png"
+    assets = Assets(
+        name=name or checkpoint_name(source),
+        source=source,
+        model=model,
+        tsne=tsne,
+        tsne_figure=str(figure) if tsne is not None and figure.is_file() else None,
+        metrics=read_metrics(folder),
+        card=read_card(folder),
+        no_class_means=no_class_means,
+        no_map=no_map,
+    )
+    if tsne is not None:
+        clear = typical(tsne["latents"], tsne["labels"])  # real test digits their neighbours agree on
+        assets.bank = (tsne["latents"][clear], tsne["labels"][clear])
+        assets.map_points = pd.DataFrame(
+            {
+                "x": tsne["coords"][:, 0].numpy(),
+                "y": tsne["coords"][:, 1].numpy(),
+                "class": [model.class_names[i] for i in tsne["labels"].tolist()],
+            }
+        )
+    return assets
+
+
+def checkpoint_name(source: str) -> str:
+    return Path(source).name if looks_local(source) else source
+
+
+def find_checkpoints(default: Assets, folder: Path = ROOT / "checkpoints") -> dict[str, str]:
+    """Other model folders committed beside the default (e.g. Fashion-MNIST), by name; loaded when chosen."""
+    found = {}
+    for path in sorted(folder.glob("*/config.json")) if folder.is_dir() else []:
+        checkpoint = path.parent
+        if checkpoint.resolve() != Path(default.source).resolve() and checkpoint.name != default.name:
+            found[checkpoint.name] = str(checkpoint)
+    return found
+
+
+class Catalog:
+    """The checkpoints on offer, each loaded on first use and then kept (a model is a few MB)."""
+
+    def __init__(self, default: Assets, others: dict[str, str] | None = None):
+        self.default = default.name
+        self.sources = {default.name: default.source, **(others or {})}
+        self.loaded = {default.name: default}
+        self.lock = threading.Lock()
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.sources)
+
+    def get(self, name) -> Assets:
+        if name is None or name == "":
+            name = self.default
+        if not isinstance(name, str) or name not in self.sources:
+            raise fail(f"Unknown checkpoint {name!r}: choose one of {', '.join(self.sources)}.")
+        if name not in self.loaded:  # loaded ones are served without waiting for the lock
+            with self.lock:  # one load at a time, and each checkpoint once
+                if name not in self.loaded:
+                    try:
+                        self.loaded[name] = load_assets(self.sources[name], name)
+                    except UserError as err:
+                        raise fail(str(err)) from None
+        return self.loaded[name]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Checking raw inputs (what an API caller sends is not limited by the page's sliders)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def fail(message: str) -> gr.Error:
+    """An error for the user: a message in the page, an AppError for gradio_client; no traceback in the log."""
+    return gr.Error(html.escape(message, quote=False), print_exception=False)  # the page renders it as HTML
+
+
+def first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:300] if text else "no details"
+
+
+def check_int(value, name: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise fail(f"{name} must be a whole number from {low} to {high}, got {value!r}.")
+    if value != int(value) or not low <= value <= high:
+        raise fail(f"{name} must be a whole number from {low} to {high}, got {value!r}.")
+    return int(value)
+
+
+def check_float(value, name: str, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:  # NaN fails too
+        raise fail(f"{name} must be a number from {low} to {high}, got {value!r}.")
+    return float(value)
+
+
+def check_choice(value, name: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise fail(f"{name} must be one of {', '.join(choices)}, got {value!r}.")
+    return value
+
+
+def check_class(value, name: str, assets: Assets) -> int:
+    """A class name of the checkpoint (or its index) → its index."""
+    names = assets.class_names
+    if isinstance(value, str) and value in names:
+        return names.index(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(names):
+        return value
+    raise fail(f"{name} must be one of the classes of {assets.name}: {', '.join(names)}; got {value!r}.")
+
+
+def require_class_statistics(assets: Assets) -> None:
+    if assets.no_class_means:
+        raise fail(assets.no_class_means)
+
+
+def image_path(payload) -> str:
+    """The uploaded file in an Image payload ({"path": ...}) or a Sketchpad one ({"composite": {...}})."""
+    if isinstance(payload, dict) and "composite" in payload:
+        payload = payload.get("composite")
+    if payload is None:
+        raise fail("No image: draw a digit on the sketchpad or upload a picture of one.")
+    path = payload.get("path") if isinstance(payload, dict) else None
+    if not isinstance(path, str) or not path:
+        raise fail("Expected an image file (an upload), got something else.")
+    return path
+
+
+def read_image(payload) -> np.ndarray:
+    """An uploaded or drawn image → an RGB(A) uint8 array at most WORK_SIZE on a side, or a clear gr.Error."""
+    path = image_path(payload)
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            if width * height > MAX_UPLOAD_PIXELS:
+                raise fail(
+                    f"The image is {width}x{height} pixels; this app takes images of up to "
+                    f"{MAX_UPLOAD_PIXELS // 1_000_000} megapixels. A digit needs far fewer: shrink it first."
+                )
+            img.draft("RGB", (WORK_SIZE, WORK_SIZE))  # JPEG: decode at a fraction of the size directly
+            img = ImageOps.exif_transpose(img)  # photos from phones
+            img.thumbnail((WORK_SIZE, WORK_SIZE))
+            has_alpha = img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
+            return np.asarray(img.convert("RGBA" if has_alpha else "RGB"))
+    except gr.Error:
+        raise
+    except Exception as err:  # PIL raises many kinds for files that are not images or are cut short
+        raise fail(
+            f"That file is not an image this app can read ({type(err).__name__}). Upload a PNG, JPEG, WebP, "
+            "GIF or BMP picture of a digit."
+        ) from None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Output files: PNGs and GIFs written once into Gradio's cache (named by content), served from there
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def cache_files(files: dict[str, bytes]) -> list[str]:
+    """Named contents → files in one folder of Gradio's cache named by their hash, as Gradio names its own
+    (so delete_cache removes them). Each is written beside its name and renamed into place, so no reader
+    sees half a file; one already there (an identical request) is not written again."""
+    cache = Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio")
+    digest = hashlib.sha256()
+    for name, data in files.items():
+        digest.update(name.encode() + b"\0" + data)
+    folder = cache / digest.hexdigest()[:40]
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, data in files.items():
+        path = folder / name
+        if not path.is_file():  # Gradio deletes its files, not their folders, when it cleans its cache
+            writing = folder / f".{name}.{os.getpid()}-{threading.get_ident()}"
+            writing.write_bytes(data)
+            os.replace(writing, path)
+        paths.append(str(path))
+    return paths
+
+
+def png(array: np.ndarray) -> bytes:
+    """uint8 pixels (H, W) or (H, W, 3) → a PNG, written directly: for 28x28 digits PIL's fixed cost per
+    image would be most of the work (64 images: 9 ms instead of 19)."""
+    height, width = array.shape[:2]
+    rows = np.zeros((height, 1 + array[0].size), np.uint8)  # each row starts with its filter type: 0, none
+    rows[:, 1:] = array.reshape(height, -1)
+    header = struct.pack(">IIBBBBB", width, height, 8, 0 if array.ndim == 2 else 2, 0, 0, 0)  # 8-bit grey or RGB
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows.tobytes(), 1))
+        + chunk(b"IEND", b"")
+    )
+
+
+def grid_scale(images: int, nrow: int, width: int) -> int:
+    """The nearest-neighbour factor that brings a grid of `nrow` columns to about GRID_WIDTH pixels."""
+    return max(1, min(8, round(GRID_WIDTH / (min(images, nrow) * (width + 2) + 2))))
+
+
+def strip(images: torch.Tensor) -> bytes:
+    """Images (N, C, H, W) in one row, upscaled, as a PNG."""
+    return png(to_grid(images, nrow=len(images), scale=grid_scale(len(images), len(images), images.shape[-1])))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Handlers: raw inputs → checked → vae.explore → files and values for the outputs
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def sample(catalog: Catalog, num_images, seed, temperature, checkpoint=None) -> tuple[str, list[str]]:
+    """Samples tab: images decoded from z ~ N(0, temperature² I) → a grid and the same images one by one."""
+    assets = catalog.get(checkpoint)
+    n = check_int(num_images, "Number of images", 1, MAX_IMAGES)
+    seed = check_int(seed, "Seed", 0, MAX_SEED)
+    temperature = check_float(temperature, "Temperature", 0.0, MAX_TEMPERATURE)
+    images = assets.model.sample(n, seed=seed, temperature=temperature)  # (n, C, H, W)
+    nrow = math.ceil(math.sqrt(n))
+    grid = to_grid(images, nrow=nrow, scale=grid_scale(n, nrow, images.shape[-1]))
+    pixels = to_uint8(images).transpose(0, 2, 3, 1)  # (n, H, W, C)
+    singles = {f"sample-{i}.png": png(p.squeeze(-1) if p.shape[-1] == 1 else p) for i, p in enumerate(pixels)}
+    grid_path, *gallery = cache_files({"samples.png": png(grid), **singles})
+    return grid_path, gallery
+
+
+def latent_walk(
+    catalog: Catalog, class_a, class_b, steps, interpolation, start, seed, checkpoint=None
+) -> tuple[str, str]:
+    """Latent walk tab: from class A to class B → a strip of the frames and an animated GIF."""
+    assets = catalog.get(checkpoint)
+    a, b = check_class(class_a, "Class A", assets), check_class(class_b, "Class B", assets)
+    steps = check_int(steps, "Steps", *STEPS)
+    mode = check_choice(interpolation, "Interpolation", INTERPOLATIONS)
+    start = check_choice(start, "Start points", START_POINTS)
+    seed = check_int(seed, "Seed", 0, MAX_SEED)
+    require_class_statistics(assets)
+    images = class_walk(assets.model, a, b, steps, mode, start, seed, assets.bank)  # (steps, C, H, W)
+    # Files named by class index: names such as Fashion-MNIST's "T-shirt/top" cannot be file names.
+    files = {f"walk-{a}-{b}.png": strip(images), "walk.gif": to_gif(images, scale=GIF_SCALE)}
+    return tuple(cache_files(files))
+
+
+def tsne_map(catalog: Catalog, checkpoint=None) -> tuple[str, pd.DataFrame]:
+    """t-SNE tab: the cached figure and the saved coordinates, coloured by class (nothing is computed)."""
+    assets = catalog.get(checkpoint)
+    if assets.tsne is None:
+        raise fail(assets.no_map)
+    return assets.tsne_figure, assets.map_points
+
+
+def encode(catalog: Catalog, image, target_class, checkpoint=None):
+    """Your digit tab: an image → the model's input, its reconstruction, the nearest class, its place on
+    the t-SNE map and a walk from it to the chosen class."""
+    assets = catalog.get(checkpoint)
+    model = assets.model
+    stats = assets.no_class_means is None
+    target = check_class(target_class, "Walk to class", assets) if stats else None
+    x = prepare_drawing(read_image(image), model.image_shape)  # (1, C, H, W), MNIST-style
+    if not x.any():
+        raise fail("The image is blank: draw a digit (any colour on a plain background) or upload one.")
+    with torch.no_grad():
+        mu, _ = model.encode(x.to(model.device))  # (1, D)
+        reconstruction = model.decode(mu)
+    scale = max(1, 224 // model.image_shape[-1])
+    files = {
+        name: png(to_grid(t, nrow=1, scale=scale, padding=0))
+        for name, t in (("input.png", x), ("rec.png", reconstruction))
+    }
+    notes = []
+    nearest = ""
+    if stats:
+        nearest = assets.class_names[nearest_class(model, mu[0])]
+        frames = walk(model, mu[0], class_latent(model, target), ENCODE_WALK_STEPS)
+        files[f"to-{target}.png"] = strip(frames)
+    else:
+        notes.append(assets.no_class_means)
+    points = None
+    if assets.tsne is not None:
+        x_map, y_map = place_on_map(mu[0], assets.tsne["latents"], assets.tsne["coords"], MAP_NEIGHBOURS).tolist()
+        you = pd.DataFrame({"x": [x_map], "y": [y_map], "class": [YOU]})
+        points = pd.concat([assets.map_points, you], ignore_index=True)
+        notes.append(
+            f"On the t-SNE map at ({x_map:.1f}, {y_map:.1f}): among its {MAP_NEIGHBOURS} nearest test images in latent space."
+        )
+    else:
+        notes.append(assets.no_map)
+    model_input, reconstruction_path, *walk_path = cache_files(files)
+    return model_input, reconstruction_path, nearest, points, (walk_path or [None])[0], "\n\n".join(notes)
+
+
+def about(catalog: Catalog, checkpoint=None) -> str:
+    """About tab: what a VAE is, this checkpoint's card and metrics, links."""
+    assets = catalog.get(checkpoint)
+    card = assets.card or (f"## Test metrics\n\n{metrics_table(assets.metrics)}" if assets.metrics else "")
+    hub = "" if looks_local(assets.source) else f"\n- This model on the Hub: https://huggingface.co/{assets.source}"
+    return f"{ABOUT}\n{card}\n{LINKS}{hub}\n"
+
+
+def status(assets: Assets) -> str:
+    m = assets.model
+    line = f"**{assets.name}**: {m.latent_dim}-d latent, classes {', '.join(assets.class_names)}"
+    if "test_loss" in assets.metrics:
+        line += f", test −ELBO {assets.metrics['test_loss']:.2f} nats/image"
+    return "\n\n".join([line, *[f"⚠️ {p}" for p in assets.problems]])
+
+
+def default_pair(assets: Assets) -> tuple[str, str]:
+    names = assets.class_names
+    return (names[3], names[7]) if len(names) > 7 else (names[0], names[-1])  # 3 → 7: the original tutorial's walk
+
+
+def select_checkpoint(catalog: Catalog, checkpoint):
+    """The checkpoint dropdown: class choices, the map and the About text of the chosen model."""
+    assets = catalog.get(checkpoint)
+    a, b = default_pair(assets)
+    names = assets.class_names
+    return (
+        status(assets),
+        gr.update(choices=names, value=a),
+        gr.update(choices=names, value=b),
+        gr.update(choices=names, value=b),
+        assets.tsne_figure,
+        gr.update(value=assets.map_points, color_map=colours(assets)),
+        gr.update(value=None, color_map=colours(assets)),
+        about(catalog, checkpoint),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Layout and wiring
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+TAB10 = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+
+
+def colours(assets: Assets) -> dict[str, str]:
+    """Class → colour as in the cached figure (tab10), and black for the point of the user's digit."""
+    return {name: TAB10[i % len(TAB10)] for i, name in enumerate(assets.class_names)} | {YOU: "#000000"}
+
+
+def serialized(handler, outputs: list[gr.components.Component]):
+    """The handler, returning its values in the outputs' wire format, for an event with postprocess=False.
+
+    Gradio checks the path of every returned file twice, once per pass, and these checks are most of
+    the time /sample takes (100 of 150 ms for a 64-image gallery on a busy 2-core machine). Converted
+    here, one pass is left.
+    """
+
+    @functools.wraps(handler)  # keeps the signature: the API's parameter names
+    def run(*args):
+        return [output.postprocess(value).model_dump() for output, value in zip(outputs, handler(*args), strict=True)]
+
+    return run
+
+
+def scatter(label: str, assets: Assets, value: pd.DataFrame | None = None) -> gr.ScatterPlot:
+    return gr.ScatterPlot(
+        value,
+        x="x",
+        y="y",
+        color="class",
+        color_map=colours(assets),
+        label=label,
+        height=480,
+        x_title="t-SNE 1",
+        y_title="t-SNE 2",
+    )
+
+
+def build_demo(default: Assets, others: dict[str, str] | None = None) -> gr.Blocks:
+    """The studio for `default` (and the other checkpoints by name → folder or Hub id), queue on."""
+    catalog = Catalog(default, others)
+    names = default.class_names
+    a, b = default_pair(default)
+
+    with gr.Blocks(title="MNIST VAE studio", delete_cache=(3600, 3600)) as demo:
+        gr.Markdown("# MNIST VAE studio\nA variational autoencoder: sample it, walk between digits, draw your own.")
+        with gr.Row():
+            checkpoint = gr.Dropdown(
+                catalog.names, value=default.name, label="Checkpoint", visible=len(catalog.names) > 1, scale=1
+            )
+            status_text = gr.Markdown(status(default))
+
+        with gr.Tab("Samples"):
+            with gr.Row():
+                with gr.Column(scale=1):
+                    num_images = gr.Slider(1, MAX_IMAGES, value=64, step=1, label="Number of images")
+                    seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=MAX_SEED, elem_id="sample-seed")
+                    temperature = gr.Slider(0.0, MAX_TEMPERATURE, value=1.0, step=0.05, label="Temperature")
+                    sample_button = gr.Button("Sample", variant="primary", elem_id="sample-button")
+                with gr.Column(scale=3):
+                    grid = gr.Image(
+                        label="Samples",
+                        format="png",
+                        elem_classes="pixelated",
+                        interactive=False,
+                        elem_id="sample-grid",
+                    )
+                    gallery = gr.Gallery(
+                        label="The same images",
+                        format="png",
+                        columns=16,
+                        elem_classes="pixelated",
+                        height="auto",
+                        elem_id="sample-gallery",
+                    )
+
+        with gr.Tab("Latent walk"):
+            with gr.Row():
+                with gr.Column(scale=1):
+                    class_a = gr.Dropdown(names, value=a, label="From class")
+                    class_b = gr.Dropdown(names, value=b, label="To class")
+                    steps = gr.Slider(*STEPS, value=10, step=1, label="Steps")
+                    interpolation = gr.Radio(list(INTERPOLATIONS), value="linear", label="Interpolation")
+                    start = gr.Radio(
+                        [("class means", "mean"), ("random examples of each class", "sample")],
+                        value="mean",
+                        label="Start and end points",
+                    )
+                    walk_seed = gr.Number(0, label="Seed (random examples)", precision=0, minimum=0, maximum=MAX_SEED)
+                    walk_button = gr.Button("Walk", variant="primary", elem_id="walk-button")
+                with gr.Column(scale=3):
+                    walk_strip = gr.Image(
+                        label="The walk",
+                        format="png",
+                        elem_classes="pixelated",
+                        interactive=False,
+                        elem_id="walk-strip",
+                    )
+                    walk_gif = gr.Image(
+                        label="Animated",
+                        format="gif",
+                        elem_classes="pixelated",
+                        interactive=False,
+                        height=260,
+                        elem_id="walk-gif",
+                    )
+
+        with gr.Tab("t-SNE") as tsne_tab:
+            gr.Markdown("The posterior means of test images, laid out in 2-D by t-SNE when the model was exported.")
+            with gr.Row():
+                tsne_figure = gr.Image(default.tsne_figure, label="Cached figure", format="png", interactive=False)
+                tsne_plot = scatter("Interactive map", default, default.map_points)
+
+        with gr.Tab("Your digit"):
+            with gr.Row():
+                with gr.Column(scale=1):
+                    with gr.Tab("Draw"):
+                        sketch = gr.Sketchpad(
+                            label="Draw a digit: pick the brush on the left, then draw",
+                            elem_id="sketchpad",
+                            canvas_size=(400, 400),
+                            brush=gr.Brush(default_size=14, colors=["#000000"], color_mode="fixed"),
+                            format="png",
+                            type="filepath",
+                        )
+                        encode_drawing_button = gr.Button(
+                            "Encode the drawing", variant="primary", elem_id="encode-drawing"
+                        )
+                    with gr.Tab("Upload"):
+                        upload = gr.Image(
+                            label="Upload an image", sources=["upload", "clipboard"], type="filepath", image_mode=None
+                        )
+                        encode_upload_button = gr.Button("Encode the image", variant="primary")
+                    target = gr.Dropdown(names, value=b, label="Walk to class")
+                with gr.Column(scale=2):
+                    with gr.Row():
+                        model_input = gr.Image(
+                            label="As the model sees it", format="png", elem_classes="pixelated", interactive=False
+                        )
+                        reconstruction = gr.Image(
+                            label="Reconstruction", format="png", elem_classes="pixelated", interactive=False
+                        )
+                        nearest = gr.Textbox(label="Nearest class mean", interactive=False, elem_id="nearest")
+                    encode_walk = gr.Image(
+                        label="Walk to the chosen class", format="png", elem_classes="pixelated", interactive=False
+                    )
+                    encode_plot = scatter("Where it lands on the t-SNE map", default)
+                    encode_note = gr.Markdown(label="Notes")
+
+        with gr.Tab("About") as about_tab:
+            about_text = gr.Markdown(about(catalog, default.name))
+
+        # Inputs arrive raw (preprocess=False): the handlers check them and raise gr.Error with a clear message.
+        raw = {"preprocess": False}
+        sample_inputs, sample_outputs = [num_images, seed, temperature, checkpoint], [grid, gallery]
+        sample_fn = serialized(functools.partial(sample, catalog), sample_outputs)
+        sample_button.click(sample_fn, sample_inputs, sample_outputs, api_name="sample", postprocess=False, **raw)
+        demo.load(sample_fn, sample_inputs, sample_outputs, api_visibility="private", postprocess=False, **raw)
+        walk_button.click(
+            functools.partial(latent_walk, catalog),
+            [class_a, class_b, steps, interpolation, start, walk_seed, checkpoint],
+            [walk_strip, walk_gif],
+            api_name="walk",
+            **raw,
+        )
+        tsne_tab.select(
+            functools.partial(tsne_map, catalog), [checkpoint], [tsne_figure, tsne_plot], api_name="tsne", **raw
+        )
+        encode_outputs = [model_input, reconstruction, nearest, encode_plot, encode_walk, encode_note]
+        encode_inputs = [upload, target, checkpoint]
+        encode_fn = functools.partial(encode, catalog)
+        encode_upload_button.click(encode_fn, encode_inputs, encode_outputs, api_name="encode", **raw)
+        upload.upload(encode_fn, encode_inputs, encode_outputs, api_visibility="private", **raw)  # at once
+        encode_drawing_button.click(
+            encode_fn,
+            [sketch, target, checkpoint],
+            encode_outputs,
+            api_name="encode_drawing",
+            **raw,
+        )
+        about_tab.select(functools.partial(about, catalog), [checkpoint], [about_text], api_name="about", **raw)
+        checkpoint.change(
+            functools.partial(select_checkpoint, catalog),
+            [checkpoint],
+            [status_text, class_a, class_b, target, tsne_figure, tsne_plot, encode_plot, about_text],
+            api_visibility="private",
+            **raw,
+        )
+    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENCY)
+    return demo
+
+
+def tune_server_process() -> None:
+    """Settings for the whole process, made only when serving (`python app.py`), not when tests import app.
+
+    - One torch thread: the model is tiny, a second intra-op thread only adds contention (64 samples take
+      80 ms instead of 3 ms on a busy 2-core machine), and the queue runs CONCURRENCY requests side by side.
+    - Two glibc malloc arenas (as MALLOC_ARENA_MAX=2 would, unless the environment sets it): glibc gives
+      every thread that allocates its own arena, and Gradio serves from a pool of up to 40 threads; under
+      load the server then grew by 30-60 MB per 200 requests, and by 2-5 MB with two arenas.
+    - matplotlib's backend named: Gradio imports matplotlib on the first request to set it, and choosing
+      one itself costs 0.5 s more.
+    """
+    torch.set_num_threads(1)
+    if "MALLOC_ARENA_MAX" not in os.environ and sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").mallopt(-8, 2)  # -8 is M_ARENA_MAX in glibc's malloc.h
+        except (OSError, AttributeError):  # not glibc: nothing to cap
+            pass
+    os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--checkpoint",
+        default=os.environ.get("VAE_CHECKPOINT") or str(DEFAULT_CHECKPOINT),
+        help="model folder written by train.py, or a Hub repo id user/name (default: $VAE_CHECKPOINT, else %(default)s)",
+    )
+    parser.add_argument("--host", help="address to serve on (default: $GRADIO_SERVER_NAME, else 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (default: $GRADIO_SERVER_PORT, else the first free from 7860)")
+    args = parser.parse_args(argv)
+    try:
+        default = load_assets(args.checkpoint)
+    except UserError as err:
+        sys.exit(f"error: {err}")
+    for problem in default.problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    tune_server_process()
+    demo = build_demo(default, find_checkpoints(default))
+    demo.launch(server_name=args.host, server_port=args.port, **LAUNCH_OPTIONS)
+
+
+if __name__ == "__main__":
+    main()

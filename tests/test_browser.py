@@ -1,0 +1,155 @@
+"""The app in a real browser: headless Chromium (Debian's chromium + chromium-driver) driven by Selenium.
+
+The driver is given by path, so Selenium Manager never runs (and never downloads anything); the browser
+starts with a fresh profile and everything that would reach the network switched off. Screenshots of
+each tab are saved in the test's temporary folder.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.ui import WebDriverWait
+
+import app
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--window-size=1400,1100",
+]
+TIMEOUT = 60  # seconds for anything to appear: a busy 2-core machine is slow to render
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)),
+        reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def url():
+    demo = app.build_demo(app.load_assets(app.DEFAULT_CHECKPOINT))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **app.LAUNCH_OPTIONS)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def loaded_image(driver, selector: str, not_src: str | None = None) -> WebElement:
+    """Wait until the <img> under `selector` has finished loading a picture (a new one, if not_src is given)."""
+
+    def ready(d):
+        for img in d.find_elements(By.CSS_SELECTOR, f"{selector} img"):
+            if img.get_attribute("src") != not_src and d.execute_script(
+                "return arguments[0].complete && arguments[0].naturalWidth > 0", img
+            ):
+                return img
+        return False
+
+    return WebDriverWait(driver, TIMEOUT).until(ready, f"no image loaded in {selector}")
+
+
+def open_tab(driver, name: str) -> None:
+    tab = WebDriverWait(driver, TIMEOUT).until(
+        lambda d: next((t for t in d.find_elements(By.CSS_SELECTOR, "[role=tab]") if t.text == name), False)
+    )
+    tab.click()
+    WebDriverWait(driver, TIMEOUT).until(lambda d: tab.get_attribute("aria-selected") == "true")
+
+
+def no_error_shown(driver) -> bool:
+    return not [
+        e.text for e in driver.find_elements(By.CSS_SELECTOR, ".toast-body.error, .toast-body") if "rror" in e.text
+    ]
+
+
+def test_click_through_the_tabs(url, browser, tmp_path):
+    browser.get(url)
+
+    # Samples: filled on page load; a new seed and a click bring new images.
+    first = loaded_image(browser, "#sample-grid").get_attribute("src")
+    seed = browser.find_element(By.CSS_SELECTOR, "#sample-seed input")
+    seed.clear()
+    seed.send_keys("5")
+    browser.find_element(By.ID, "sample-button").click()
+    grid = loaded_image(browser, "#sample-grid", not_src=first)
+    assert grid.size["width"] >= 400, "the grid is shown large"
+    WebDriverWait(browser, TIMEOUT).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#sample-gallery img")) == 64)
+    assert no_error_shown(browser)
+    browser.save_screenshot(str(tmp_path / "samples.png"))
+
+    # Latent walk: 3 → 7 by default, a strip and an animated GIF.
+    open_tab(browser, "Latent walk")
+    browser.find_element(By.ID, "walk-button").click()
+    strip = loaded_image(browser, "#walk-strip")
+    assert strip.get_attribute("src").endswith(".png")
+    assert loaded_image(browser, "#walk-gif").get_attribute("src").endswith(".gif")
+    assert no_error_shown(browser)
+    browser.save_screenshot(str(tmp_path / "walk.png"))
+
+    # t-SNE: the cached figure, there at once.
+    open_tab(browser, "t-SNE")
+    loaded_image(browser, ".tabitem:not([style*='display: none'])")
+    browser.save_screenshot(str(tmp_path / "tsne.png"))
+
+    # Your digit: draw a 1 with the mouse and encode it.
+    open_tab(browser, "Your digit")
+    canvas = WebDriverWait(browser, TIMEOUT).until(
+        lambda d: next(
+            (c for c in d.find_elements(By.CSS_SELECTOR, "#sketchpad canvas") if c.size["height"] > 100), False
+        )
+    )
+    browser.find_element(By.CSS_SELECTOR, "#sketchpad button[aria-label='Brush']").click()
+    height = canvas.size["height"]
+    ActionChains(browser).move_to_element_with_offset(canvas, 0, -height // 3).click_and_hold().move_by_offset(
+        0, height // 3
+    ).move_by_offset(0, height // 3).release().perform()
+    browser.find_element(By.ID, "encode-drawing").click()
+    nearest = WebDriverWait(browser, TIMEOUT).until(
+        lambda d: d.find_element(By.CSS_SELECTOR, "#nearest textarea, #nearest input").get_attribute("value") or False
+    )
+    assert nearest in app.load_assets(app.DEFAULT_CHECKPOINT).class_names
+    browser.save_screenshot(str(tmp_path / "digit.png"))
+
+    # About: the explanation and this model's metrics.
+    open_tab(browser, "About")
+    WebDriverWait(browser, TIMEOUT).until(lambda d: "What is a VAE?" in d.find_element(By.TAG_NAME, "body").text)
+    browser.save_screenshot(str(tmp_path / "about.png"))
+    assert sorted(p.name for p in Path(tmp_path).glob("*.png")) == [
+        "about.png",
+        "digit.png",
+        "samples.png",
+        "tsne.png",
+        "walk.png",
+    ]
