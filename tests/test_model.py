@@ -13,6 +13,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from vae import VAE, UserError
+from vae.model import ACTIVATIONS
 
 SMALL = {"image_shape": (1, 28, 28), "hidden_dims": (32,), "latent_dim": 4}
 COLOUR = {"image_shape": (3, 8, 12), "hidden_dims": (24, 16, 8), "latent_dim": 3, "dropout": 0.25}
@@ -102,6 +103,21 @@ def test_dropout_after_each_hidden_layer_only_while_training(dropout):
     assert torch.equal(first, model.decode(z)) == (dropout == 0.0)
 
 
+@pytest.mark.parametrize("activation", ["relu", "elu", "silu", "gelu", "tanh"])
+def test_activation_is_part_of_the_saved_architecture(tmp_path, activation):
+    model = make_model(**(SMALL | {"activation": activation}))
+    kinds = {type(m) for m in model.modules() if not isinstance(m, nn.Linear | nn.Sequential | VAE)}
+    assert kinds == {ACTIVATIONS[activation]}
+    model.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["activation"] == activation
+    assert VAE.from_pretrained(tmp_path).activation == activation
+
+
+def test_an_unknown_activation_is_refused():
+    with pytest.raises(ValueError, match="activation must be one of"):
+        VAE(activation="sigmoid")
+
+
 def randomised(model: VAE) -> VAE:
     """Fill every tensor, buffers included, with distinct values so a round trip cannot pass by luck."""
     generator = torch.Generator().manual_seed(5)
@@ -122,6 +138,7 @@ def test_save_pretrained_writes_config_safetensors_and_card_only(tmp_path):
         "hidden_dims": [24, 16, 8],
         "latent_dim": 3,
         "dropout": 0.25,
+        "activation": "relu",
         "class_names": ["cat", "dog", "fox"],
     }
     stored = load_file(str(tmp_path / "model" / "model.safetensors"))

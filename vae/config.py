@@ -42,6 +42,9 @@ class TrainConfig:
     hidden_dims: list[int] = option([512, 256], "encoder layer widths; the decoder mirrors them", min=1)
     latent_dim: int = option(32, "size of the latent z", min=1)
     dropout: float = option(0.0, "dropout after each hidden layer", min=0.0, max=0.9)
+    activation: str = option(
+        "relu", "nonlinearity after each hidden layer", choices=("relu", "elu", "silu", "gelu", "tanh")
+    )
     # optimisation
     epochs: int = option(30, "passes over the training set", min=1)
     batch_size: int = option(128, "images per step on each process", min=1)

@@ -98,6 +98,7 @@ as Bernoulli probabilities.
 | --- | --- |
 | encoder | {architecture["image_shape"][0] * architecture["image_shape"][1] * architecture["image_shape"][2]} → {widths} → 2 x {architecture["latent_dim"]} (mean, log-variance) |
 | decoder | {architecture["latent_dim"]} → {" → ".join(str(w) for w in reversed(architecture["hidden_dims"]))} → pixels (logits) |
+| hidden activation | {architecture.get("activation", "relu")} |
 | latent dimension | {architecture["latent_dim"]} |
 | classes | {", ".join(architecture["class_names"])} |
 

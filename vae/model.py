@@ -30,13 +30,16 @@ class VAEOutput(NamedTuple):
     z: torch.Tensor  # (N, latent_dim) the posterior sample that was decoded
 
 
-def mlp(sizes: list[int], dropout: float) -> nn.Sequential:
-    """Linear → ReLU → Dropout for every pair of sizes except the last, which stays linear."""
+ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU, "silu": nn.SiLU, "gelu": nn.GELU, "tanh": nn.Tanh}
+
+
+def mlp(sizes: list[int], dropout: float, activation: str = "relu") -> nn.Sequential:
+    """Linear → activation → Dropout for every pair of sizes except the last, which stays linear."""
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
         layers.append(nn.Linear(n_in, n_out))
         if i < len(sizes) - 2:
-            layers.append(nn.ReLU())
+            layers.append(ACTIVATIONS[activation]())
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
     return nn.Sequential(*layers)
@@ -61,6 +64,7 @@ class VAE(
         hidden_dims: tuple[int, ...] = (512, 256),
         latent_dim: int = 32,
         dropout: float = 0.0,
+        activation: str = "relu",
         class_names: tuple[str, ...] = tuple(str(d) for d in range(10)),
     ):
         super().__init__()
@@ -68,9 +72,12 @@ class VAE(
         self.hidden_dims = list(hidden_dims)
         self.latent_dim = latent_dim
         self.class_names = list(class_names)
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+        self.activation = activation
         num_pixels = self.image_shape[0] * self.image_shape[1] * self.image_shape[2]
-        self.encoder = mlp([num_pixels, *self.hidden_dims, 2 * latent_dim], dropout)
-        self.decoder = mlp([latent_dim, *reversed(self.hidden_dims), num_pixels], dropout)
+        self.encoder = mlp([num_pixels, *self.hidden_dims, 2 * latent_dim], dropout, activation)
+        self.decoder = mlp([latent_dim, *reversed(self.hidden_dims), num_pixels], dropout, activation)
         # Latent statistics of each class over the training set, filled in by the trainer: the app walks
         # between class means and samples "a 3" from N(mean, std²) without needing the dataset.
         self.register_buffer("class_means", torch.zeros(len(self.class_names), latent_dim))
