@@ -81,10 +81,10 @@ def test_random_samples_cover_every_digit(digit_classifier):
 
 
 @pytest.mark.slow
-def test_committed_mnist_model_beats_the_reference(mnist_splits):
-    """The PyTorch examples VAE ends at ~105.5 nats after 10 epochs; ours must be clearly better."""
+def test_committed_mnist_model_meets_the_elbo_target(mnist_splits):
+    """Issue 4's target: at most 95 nats per test image (the PyTorch examples VAE ends at ~105.5)."""
     model = VAE.from_pretrained(MNIST).eval()
     metrics = as_means(elbo_sums(model, mnist_splits.test.images, 1000))
-    assert metrics["loss"] <= 100.0, metrics
+    assert metrics["loss"] <= 95.0, metrics
     recorded = json.loads((MNIST / "metrics.json").read_text())
     assert metrics["loss"] == pytest.approx(recorded["test_loss"], abs=0.05)
