@@ -18,15 +18,11 @@ import ctypes
 import functools
 import hashlib
 import html
-import json
 import math
 import os
-import struct
 import sys
 import tempfile
 import threading
-import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -34,31 +30,28 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image, ImageOps
-from safetensors import safe_open
-from safetensors.torch import load_file
 
+from vae.assets import Assets, load_assets
 from vae.errors import UserError
 from vae.explore import (
     INTERPOLATIONS,
     START_POINTS,
     class_latent,
     class_walk,
-    has_class_statistics,
     nearest_class,
     place_on_map,
+    png,
     prepare_drawing,
     to_gif,
     to_grid,
     to_uint8,
-    typical,
     walk,
 )
 from vae.hub import metrics_table
-from vae.model import VAE, looks_local
+from vae.model import looks_local
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_CHECKPOINT = ROOT / "checkpoints" / "vae-mnist"
-HUB_FILES = ["config.json", "model.safetensors", "README.md", "metrics.json", "tsne.safetensors", "tsne.png"]
 
 MAX_IMAGES = 256  # samples per request
 STEPS = (2, 32)  # frames in a walk
@@ -100,158 +93,6 @@ LINKS = """
 - Kingma & Welling, *Auto-Encoding Variational Bayes* (2014): https://arxiv.org/abs/1312.6114
 - Gradio: https://www.gradio.app · Hugging Face Hub: https://huggingface.co
 """
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Loading: a checkpoint folder (or Hub repo) → the model and what the tabs show beside it
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Assets:
-    """One loaded checkpoint: the model, its cached t-SNE map, metrics and card, and what is missing."""
-
-    name: str  # what the checkpoint dropdown shows
-    source: str  # the folder or Hub repo id it came from
-    model: VAE
-    tsne: dict[str, torch.Tensor] | None  # coords (N, 2), labels (N,), latents (N, D) of test images
-    tsne_figure: str | None  # tsne.png, drawn by the trainer
-    metrics: dict
-    card: str  # the model card's text, without front matter and figures
-    no_class_means: str | None = None  # why walks and the nearest class are off, if they are
-    no_map: str | None = None  # why the t-SNE map is off, if it is
-    bank: tuple[torch.Tensor, torch.Tensor] | None = None  # clear real latents and labels: walk start points
-    map_points: pd.DataFrame | None = None  # x, y, class: the interactive t-SNE scatter
-
-    @property
-    def class_names(self) -> list[str]:
-        return self.model.class_names
-
-    @property
-    def problems(self) -> list[str]:
-        """What does not work with this checkpoint: shown in the page and printed at start-up."""
-        return [p for p in (self.no_class_means, self.no_map) if p]
-
-
-def checkpoint_folder(source: str) -> Path:
-    """A local folder as is; a Hub repo id ("user/name") downloaded (or found in the cache offline)."""
-    if looks_local(source):
-        if not Path(source).is_dir():
-            raise UserError(
-                f"No such checkpoint folder: {source}. Pass a folder written by train.py (it holds config.json "
-                "and model.safetensors) or a Hugging Face Hub repo id such as user/vae-mnist."
-            )
-        return Path(source)
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(source, allow_patterns=HUB_FILES))
-    except Exception as err:  # offline, no such repo, private repo without a token: all say the same to the user
-        raise UserError(
-            f"Could not get {source} from the Hugging Face Hub ({type(err).__name__}: {first_line(err)}). "
-            "Check the repo id, the network and HF_TOKEN for a private repo, or pass a local folder."
-        ) from None
-
-
-def read_model(folder: Path, source: str) -> tuple[VAE, str | None]:
-    """The VAE, strictly, except that a model saved without class statistics still loads (with a problem)."""
-    weights = folder / "model.safetensors"
-    try:
-        with safe_open(weights, framework="pt") as f:
-            keys = set(f.keys())
-        missing_stats = not {"class_means", "class_stds"} <= keys
-        model = VAE.from_pretrained(folder, strict=not missing_stats).eval()
-    except UserError:
-        raise
-    except Exception as err:  # missing or corrupt config.json / model.safetensors, shapes that do not match
-        raise UserError(
-            f"Could not load the model in {source} ({type(err).__name__}: {first_line(err)}). Pass a folder "
-            "written by train.py, or train a new one with `python train.py`."
-        ) from None
-    lost = set(model.state_dict()) - keys - {"class_means", "class_stds"}
-    if lost:
-        raise UserError(f"{weights} lacks the weights {', '.join(sorted(lost))}: it is not a complete VAE.")
-    if missing_stats or not has_class_statistics(model):
-        return model, (
-            f"{source} has no class means, so latent walks and the nearest class are off (samples still work). "
-            "Models exported by train.py have them: re-export this one with train.py."
-        )
-    return model, None
-
-
-def read_tsne(folder: Path, model: VAE, source: str) -> tuple[dict[str, torch.Tensor] | None, str | None]:
-    """The cached t-SNE map (checked against the model), or None and the reason."""
-    path = folder / "tsne.safetensors"
-    fix = f"run `python -m vae.tsne --checkpoint {source}` to compute it once"
-    if not path.is_file():
-        return None, f"{source} has no cached t-SNE map, so the map tab and placing your digit on it are off: {fix}."
-    try:
-        tsne = load_file(path)
-        coords, labels, latents = tsne["coords"].float(), tsne["labels"].long(), tsne["latents"].float()
-    except Exception as err:
-        return None, f"The cached t-SNE map in {source} is unreadable ({type(err).__name__}: {first_line(err)}): {fix}."
-    n = len(labels)
-    if (
-        n < 2
-        or coords.shape != (n, 2)
-        or latents.shape != (n, model.latent_dim)
-        or not (0 <= labels.min() and labels.max() < len(model.class_names))
-    ):
-        return None, f"The cached t-SNE map in {source} does not match its model: {fix}."
-    return {"coords": coords, "labels": labels, "latents": latents}, None
-
-
-def read_card(folder: Path) -> str:
-    """The model card's text: no front matter, and no figures (their relative links would not resolve)."""
-    path = folder / "README.md"
-    if not path.is_file():
-        return ""
-    text = path.read_text(errors="replace")
-    if text.startswith("---"):
-        text = text.split("---", 2)[-1]
-    return text.split("## Figures")[0].strip()
-
-
-def read_metrics(folder: Path) -> dict:
-    try:
-        return json.loads((folder / "metrics.json").read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def load_assets(source: str | Path, name: str | None = None) -> Assets:
-    """Everything one checkpoint needs, read from its folder: fast (no training, no t-SNE), or a UserError."""
-    source = str(source)
-    folder = checkpoint_folder(source)
-    model, no_class_means = read_model(folder, source)
-    tsne, no_map = read_tsne(folder, model, source)
-    figure = folder / "tsne.png"
-    assets = Assets(
-        name=name or checkpoint_name(source),
-        source=source,
-        model=model,
-        tsne=tsne,
-        tsne_figure=str(figure) if tsne is not None and figure.is_file() else None,
-        metrics=read_metrics(folder),
-        card=read_card(folder),
-        no_class_means=no_class_means,
-        no_map=no_map,
-    )
-    if tsne is not None:
-        clear = typical(tsne["latents"], tsne["labels"])  # real test digits their neighbours agree on
-        assets.bank = (tsne["latents"][clear], tsne["labels"][clear])
-        assets.map_points = pd.DataFrame(
-            {
-                "x": tsne["coords"][:, 0].numpy(),
-                "y": tsne["coords"][:, 1].numpy(),
-                "class": [model.class_names[i] for i in tsne["labels"].tolist()],
-            }
-        )
-    return assets
-
-
-def checkpoint_name(source: str) -> str:
-    return Path(source).name if looks_local(source) else source
 
 
 def find_checkpoints(default: Assets, folder: Path = ROOT / "checkpoints") -> dict[str, str]:
@@ -300,11 +141,6 @@ class Catalog:
 def fail(message: str) -> gr.Error:
     """An error for the user: a message in the page, an AppError for gradio_client; no traceback in the log."""
     return gr.Error(html.escape(message, quote=False), print_exception=False)  # the page renders it as HTML
-
-
-def first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0][:300] if text else "no details"
 
 
 def check_int(value, name: str, low: int, high: int) -> int:
@@ -403,25 +239,6 @@ def cache_files(files: dict[str, bytes]) -> list[str]:
             os.replace(writing, path)
         paths.append(str(path))
     return paths
-
-
-def png(array: np.ndarray) -> bytes:
-    """uint8 pixels (H, W) or (H, W, 3) → a PNG, written directly: for 28x28 digits PIL's fixed cost per
-    image would be most of the work (64 images: 9 ms instead of 19)."""
-    height, width = array.shape[:2]
-    rows = np.zeros((height, 1 + array[0].size), np.uint8)  # each row starts with its filter type: 0, none
-    rows[:, 1:] = array.reshape(height, -1)
-    header = struct.pack(">IIBBBBB", width, height, 8, 0 if array.ndim == 2 else 2, 0, 0, 0)  # 8-bit grey or RGB
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(rows.tobytes(), 1))
-        + chunk(b"IEND", b"")
-    )
 
 
 def grid_scale(images: int, nrow: int, width: int) -> int:

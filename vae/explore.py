@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import math
+import struct
+import zlib
 
 import numpy as np
 import torch
@@ -202,3 +204,22 @@ def to_gif(images: torch.Tensor, scale: int = 4, frame_ms: int = 80, hold_ms: in
         buffer, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0, optimize=False
     )
     return buffer.getvalue()
+
+
+def png(array: np.ndarray) -> bytes:
+    """uint8 pixels (H, W) or (H, W, 3) → a PNG, written directly: for 28x28 digits PIL's fixed cost per
+    image would be most of the work (64 images: 9 ms instead of 19)."""
+    height, width = array.shape[:2]
+    rows = np.zeros((height, 1 + array[0].size), np.uint8)  # each row starts with its filter type: 0, none
+    rows[:, 1:] = array.reshape(height, -1)
+    header = struct.pack(">IIBBBBB", width, height, 8, 0 if array.ndim == 2 else 2, 0, 0, 0)  # 8-bit grey or RGB
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows.tobytes(), 1))
+        + chunk(b"IEND", b"")
+    )
