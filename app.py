@@ -416,6 +416,11 @@ def scatter(label: str, assets: Assets, value: pd.DataFrame | None = None) -> gr
     )
 
 
+def pixel_image(label: str, **options) -> gr.Image:
+    """An output image of digits: PNG unless told otherwise, drawn without smoothing (see CSS)."""
+    return gr.Image(label=label, **({"format": "png"} | options), elem_classes="pixelated", interactive=False)
+
+
 def build_demo(default: Assets, others: dict[str, str] | None = None) -> gr.Blocks:
     """The studio for `default` (and the other checkpoints by name → folder or Hub id), queue on."""
     catalog = Catalog(default, others)
@@ -438,13 +443,7 @@ def build_demo(default: Assets, others: dict[str, str] | None = None) -> gr.Bloc
                     temperature = gr.Slider(0.0, MAX_TEMPERATURE, value=1.0, step=0.05, label="Temperature")
                     sample_button = gr.Button("Sample", variant="primary", elem_id="sample-button")
                 with gr.Column(scale=3):
-                    grid = gr.Image(
-                        label="Samples",
-                        format="png",
-                        elem_classes="pixelated",
-                        interactive=False,
-                        elem_id="sample-grid",
-                    )
+                    grid = pixel_image("Samples", elem_id="sample-grid")
                     gallery = gr.Gallery(
                         label="The same images",
                         format="png",
@@ -469,21 +468,8 @@ def build_demo(default: Assets, others: dict[str, str] | None = None) -> gr.Bloc
                     walk_seed = gr.Number(0, label="Seed (random examples)", precision=0, minimum=0, maximum=MAX_SEED)
                     walk_button = gr.Button("Walk", variant="primary", elem_id="walk-button")
                 with gr.Column(scale=3):
-                    walk_strip = gr.Image(
-                        label="The walk",
-                        format="png",
-                        elem_classes="pixelated",
-                        interactive=False,
-                        elem_id="walk-strip",
-                    )
-                    walk_gif = gr.Image(
-                        label="Animated",
-                        format="gif",
-                        elem_classes="pixelated",
-                        interactive=False,
-                        height=260,
-                        elem_id="walk-gif",
-                    )
+                    walk_strip = pixel_image("The walk", elem_id="walk-strip")
+                    walk_gif = pixel_image("Animated", format="gif", height=260, elem_id="walk-gif")
 
         with gr.Tab("t-SNE") as tsne_tab:
             gr.Markdown("The posterior means of test images, laid out in 2-D by t-SNE when the model was exported.")
@@ -514,16 +500,10 @@ def build_demo(default: Assets, others: dict[str, str] | None = None) -> gr.Bloc
                     target = gr.Dropdown(names, value=b, label="Walk to class")
                 with gr.Column(scale=2):
                     with gr.Row():
-                        model_input = gr.Image(
-                            label="As the model sees it", format="png", elem_classes="pixelated", interactive=False
-                        )
-                        reconstruction = gr.Image(
-                            label="Reconstruction", format="png", elem_classes="pixelated", interactive=False
-                        )
+                        model_input = pixel_image("As the model sees it")
+                        reconstruction = pixel_image("Reconstruction")
                         nearest = gr.Textbox(label="Nearest class mean", interactive=False, elem_id="nearest")
-                    encode_walk = gr.Image(
-                        label="Walk to the chosen class", format="png", elem_classes="pixelated", interactive=False
-                    )
+                    encode_walk = pixel_image("Walk to the chosen class")
                     encode_plot = scatter("Where it lands on the t-SNE map", default)
                     encode_note = gr.Markdown(label="Notes")
 
