@@ -144,9 +144,8 @@ def fail(message: str) -> gr.Error:
 
 
 def check_int(value, name: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise fail(f"{name} must be a whole number from {low} to {high}, got {value!r}.")
-    if value != int(value) or not low <= value <= high:
+    number = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    if not number or value != int(value) or not low <= value <= high:
         raise fail(f"{name} must be a whole number from {low} to {high}, got {value!r}.")
     return int(value)
 

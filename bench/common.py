@@ -31,13 +31,16 @@ def bench_parser(name: str, doc: str) -> argparse.ArgumentParser:
     return parser
 
 
-def start(args: argparse.Namespace) -> list[float]:
-    """Apply --threads, print the threads and the machine's load; return the load average at the start."""
+LOAD_AT_START: list[float] = []  # the load average when start() ran; write_results records it
+
+
+def start(args: argparse.Namespace) -> None:
+    """Apply --threads, print the threads and the machine's load, and remember that load for the results."""
     if args.threads:
         torch.set_num_threads(args.threads)
     facts = machine()
+    LOAD_AT_START[:] = facts["load_average"]
     print(f"{torch.get_num_threads()} torch thread(s); load average {facts['load_average']} on {facts['cores']} cores")
-    return facts["load_average"]
 
 
 def our_config(overrides: dict) -> TrainConfig:
@@ -139,6 +142,8 @@ def write_results(name: str, results: dict, output: Path | None = None) -> Path:
     """Write RESULTS_DIR/<name>.json (or `output`) with the machine facts added."""
     path = output or RESULTS_DIR / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
+    if LOAD_AT_START:  # machine().load_average is the load at the end
+        results = {**results, "load_average_start": LOAD_AT_START}
     path.write_text(json.dumps({"benchmark": name, "machine": machine(), **results}, indent=2) + "\n")
     print(f"wrote {path}")
     return path

@@ -116,7 +116,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    load_start = start(args)
+    start(args)
     output_dir = tempfile.mkdtemp(prefix="bench-flops-")
     config = our_config(
         {
@@ -194,7 +194,6 @@ def main(argv: list[str] | None = None) -> dict:
         **summary,
         "target": TARGET,
         "met": ratio >= TARGET,
-        "load_average_start": load_start,  # machine.load_average is at the end
     }
     write_results("flops", results, args.output)
     return results

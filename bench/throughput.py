@@ -57,7 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    load_start = start(args)
+    start(args)
     train_loader, _ = make_loaders(args.data_dir)
     ref_model, ref_optimizer = make_model()
     reference: list[dict] = []
@@ -140,7 +140,6 @@ def main(argv: list[str] | None = None) -> dict:
         **summary,
         "target": TARGET,
         "met": ratio >= TARGET,
-        "load_average_start": load_start,  # machine.load_average is at the end
     }
     write_results("throughput", results, args.output)
     return results

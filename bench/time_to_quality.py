@@ -163,7 +163,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    load_start = start(args)
+    start(args)
     ours, reference, settings = run(args)
     reached = ours[-1]["test_loss"] <= args.threshold
     seconds = ours[-1]["seconds"]
@@ -190,7 +190,6 @@ def main(argv: list[str] | None = None) -> dict:
         finished = [e for e in reference.epochs if e["seconds"] <= seconds] or reference.epochs[:1]
         rows.append(["reference (last epoch done)", finished[-1]["epoch"], finished[-1]["seconds"], last])
         rows.append(["reference (interpolated)", "", seconds, interpolated])
-    results["load_average_start"] = load_start  # machine.load_average is at the end
     print()
     print_table(["run", "epoch", "seconds", "test -ELBO"], rows)
     verdict = f"reached {args.threshold} nats in {seconds:.1f}s" if reached else f"not reached in {seconds:.1f}s"

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from vae.errors import UserError
 from vae.explore import has_class_statistics, typical
-from vae.model import VAE, looks_local
+from vae.model import VAE, is_local_folder, looks_local
 
 HUB_FILES = ["config.json", "model.safetensors", "README.md", "metrics.json", "tsne.safetensors", "tsne.png"]
 
@@ -47,12 +47,7 @@ class Assets:
 
 def checkpoint_folder(source: str) -> Path:
     """A local folder as is; a Hub repo id ("user/name") downloaded (or found in the cache offline)."""
-    if looks_local(source):
-        if not Path(source).is_dir():
-            raise UserError(
-                f"No such checkpoint folder: {source}. Pass a folder written by train.py (it holds config.json "
-                "and model.safetensors) or a Hugging Face Hub repo id such as user/vae-mnist."
-            )
+    if is_local_folder(source):
         return Path(source)
     from huggingface_hub import snapshot_download
 

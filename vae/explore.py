@@ -168,8 +168,8 @@ def prepare_drawing(image: np.ndarray, image_shape: tuple[int, int, int]) -> tor
 def to_grid(images: torch.Tensor, nrow: int, scale: int = 1, padding: int = 2, pad_value: float = 0.5) -> np.ndarray:
     """Images (N, C, H, W) in [0, 1] → one uint8 array (H', W') or (H', W', 3), nearest-neighbour upscaled.
 
-    The layout and pixels of torchvision's make_grid (as vae.figures.to_grid uses it) in numpy, so the app
-    need not import torchvision at start-up.
+    The layout and pixels of torchvision's make_grid, in numpy, so the app need not import torchvision at
+    start-up; the trainer's figures use it too.
     """
     x = to_uint8(images)  # (N, C, H, W)
     n, channels, height, width = x.shape

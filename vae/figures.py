@@ -16,24 +16,12 @@ import numpy as np
 import torch
 from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 from PIL import Image
-from torchvision.utils import make_grid
 
-from vae.explore import class_walk
+from vae.explore import class_walk, to_grid
 from vae.io import atomic_write
 from vae.model import VAE
 
 WALK_PAIRS = [(3, 7), (0, 6), (1, 4), (2, 5), (8, 9)]  # 3 → 7 first: the original tutorial's walk
-
-
-def to_grid(images: torch.Tensor, nrow: int, scale: int = 1, padding: int = 2) -> np.ndarray:
-    """Images (N, C, H, W) in [0, 1] → one uint8 array (H', W') or (H', W', 3), nearest-neighbour upscaled."""
-    grid = make_grid(
-        images.detach().float().cpu().clamp(0, 1), nrow=nrow, padding=padding, pad_value=0.5
-    )  # (3, H', W')
-    array = (grid * 255).round().byte().permute(1, 2, 0).numpy()
-    if images.shape[1] == 1:
-        array = array[..., 0]
-    return array.repeat(scale, axis=0).repeat(scale, axis=1) if scale > 1 else array
 
 
 def save_png(array: np.ndarray, path: str | Path) -> None:

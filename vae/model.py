@@ -122,12 +122,7 @@ class VAE(
         not a folder is reported as such instead of being looked up on the Hub.
         """
         path = str(pretrained_model_name_or_path)
-        if not os.path.isdir(path) and looks_local(path):
-            raise UserError(
-                f"No such checkpoint folder: {path}. Pass a folder written by train.py (it holds "
-                "config.json and model.safetensors) or a Hugging Face Hub repo id such as user/vae-mnist."
-            )
-        if os.path.isdir(path):  # the mixin would build a default model without config.json, or fail obscurely
+        if is_local_folder(path):  # the mixin would build a default model without config.json, or fail obscurely
             missing = [name for name in REQUIRED_FILES if not os.path.isfile(os.path.join(path, name))]
             if missing:
                 raise UserError(
@@ -145,6 +140,18 @@ class VAE(
             "unpickling a downloaded file can run arbitrary code. Use a repo that has model.safetensors "
             "(train.py and save_pretrained write one)."
         )
+
+
+def is_local_folder(path: str) -> bool:
+    """True for a folder here, False for a Hub repo id; a UserError for a path that looks local but is no folder."""
+    if os.path.isdir(path):
+        return True
+    if looks_local(path):
+        raise UserError(
+            f"No such checkpoint folder: {path}. Pass a folder written by train.py (it holds "
+            "config.json and model.safetensors) or a Hugging Face Hub repo id such as user/vae-mnist."
+        )
+    return False
 
 
 def looks_local(path: str) -> bool:
