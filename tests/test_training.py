@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -178,6 +179,37 @@ def test_evaluate_and_tsne_commands(trained, tmp_path):
     assert (
         missing.returncode != 0 and "No such checkpoint folder" in missing.stderr and "Traceback" not in missing.stderr
     )
+
+
+@pytest.mark.slow
+def test_evaluate_update_card_rewrites_the_test_figures(trained, tmp_path):
+    folder = tmp_path / "vae"
+    shutil.copytree(trained, folder, ignore=shutil.ignore_patterns("training_state"))
+    before = json.loads((folder / "metrics.json").read_text())
+    result = subprocess.run(
+        [sys.executable, "-m", "vae.evaluate", "--checkpoint", str(folder), "--iw-samples", "12", "--update-card"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    after = json.loads((folder / "metrics.json").read_text())
+    evaluated = json.loads((folder / "eval.json").read_text())
+    assert after["iw_samples"] == 12 and after["test_iw_nll"] == evaluated["test_iw_nll"]
+    assert after["test_iw_nll"] != before["test_iw_nll"]
+    assert {k: v for k, v in after.items() if not k.startswith("test_iw") and k != "iw_samples"} == {
+        k: v for k, v in before.items() if not k.startswith("test_iw") and k != "iw_samples"
+    }  # the run's own figures (ELBO with its fixed noise, wall time, best epoch) are kept
+    card = (folder / "README.md").read_text()
+    assert "IW bound with k=12" in card and f"{evaluated['test_iw_nll']:.2f}" in card
+    assert "IW bound with k=5" not in card
+
+    no_run = tmp_path / "bare"
+    shutil.copytree(folder, no_run)
+    (no_run / "train_config.yaml").unlink()
+    result = subprocess.run(
+        [sys.executable, "-m", "vae.evaluate", "--checkpoint", str(no_run), "--update-card"],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode != 0 and "train_config.yaml" in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.slow

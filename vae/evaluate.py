@@ -1,6 +1,9 @@
 """Test-set metrics of a trained model: negative ELBO with its parts, and the importance-weighted bound.
 
-python -m vae.evaluate --checkpoint checkpoints/vae-mnist [--iw-samples 1000]
+python -m vae.evaluate --checkpoint checkpoints/vae-mnist [--iw-samples 1000] [--update-card]
+
+--update-card puts the new test figures into the folder's metrics.json and model card (README.md), e.g.
+to report K = 1000 for a model whose training run measured the bound with K = 100.
 """
 
 from __future__ import annotations
@@ -88,6 +91,20 @@ def checkpoint_test_set(checkpoint: str | Path, data_dir: str | None = None) -> 
     return load_splits(build_config(settings)).test
 
 
+def update_card(folder: Path, metrics: dict) -> None:
+    """Replace the test figures in FOLDER's metrics.json with `metrics` and write its model card again."""
+    from vae.hub import write_model_card  # imports huggingface_hub; only this option needs it
+
+    recorded_path = folder / "metrics.json"
+    recorded = json.loads(recorded_path.read_text()) if recorded_path.is_file() else {}
+    recorded = {k: v for k, v in recorded.items() if not k.startswith("test_") and k != "iw_samples"}
+    recorded.update({k: v for k, v in metrics.items() if k.startswith("test_") or k == "iw_samples"})
+    config = build_config(yaml.safe_load((folder / "train_config.yaml").read_text()))
+    architecture = json.loads((folder / "config.json").read_text())
+    atomic_write_text(recorded_path, json.dumps(recorded, indent=2) + "\n")
+    write_model_card(folder, config, architecture, recorded)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="model folder (or Hub repo id) to evaluate")
@@ -96,9 +113,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int, default=1000, help="images per batch for the ELBO")
     parser.add_argument("--output", type=Path, help="JSON file to write (default: CHECKPOINT/eval.json)")
     parser.add_argument("--cpu", action="store_true", help="evaluate on the CPU even when a GPU is there")
+    parser.add_argument(
+        "--update-card",
+        action="store_true",
+        help="also write these figures into the folder's metrics.json and README.md",
+    )
     args = parser.parse_args(argv)
     if args.iw_samples < 0 or args.batch_size < 1:
         parser.error("--iw-samples must be >= 0 and --batch-size >= 1")
+    folder = Path(args.checkpoint)
+    if args.update_card and not (folder / "train_config.yaml").is_file():
+        sys.exit(f"error: --update-card needs a model folder written by train.py (with train_config.yaml): {folder}")
     try:
         model = VAE.from_pretrained(args.checkpoint)
         test = checkpoint_test_set(args.checkpoint, args.data_dir)
@@ -115,10 +140,12 @@ def main(argv: list[str] | None = None) -> dict:
         + (f"; IW bound (k={args.iw_samples}) -log p(x) <= {metrics['test_iw_nll']:.2f}" if args.iw_samples else "")
         + f" on {len(test)} test images in {metrics['eval_seconds']:.1f}s"
     )
-    folder = Path(args.checkpoint)
     output = args.output or (folder / "eval.json" if folder.is_dir() else Path("eval.json"))
     atomic_write_text(output, json.dumps(metrics, indent=2) + "\n")
     print(f"wrote {output}")
+    if args.update_card:
+        update_card(folder, metrics)
+        print(f"updated {folder / 'metrics.json'} and {folder / 'README.md'}")
     return metrics
 
 
