@@ -28,7 +28,7 @@ def test_defaults_come_from_configs_mnist_yaml():
     for key, value in yaml.safe_load(DEFAULT_CONFIG.read_text()).items():
         assert getattr(config, key) == value, key
     assert config.dataset == "mnist"
-    assert config.val_size == TrainConfig().val_size  # keys the YAML leaves out keep the dataclass default
+    assert config.iw_samples == TrainConfig().iw_samples  # keys the YAML leaves out keep the dataclass default
     assert config.cpu is False and config.push_to_hub is False
 
 
