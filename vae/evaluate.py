@@ -80,10 +80,15 @@ def test_metrics(model: VAE, test_images: torch.Tensor, iw_samples: int, batch_s
     return metrics
 
 
+def saved_settings(folder: str | Path) -> dict:
+    """The settings a train.py run recorded in FOLDER/train_config.yaml ({} when there is none)."""
+    path = Path(folder) / "train_config.yaml"
+    return yaml.safe_load(path.read_text()) if path.is_file() else {}
+
+
 def checkpoint_test_set(checkpoint: str | Path, data_dir: str | None = None) -> ImageSet:
     """The test set a checkpoint folder was trained against, read from its train_config.yaml."""
-    saved_config = Path(checkpoint) / "train_config.yaml"
-    saved = yaml.safe_load(saved_config.read_text()) if saved_config.is_file() else {}
+    saved = saved_settings(checkpoint)
     keys = ("dataset", "data_dir", "image_size", "channels", "seed", "test_fraction", "val_size")
     settings = {k: saved[k] for k in keys if k in saved}
     if data_dir:
@@ -91,15 +96,15 @@ def checkpoint_test_set(checkpoint: str | Path, data_dir: str | None = None) -> 
     return load_splits(build_config(settings)).test
 
 
-def update_card(folder: Path, metrics: dict) -> None:
-    """Replace the test figures in FOLDER's metrics.json with `metrics` and write its model card again."""
+def update_card(folder: Path, figures: dict) -> None:
+    """Replace the test figures in FOLDER's metrics.json with `figures` (from test_metrics) and write its
+    model card again."""
     from vae.hub import write_model_card  # imports huggingface_hub; only this option needs it
 
     recorded_path = folder / "metrics.json"
     recorded = json.loads(recorded_path.read_text()) if recorded_path.is_file() else {}
-    recorded = {k: v for k, v in recorded.items() if not k.startswith("test_") and k != "iw_samples"}
-    recorded.update({k: v for k, v in metrics.items() if k.startswith("test_") or k == "iw_samples"})
-    config = build_config(yaml.safe_load((folder / "train_config.yaml").read_text()))
+    recorded = {k: v for k, v in recorded.items() if not k.startswith("test_") and k != "iw_samples"} | figures
+    config = build_config(saved_settings(folder))
     architecture = json.loads((folder / "config.json").read_text())
     atomic_write_text(recorded_path, json.dumps(recorded, indent=2) + "\n")
     write_model_card(folder, config, architecture, recorded)
@@ -132,9 +137,8 @@ def main(argv: list[str] | None = None) -> dict:
     device = "cuda" if torch.cuda.is_available() and not args.cpu else "cpu"
     model.to(device)
     start = time.perf_counter()
-    metrics = test_metrics(model, test.images, args.iw_samples, args.batch_size)
-    metrics["eval_seconds"] = round(time.perf_counter() - start, 2)
-    metrics["device"] = device
+    figures = test_metrics(model, test.images, args.iw_samples, args.batch_size)
+    metrics = {**figures, "eval_seconds": round(time.perf_counter() - start, 2), "device": device}
     print(
         f"test -ELBO {metrics['test_loss']:.2f} nats/image (recon {metrics['test_recon']:.2f}, KL {metrics['test_kl']:.2f})"
         + (f"; IW bound (k={args.iw_samples}) -log p(x) <= {metrics['test_iw_nll']:.2f}" if args.iw_samples else "")
@@ -144,7 +148,7 @@ def main(argv: list[str] | None = None) -> dict:
     atomic_write_text(output, json.dumps(metrics, indent=2) + "\n")
     print(f"wrote {output}")
     if args.update_card:
-        update_card(folder, metrics)
+        update_card(folder, figures)
         print(f"updated {folder / 'metrics.json'} and {folder / 'README.md'}")
     return metrics
 
