@@ -1,18 +1,26 @@
 """The Hub side: exactly which files an upload sends, a failed upload that keeps the folder and says how to
-retry, the token check before training, and the model card. The Hub API is replaced by a recorder."""
+retry, the token check before training (against a stand-in for the Hub's HTTP API on 127.0.0.1), the model
+card as the Hub parses it, and save_pretrained / push_to_hub carrying the trained card. Nothing reaches the
+network: uploads are replaced by recorders."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
-from huggingface_hub import ModelCard
+from fake_hub import fake_hub
+from huggingface_hub import HfApi, ModelCard
 from huggingface_hub.utils import filter_repo_objects
 
-from vae import UserError
+from vae import VAE, UserError
 from vae.config import build_config
 from vae.hub import IGNORED, check_hub_access, push_folder, write_model_card
+
+ROOT = Path(__file__).resolve().parent.parent
+CHECKPOINT = ROOT / "checkpoints" / "vae-mnist"
 
 UPLOADED = {"config.json", "model.safetensors", "README.md", "samples.png", "figures/latent_walk.png"}
 LOCAL_ONLY = {"training_state/epoch-0001/x", "training_state/epoch-0001/model.safetensors", "eval.json"}
@@ -71,23 +79,33 @@ def test_push_folder_uploads_the_model_files_in_one_commit(model_folder, capsys)
     assert "pushed" in capsys.readouterr().out
 
 
-def test_push_folder_creates_a_public_repo_unless_asked(model_folder):
-    api = FakeApi()
-    push_folder(model_folder, "someone/vae", api=api)
-    assert api.calls[0][2]["private"] is False
+def test_push_folder_leaves_the_visibility_to_the_account_unless_asked(model_folder):
+    """No --hub-private: the Hub's default for the account (private=None), not private=False."""
+    for private in (None, False, True):
+        api = FakeApi()
+        push_folder(model_folder, "someone/vae", private=private, api=api)
+        assert api.calls[0][2]["private"] is private
 
 
 @pytest.mark.parametrize("fail_on", ["create_repo", "upload_folder"])
-@pytest.mark.parametrize("private", [False, True])
-def test_a_failed_upload_keeps_the_folder_and_prints_the_retry_command(model_folder, capsys, fail_on, private):
+@pytest.mark.parametrize(("private", "flag"), [(None, ""), (False, " --no-private"), (True, " --private")])
+def test_a_failed_upload_keeps_the_folder_and_says_how_to_retry(model_folder, fail_on, private, flag):
     before = files_in(model_folder)
-    assert push_folder(model_folder, "someone/vae", private=private, api=FakeApi(fail_on=fail_on)) is None
+    with pytest.raises(UserError, match="failed \\(ConnectionError") as err:
+        push_folder(model_folder, "someone/vae", private=private, api=FakeApi(fail_on=fail_on))
     assert files_in(model_folder) == before
-    err = capsys.readouterr().err
-    assert err.startswith("error:") and "ConnectionError" in err
-    retry = f"python -m vae.hub --folder {model_folder} --hub-model-id someone/vae"
-    assert retry in err
-    assert ("--private" in err) == private
+    assert str(err.value).endswith(f'python -m vae.hub --folder "{model_folder}" --hub-model-id someone/vae{flag}')
+
+
+def test_push_folder_lets_programming_errors_through(model_folder):
+    """Only the Hub's and the network's errors become a message; a bug stays a traceback."""
+
+    class Broken(FakeApi):
+        def upload_folder(self, *args, **kwargs):
+            raise TypeError("a bug")
+
+    with pytest.raises(TypeError):
+        push_folder(model_folder, "someone/vae", api=Broken())
 
 
 @pytest.fixture
@@ -109,19 +127,71 @@ def test_check_hub_access_without_a_token_says_how_to_log_in(no_token):
     assert "hf auth login" in str(err.value) and "HF_TOKEN" in str(err.value)
 
 
-def test_check_hub_access_passes_with_a_token(no_token, monkeypatch):
+@pytest.fixture
+def online(no_token, monkeypatch):
+    """A token in HF_TOKEN and offline mode off (the tests' default is on): what a user pushing has."""
     monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
-    check_hub_access("someone/vae")
-    monkeypatch.delenv("HF_TOKEN")
-    no_token.write_text("hf_not_a_real_token_either")  # as `hf auth login` leaves it
-    check_hub_access("someone/vae")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
 
 
-@pytest.mark.parametrize("repo_id", ["vae-mnist", "", None])
-def test_check_hub_access_wants_user_slash_name(monkeypatch, repo_id):
-    monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
-    with pytest.raises(UserError, match="must look like user/name"):
-        check_hub_access(repo_id)
+def test_check_hub_access_passes_a_write_token_and_asks_the_hub(online):
+    with fake_hub() as hub:
+        check_hub_access("someone/vae", HfApi(endpoint=hub.url))
+        hub.auth_check_status = 200  # the repo exists and the token may write to it
+        check_hub_access("someone/vae", HfApi(endpoint=hub.url))
+        hub.whoami["orgs"] = [{"name": "a-lab"}]
+        check_hub_access("a-lab/vae", HfApi(endpoint=hub.url))
+    assert ("GET", "/api/whoami-v2") in hub.requests
+    assert ("GET", "/api/models/someone/vae/auth-check/write") in hub.requests
+
+
+def test_check_hub_access_finds_a_token_where_hf_auth_login_leaves_it(no_token, monkeypatch):
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    no_token.write_text("hf_not_a_real_token_either")
+    with fake_hub() as hub:
+        check_hub_access("someone/vae", HfApi(endpoint=hub.url))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"whoami_status": 401}, "The Hugging Face Hub rejected the token"),
+        ({"whoami": {"name": "someone", "auth": {"accessToken": {"role": "read"}}}}, "is read-only"),
+        ({"auth_check_status": 403}, "refused write access to someone/vae \\(HTTP 403\\)"),
+    ],
+    ids=["rejected", "read-only", "no-write-access"],
+)
+def test_check_hub_access_names_a_token_that_cannot_push(online, change, message):
+    with fake_hub() as hub:
+        for key, value in change.items():
+            setattr(hub, key, value)
+        with pytest.raises(UserError, match=message) as err:
+            check_hub_access("someone/vae", HfApi(endpoint=hub.url))
+    assert "\n" not in str(err.value) and "token" in str(err.value)
+
+
+def test_check_hub_access_names_a_namespace_the_token_does_not_own(online):
+    with fake_hub() as hub, pytest.raises(UserError, match="belongs to someone, who cannot create repos under 'other'"):
+        check_hub_access("other/vae", HfApi(endpoint=hub.url))
+
+
+def test_check_hub_access_names_an_unreachable_hub(online):
+    with fake_hub() as hub:
+        closed = hub.url  # nothing listens there once the stand-in has stopped
+    with pytest.raises(UserError, match="Could not reach the Hugging Face Hub at .*ConnectError"):
+        check_hub_access("someone/vae", HfApi(endpoint=closed))
+
+
+def test_check_hub_access_names_offline_mode(online, monkeypatch):
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    with pytest.raises(UserError, match="HF_HUB_OFFLINE=1"):
+        check_hub_access("someone/vae", FakeApi())  # refused before any call
+
+
+@pytest.mark.parametrize("repo_id", ["vae-mnist", "", None, "a/b/c", "/vae", "user/", "my user/vae mnist", "u/x--y"])
+def test_check_hub_access_refuses_repo_ids_the_hub_would(online, repo_id):
+    with pytest.raises(UserError, match="--hub-model-id"):
+        check_hub_access(repo_id, FakeApi())
 
 
 ARCHITECTURE = {"image_shape": [1, 28, 28], "hidden_dims": [512, 256], "latent_dim": 32, "dropout": 0.0}
@@ -143,8 +213,18 @@ def test_model_card_has_hub_front_matter_and_the_test_metrics(tmp_path):
     assert meta["library_name"] == "pytorch" and meta["license"] == "mit"
     assert {"vae", "variational-autoencoder", "pytorch_model_hub_mixin"} <= set(meta["tags"])
     assert meta["datasets"] == ["ylecun/mnist"]
-    parsed = ModelCard.load(tmp_path / "README.md")  # the Hub's own parser agrees
-    assert parsed.data.library_name == "pytorch" and "vae" in parsed.data.tags
+    data = ModelCard.load(tmp_path / "README.md").data  # as the Hub's own parser reads it
+    mixin = VAE._hub_mixin_info.model_card_data  # what the mixin writes for the class: one source, no drift
+    for key in ("library_name", "license", "tags", "pipeline_tag"):
+        assert getattr(data, key) == getattr(mixin, key), key
+    assert data.pipeline_tag == "unconditional-image-generation" and data.datasets == ["ylecun/mnist"]
+    results = {r.metric_type: r for r in data.eval_results}
+    assert results["negative_elbo"].metric_value == 91.23 and results["nll"].metric_value == 86.02
+    assert results["nll"].metric_args == {"importance_samples": 100} and "K=100" in results["nll"].metric_name
+    assert {(r.dataset_type, r.dataset_split, r.task_type) for r in data.eval_results} == {
+        ("ylecun/mnist", "test", "unconditional-image-generation")
+    }
+    assert "https://arxiv.org/abs/1312.6114" in card and "MNIST VAE studio" in card and "train.py" in card
     assert "| test negative ELBO (nats / image) | 91.23 |" in card
     assert "| test -log p(x), IW bound with k=100 | 86.02 |" in card
     assert "| latent dimension | 32 |" in card and "784 → 512 → 256 → 2 x 32" in card
@@ -158,6 +238,74 @@ def test_model_card_for_an_image_folder_names_no_hub_dataset_and_skips_missing_m
     write_model_card(tmp_path, config, ARCHITECTURE | {"image_shape": [3, 32, 32]}, metrics)
     card = (tmp_path / "README.md").read_text()
     assert "datasets" not in front_matter(card)
+    assert [r.metric_type for r in ModelCard.load(tmp_path / "README.md").data.eval_results] == ["negative_elbo"]
     assert "IW bound" not in card and "| test negative ELBO (nats / image) | 91.23 |" in card
     assert "3x32x32" in card and "3072 → 512" in card
     assert files_in(tmp_path) == ["README.md"]  # written atomically: no temporary file left behind
+
+
+class MixinUpload:
+    """Stands in for the HfApi that VAE.push_to_hub (the mixin) creates: records what the upload would send."""
+
+    uploads: list[dict[str, bytes]] = []
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def create_repo(self, repo_id, **kwargs):
+        return type("RepoUrl", (), {"repo_id": repo_id})()
+
+    def upload_folder(self, folder_path, **kwargs):
+        folder = Path(folder_path)
+        MixinUpload.uploads.append({p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()})
+        return "https://huggingface.co/someone/vae/commit/abc"
+
+
+@pytest.fixture
+def trained_copy(tmp_path) -> Path:
+    """The committed model folder, copied where a user keeps models (a path with a space)."""
+    folder = tmp_path / "my models" / "vae-mnist"
+    shutil.copytree(CHECKPOINT, folder, ignore=shutil.ignore_patterns(".*", "eval.json"))
+    return folder
+
+
+def test_save_pretrained_carries_the_trained_card_metrics_and_figures(trained_copy, tmp_path):
+    model = VAE.from_pretrained(trained_copy)
+    model.save_pretrained(tmp_path / "saved")
+    saved = tmp_path / "saved"
+    for name in ("README.md", "metrics.json", "samples.png", "tsne.png", "tsne.safetensors"):
+        assert (saved / name).read_bytes() == (trained_copy / name).read_bytes(), name
+    assert ModelCard.load(saved / "README.md").data.eval_results, "the card with its test metrics"
+    again = VAE.from_pretrained(saved)
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), model.state_dict().values(), strict=True))
+
+
+def test_save_pretrained_of_a_changed_model_writes_a_card_of_its_own(trained_copy, tmp_path):
+    model = VAE.from_pretrained(trained_copy)
+    with torch.no_grad():
+        model.decoder[0].bias.add_(1.0)  # no longer the model the trained card describes
+    model.save_pretrained(tmp_path / "changed")
+    card = (tmp_path / "changed" / "README.md").read_text()
+    assert "More Information Needed" not in card and "No test metrics were recorded" in card
+    data = ModelCard.load(tmp_path / "changed" / "README.md").data
+    assert data.library_name == "pytorch" and not data.eval_results
+    assert not (tmp_path / "changed" / "metrics.json").exists()
+    fresh = VAE(hidden_dims=(16,), latent_dim=2)  # never trained by train.py
+    fresh.save_pretrained(tmp_path / "fresh")
+    assert "More Information Needed" not in (tmp_path / "fresh" / "README.md").read_text()
+
+
+def test_push_to_hub_uploads_the_trained_card_or_refuses(trained_copy, monkeypatch):
+    monkeypatch.setattr("huggingface_hub.hub_mixin.HfApi", MixinUpload)
+    MixinUpload.uploads.clear()
+    model = VAE.from_pretrained(trained_copy)
+    model.push_to_hub("someone/vae")
+    (sent,) = MixinUpload.uploads
+    assert sent["README.md"] == (trained_copy / "README.md").read_bytes()
+    assert {"metrics.json", "samples.png", "tsne.png", "config.json", "model.safetensors"} <= set(sent)
+    with torch.no_grad():
+        model.encoder[0].weight.mul_(0.5)
+    with pytest.raises(UserError, match="no trained model card to push") as err:
+        model.push_to_hub("someone/vae")
+    assert "python -m vae.hub --folder" in str(err.value)
+    assert len(MixinUpload.uploads) == 1, "nothing more was uploaded"

@@ -14,10 +14,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from fake_hub import fake_hub
 from safetensors.torch import load_file
 
 from vae import VAE
 from vae.config import build_config
+from vae.data import RAW_FILES
 from vae.training import train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -148,6 +150,51 @@ def test_two_process_torchrun(mnist_dir, tmp_path):
     assert (state / "random_states_0.pkl").exists() and (state / "random_states_1.pkl").exists()
 
 
+DOWNLOAD_LOGGER = """
+import gzip, os, runpy, sys, time
+from pathlib import Path
+
+import torchvision.datasets.mnist as mnist
+
+def download(url, download_root, filename, md5):  # stands in for the network: the slice, slowly, and a record
+    with open(os.environ["DOWNLOAD_LOG"], "a") as log:
+        log.write(f"{os.environ['RANK']} {filename}\\n")
+    time.sleep(0.5)
+    data = gzip.decompress((Path(os.environ["SLICE"]) / filename).read_bytes())
+    target = Path(download_root) / filename.removesuffix(".gz")
+    target.with_suffix(".part").write_bytes(data)
+    target.with_suffix(".part").rename(target)
+
+mnist.download_and_extract_archive = download
+sys.argv[0] = "train.py"
+sys.path.insert(0, os.getcwd())  # the repository, as when train.py is run from it
+runpy.run_path("train.py", run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_download_the_dataset_once(tmp_path):
+    """With no data yet, one process downloads it and the other waits, instead of both writing the same files."""
+    (tmp_path / "run.py").write_text(DOWNLOAD_LOGGER)
+    log = tmp_path / "downloads.log"
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "DOWNLOAD_LOG": str(log)}
+    env["SLICE"] = str(ROOT / "tests" / "data" / "mnist-slice")
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(tmp_path / "run.py"),
+    ]
+    cmd += ["--data-dir", str(tmp_path / "data"), "--output-dir", str(tmp_path / "out"), *SMALL, "--epochs", "1"]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    downloads = log.read_text().splitlines()
+    assert sorted(downloads) == sorted(f"0 {name}.gz" for name in RAW_FILES), downloads
+
+
 @pytest.mark.slow
 def test_evaluate_and_tsne_commands(trained, tmp_path):
     result = subprocess.run(
@@ -217,6 +264,13 @@ def test_push_to_hub_uploads_the_folder_once(mnist_dir, tmp_path, monkeypatch):
     calls = []
 
     class FakeApi:
+        def whoami(self):
+            calls.append(("whoami",))
+            return {"name": "someone", "auth": {"accessToken": {"role": "write"}}}
+
+        def auth_check(self, repo_id, write):
+            calls.append(("auth_check", repo_id, write))
+
         def create_repo(self, repo_id, private, exist_ok):
             calls.append(("create_repo", repo_id, private))
 
@@ -228,14 +282,69 @@ def test_push_to_hub_uploads_the_folder_once(mnist_dir, tmp_path, monkeypatch):
             calls.append(("upload_folder", repo_id, uploaded))
 
     monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
     monkeypatch.setattr("vae.hub.HfApi", FakeApi)
     config = build_config({"data_dir": str(mnist_dir), "output_dir": str(tmp_path / "pushed"), "epochs": 1, "cpu": True,
                            "hidden_dims": [32], "latent_dim": 4, "val_size": 200, "iw_samples": 0, "tsne_samples": 50,
-                           "push_to_hub": True, "hub_model_id": "someone/vae-test", "hub_private": True})  # fmt: skip
+                           "push_to_hub": True, "hub_model_id": "someone/vae-test"})  # fmt: skip
     train(config)
-    assert calls[0] == ("create_repo", "someone/vae-test", True)
-    assert len(calls) == 2 and calls[1][:2] == ("upload_folder", "someone/vae-test")
-    assert calls[1][2] == HUB_FILES - {"latent_grid.png"}  # 4-D latent: no grid; no training state
+    assert calls[:2] == [("whoami",), ("auth_check", "someone/vae-test", True)], "the token is checked first"
+    assert calls[2] == ("create_repo", "someone/vae-test", None), "no --hub-private: the account's default"
+    assert len(calls) == 4 and calls[3][:2] == ("upload_folder", "someone/vae-test")
+    assert calls[3][2] == HUB_FILES - {"latent_grid.png"}  # 4-D latent: no grid; no training state
+
+
+def hub_env(hub_url: str, tmp_path: Path, **extra: str) -> dict:
+    """A user with a token, online, whose Hub is the stand-in at hub_url."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    return (
+        env
+        | {"HF_TOKEN": "hf_not_a_real_token", "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "0"}
+        | {"HF_ENDPOINT": hub_url, **extra}
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("rejected", "rejected the token"),
+        ("read-only", "is read-only"),
+        ("unreachable", "Could not reach the Hugging Face Hub"),
+        ("offline", "HF_HUB_OFFLINE=1"),
+        ("bad-repo-id", "is not a repo id the Hub accepts"),
+    ],
+)
+def test_push_to_hub_problems_stop_train_py_before_any_epoch(mnist_dir, tmp_path, case, message):
+    with fake_hub() as hub:
+        hub.whoami_status = 401 if case == "rejected" else 200
+        if case == "read-only":
+            hub.whoami["auth"]["accessToken"]["role"] = "read"
+        url = "http://127.0.0.1:9" if case == "unreachable" else hub.url  # port 9 (discard): nothing answers
+        env = hub_env(url, tmp_path, **({"HF_HUB_OFFLINE": "1"} if case == "offline" else {}))
+        repo = "my user/vae mnist" if case == "bad-repo-id" else "someone/vae"
+        out = tmp_path / "never"
+        result = run_train(mnist_dir, out, "--push-to-hub", "--hub-model-id", repo, "--cpu", env=env, check=False)
+    assert result.returncode != 0
+    assert result.stderr.startswith("error: ") and message in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, "one paragraph"
+    assert "epoch 1/" not in result.stdout + result.stderr and not out.exists(), "nothing trained, nothing written"
+
+
+@pytest.mark.slow
+def test_a_failed_upload_at_the_end_exits_non_zero_and_keeps_the_folder(mnist_dir, tmp_path):
+    out = tmp_path / "my run" / "vae"
+    with fake_hub() as hub:  # the token checks pass; creating the repo fails with a 500, as in a Hub outage
+        result = run_train(
+            mnist_dir, out, "--epochs", "1", "--cpu", "--push-to-hub", "--hub-model-id", "someone/vae",
+            env=hub_env(hub.url, tmp_path), check=False,
+        )  # fmt: skip
+    assert ("POST", "/api/repos/create") in hub.requests
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "epoch 1/1" in result.stdout + result.stderr, "it trained"
+    assert "Uploading" in result.stderr and "failed (HfHubHTTPError" in result.stderr
+    assert f'python -m vae.hub --folder "{out}" --hub-model-id someone/vae' in result.stderr
+    assert {p.name for p in out.iterdir()} == HUB_FILES | {"training_state"}, "the folder is kept whole"
 
 
 def test_push_without_token_fails_before_training(mnist_dir, tmp_path):

@@ -69,7 +69,9 @@ class TrainConfig:
     tsne_samples: int = option(2000, "test images embedded in the t-SNE figure", min=10)
     push_to_hub: bool = option(False, "upload the output folder to the Hub at the end")
     hub_model_id: str | None = option(None, "Hub repo for --push-to-hub, e.g. user/vae-mnist")
-    hub_private: bool = option(False, "create the Hub repo as private")
+    hub_private: bool | None = option(
+        None, "create a new Hub repo as private (--hub-private) or public (--no-hub-private); default: the account's"
+    )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -160,12 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
         kind = TYPES[key]
         flag = "--" + key.replace("_", "-")
         text = f.metadata["help"]
-        if kind is bool:
-            text += f" (default: {getattr(defaults, key)})"
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text)
-            continue
         optional = type(None) in typing.get_args(kind)
         base = next(a for a in typing.get_args(kind) if a is not type(None)) if optional else kind
+        if base is bool:
+            text += "" if getattr(defaults, key) is None else f" (default: {getattr(defaults, key)})"
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text)
+            continue
         if typing.get_origin(base) is list:
             parser.add_argument(flag, type=int, nargs="+", default=argparse.SUPPRESS, help=text, metavar="N")
         else:

@@ -10,14 +10,19 @@ import argparse
 import sys
 from pathlib import Path
 
-from huggingface_hub import HfApi, get_token
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, constants, get_token
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError, RepositoryNotFoundError
+from huggingface_hub.utils import validate_repo_id
 
 from vae.config import TrainConfig
 from vae.errors import UserError
-from vae.io import atomic_write_text
+from vae.io import atomic_write
+from vae.model import CODE_URL, PAPER_URL, VAE
 
 IGNORED = ["training_state/*", "training_state/**", ".*", "**/.*", "eval.json"]  # never uploaded
 HUB_DATASETS = {"mnist": "ylecun/mnist", "fashion-mnist": "zalando-datasets/fashion_mnist"}
+DATASET_NAMES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
+IWAE_URL = "https://arxiv.org/abs/1509.00519"
 FIGURES = [
     ("samples.png", "Random samples, z ~ N(0, I)"),
     ("reconstructions.png", "Test images (top) and their reconstructions (bottom)"),
@@ -26,21 +31,85 @@ FIGURES = [
     ("tsne.png", "t-SNE of test-set latents"),
     ("loss_curve.png", "Training curves"),
 ]
+# What a Hub call can raise: HfHubHTTPError for an answer the Hub refused, and the errors of the HTTP client
+# huggingface_hub uses (HfHubHTTPError's base, whose subclasses include connection errors), and OSError (offline
+# mode, and connection errors of older releases).
+HUB_ERRORS = (HfHubHTTPError, *HfHubHTTPError.__bases__, OSError)
 
 
-def check_hub_access(repo_id: str | None) -> None:
-    """Fail early, before training, when an upload could not happen."""
-    if not repo_id or "/" not in repo_id:
+def check_repo_id(repo_id: str | None) -> str:
+    """A repo id the Hub would take, in the form user/name, or a UserError (checked here, without the network)."""
+    if not isinstance(repo_id, str) or repo_id.count("/") != 1:
         raise UserError(f"--hub-model-id must look like user/name, got {repo_id!r}.")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise UserError(f"--hub-model-id {repo_id!r} is not a repo id the Hub accepts: {err}") from None
+    return repo_id
+
+
+def check_hub_access(repo_id: str | None, api: HfApi | None = None) -> None:
+    """Fail early, before training, when an upload could not happen: a bad repo id, no token, offline mode,
+    a token the Hub rejects or that cannot write to the repo's namespace, an unreachable Hub."""
+    check_repo_id(repo_id)
     if get_token() is None:
         raise UserError(
             "--push-to-hub needs a Hugging Face token and none was found. Run `hf auth login` or set the "
             "HF_TOKEN environment variable to a token with write access, then run the same command again."
         )
+    if constants.HF_HUB_OFFLINE:
+        raise UserError(
+            "--push-to-hub cannot upload with HF_HUB_OFFLINE=1 set: unset it to push at the end of training, or "
+            "train without --push-to-hub and upload later with `python -m vae.hub --folder OUTPUT_DIR "
+            f"--hub-model-id {repo_id}`."
+        )
+    api = api or HfApi()
+    namespace = repo_id.split("/")[0]
+    try:
+        who = api.whoami()
+        role = who.get("auth", {}).get("accessToken", {}).get("role")
+        if role == "read":
+            raise UserError(
+                f"The Hugging Face token of {who.get('name')} is read-only, so --push-to-hub could not upload to "
+                f"{repo_id}. Create a token with write access at https://huggingface.co/settings/tokens and log in "
+                "with it (`hf auth login --force` or HF_TOKEN)."
+            )
+        accounts = {who.get("name"), *(org.get("name") for org in who.get("orgs", []))}
+        if namespace not in accounts:
+            raise UserError(
+                f"The Hugging Face token belongs to {who.get('name')}, who cannot create repos under {namespace!r} "
+                f"(their accounts: {', '.join(sorted(a for a in accounts if a))}). Use --hub-model-id "
+                f"{who.get('name')}/{repo_id.split('/')[1]}, or log in as a member of {namespace}."
+            )
+        api.auth_check(repo_id, write=True)  # fine-grained tokens: write access to this very repo
+    except RepositoryNotFoundError:
+        pass  # not created yet: the upload creates it in a namespace the token belongs to
+    except HfHubHTTPError as err:
+        status = getattr(err.response, "status_code", None)
+        problem = "rejected the token" if status == 401 else f"refused write access to {repo_id} (HTTP {status})"
+        raise UserError(
+            f"The Hugging Face Hub {problem}, so --push-to-hub could not upload: {first_line(err)}. Log in with a "
+            "token that can write there (`hf auth login --force` or HF_TOKEN), then run the same command again."
+        ) from None
+    except HUB_ERRORS as err:
+        raise UserError(
+            f"Could not reach the Hugging Face Hub at {constants.ENDPOINT} to check the token for --push-to-hub "
+            f"({type(err).__name__}: {first_line(err)}). Check the network (or HF_ENDPOINT), or train without "
+            "--push-to-hub and upload the folder later with `python -m vae.hub`."
+        ) from None
 
 
-def push_folder(folder: str | Path, repo_id: str, private: bool = False, api: HfApi | None = None) -> str | None:
-    """Upload the model folder (not its training state) in one commit; on failure keep it and say how to retry."""
+def retry_command(folder: str | Path, repo_id: str, private: bool | None) -> str:
+    flag = {True: " --private", False: " --no-private", None: ""}[private]
+    return f'python -m vae.hub --folder "{folder}" --hub-model-id {repo_id}{flag}'
+
+
+def push_folder(folder: str | Path, repo_id: str, private: bool | None = None, api: HfApi | None = None) -> str:
+    """Upload the model folder (not its training state) in one commit; returns the commit URL.
+
+    `private=None` leaves a new repo's visibility to the account's default. A failed upload keeps the folder
+    and raises a UserError that says how to retry.
+    """
     api = api or HfApi()
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
@@ -50,16 +119,19 @@ def push_folder(folder: str | Path, repo_id: str, private: bool = False, api: Hf
             ignore_patterns=IGNORED,
             commit_message="Upload VAE trained with train.py",
         )
-    except Exception as err:  # network, auth, rate limits: all leave the local folder intact
-        retry = f"python -m vae.hub --folder {folder} --hub-model-id {repo_id}" + (" --private" if private else "")
-        print(
-            f"error: uploading {folder} to {repo_id} failed ({type(err).__name__}: {err}). The folder is kept; retry with:\n  {retry}",
-            file=sys.stderr,
-        )
-        return None
+    except HUB_ERRORS as err:
+        raise UserError(
+            f"Uploading {folder} to {repo_id} failed ({type(err).__name__}: {first_line(err)}). The folder is kept; "
+            f"retry with:\n  {retry_command(folder, repo_id, private)}"
+        ) from None
     url = getattr(info, "commit_url", None) or f"https://huggingface.co/{repo_id}"
     print(f"pushed {folder} to {url}")
     return url
+
+
+def first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:300] if text else "no details"
 
 
 def metrics_table(metrics: dict) -> str:
@@ -70,41 +142,105 @@ def metrics_table(metrics: dict) -> str:
         (f"test -log p(x), IW bound with k={metrics.get('iw_samples')}", metrics.get("test_iw_nll")),
     ]
     lines = ["| metric | value |", "| --- | --- |"]
-    lines += [f"| {name} | {value:.2f} |" for name, value in rows if value is not None]
+    lines += [f"| {name} | {value:.2f} |" for name, value in rows if isinstance(value, (int, float))]
     return "\n".join(lines)
 
 
-def write_model_card(folder: Path, config: TrainConfig, architecture: dict, metrics: dict) -> None:
-    """README.md with Hub front matter, the architecture, the training settings, test metrics and figures."""
-    dataset = HUB_DATASETS.get(config.dataset)
-    front = ["---", "library_name: pytorch", "license: mit", "pipeline_tag: unconditional-image-generation", "tags:"]
-    front += [f"- {t}" for t in ("vae", "variational-autoencoder", "pytorch_model_hub_mixin", "mnist-vae-studio")]
-    front += [f"datasets:\n- {dataset}"] if dataset else []
-    front += ["---"]
-    shape = "x".join(str(s) for s in architecture["image_shape"])
+def eval_results(dataset: str, dataset_id: str, metrics: dict) -> list[EvalResult]:
+    """The test metrics as the Hub's model-index entries (shown on the model page)."""
+    common = {
+        "task_type": "unconditional-image-generation",
+        "task_name": "Unconditional image generation",
+        "dataset_type": dataset_id,
+        "dataset_name": DATASET_NAMES.get(dataset, dataset),
+        "dataset_split": "test",
+    }
+    results = []
+    if isinstance(metrics.get("test_loss"), (int, float)):
+        results.append(
+            EvalResult(
+                **common,
+                metric_type="negative_elbo",
+                metric_name="Test negative ELBO (nats per image)",
+                metric_value=round(metrics["test_loss"], 2),
+            )
+        )
+    if isinstance(metrics.get("test_iw_nll"), (int, float)):
+        k = metrics.get("iw_samples")
+        results.append(
+            EvalResult(
+                **common,
+                metric_type="nll",
+                metric_name=f"Test NLL, importance-weighted bound with K={k} (nats per image)",
+                metric_value=round(metrics["test_iw_nll"], 2),
+                metric_args={"importance_samples": k},
+            )
+        )
+    return results
+
+
+def card_data(dataset: str | None, name: str, metrics: dict) -> ModelCardData:
+    """Front matter: the model class's own Hub metadata (the mixin's, one source), the dataset and the results."""
+    data = ModelCardData(**VAE._hub_mixin_info.model_card_data.to_dict())  # as the mixin copies it for a subclass
+    dataset_id = HUB_DATASETS.get(dataset)
+    if dataset_id:
+        data.datasets = [dataset_id]
+    results = eval_results(dataset, dataset_id or dataset, metrics) if dataset else []
+    if results:
+        data.model_name, data.eval_results = name, results
+    return data
+
+
+def architecture_table(architecture: dict) -> str:
+    shape = architecture["image_shape"]
     widths = " → ".join(str(w) for w in architecture["hidden_dims"])
-    figures = "\n\n".join(
-        f"**{caption}**\n\n![{caption}]({name})" for name, caption in FIGURES if (folder / name).exists()
-    )
-    card = f"""{chr(10).join(front)}
-
-# A variational autoencoder for {config.dataset}
-
-A vanilla VAE (Kingma & Welling, 2014) made of `nn.Linear` layers, trained with
-MNIST VAE studio's `train.py`. Images are {shape} (channels x height x width), pixels read
-as Bernoulli probabilities.
+    latent = architecture["latent_dim"]
+    return f"""Images are {"x".join(str(s) for s in shape)} (channels x height x width), pixels read as Bernoulli probabilities.
 
 | | |
 | --- | --- |
-| encoder | {architecture["image_shape"][0] * architecture["image_shape"][1] * architecture["image_shape"][2]} → {widths} → 2 x {architecture["latent_dim"]} (mean, log-variance) |
-| decoder | {architecture["latent_dim"]} → {" → ".join(str(w) for w in reversed(architecture["hidden_dims"]))} → pixels (logits) |
+| encoder | {shape[0] * shape[1] * shape[2]} → {widths} → 2 x {latent} (mean, log-variance) |
+| decoder | {latent} → {" → ".join(str(w) for w in reversed(architecture["hidden_dims"]))} → pixels (logits) |
 | hidden activation | {architecture.get("activation", "relu")} |
-| latent dimension | {architecture["latent_dim"]} |
-| classes | {", ".join(architecture["class_names"])} |
+| latent dimension | {latent} |
+| classes | {", ".join(architecture["class_names"])} |"""
+
+
+USAGE = """## Use
+
+```python
+from vae import VAE
+
+model = VAE.from_pretrained("path/or/user-repo")
+images = model.sample(16, seed=0)        # (16, C, H, W) in [0, 1]
+mu, logvar = model.encode(images)        # posterior of each image
+```"""
+
+
+def links(metrics: dict) -> str:
+    return f"""## Links
+
+- Code: {code_link(metrics)}
+- Paper: Kingma & Welling, *Auto-Encoding Variational Bayes*, {PAPER_URL}
+- The importance-weighted bound: Burda, Grosse & Salakhutdinov, *Importance Weighted Autoencoders*, {IWAE_URL}"""
+
+
+def model_card(folder: Path, config: TrainConfig, architecture: dict, metrics: dict) -> ModelCard:
+    """The Hub model card: front matter, the architecture, the training settings, test metrics, links, figures."""
+    figures = "\n\n".join(
+        f"**{caption}**\n\n![{caption}]({name})" for name, caption in FIGURES if (folder / name).exists()
+    )
+    data = card_data(config.dataset, f"vae-{config.dataset}", metrics)
+    body = f"""
+# A variational autoencoder for {DATASET_NAMES.get(config.dataset, config.dataset)}
+
+A vanilla VAE ([Kingma & Welling, 2014]({PAPER_URL})) made of `nn.Linear` layers, trained with
+MNIST VAE studio's `train.py`. {architecture_table(architecture)}
 
 ## Test metrics
 
-On {metrics.get("test_images")} test images, one posterior sample per image for the ELBO:
+On {metrics.get("test_images")} test images, one posterior sample per image for the ELBO; the importance-weighted
+bound of [Burda et al., 2015]({IWAE_URL}) estimates -log p(x):
 
 {metrics_table(metrics)}
 
@@ -114,28 +250,56 @@ on {metrics.get("device", "?")} (mixed precision {config.mixed_precision}) in {m
 The best epoch by validation loss ({metrics.get("best_epoch")}) is the one saved here. All settings: `train_config.yaml`;
 per-epoch figures: `metrics.jsonl`.
 
-## Use
+{USAGE}
 
-```python
-from vae import VAE
-
-model = VAE.from_pretrained("path/or/user-repo")
-images = model.sample(16, seed=0)        # (16, C, H, W) in [0, 1]
-mu, logvar = model.encode(images)        # posterior of each image
-```
+{links(metrics)}
 
 ## Figures
 
 {figures}
 """
-    atomic_write_text(folder / "README.md", card)
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
+
+
+def bare_model_card(architecture: dict) -> ModelCard:
+    """The card of a model saved without a training run behind it (VAE.save_pretrained): no metrics or figures."""
+    body = f"""
+# A variational autoencoder
+
+A vanilla VAE ([Kingma & Welling, 2014]({PAPER_URL})) made of `nn.Linear` layers. {architecture_table(architecture)}
+
+No test metrics were recorded with these weights: `python -m vae.evaluate --checkpoint DIR` measures them.
+
+{USAGE}
+
+{links({})}
+"""
+    return ModelCard(f"---\n{card_data(None, '', {}).to_yaml()}\n---\n{body}")
+
+
+def code_link(metrics: dict) -> str:
+    """Where the code that trained the model is: the project's address once it has one, and the commit."""
+    name = f"[MNIST VAE studio]({CODE_URL})" if CODE_URL else "MNIST VAE studio"
+    commit = f" at commit `{metrics['code_commit']}`" if metrics.get("code_commit") else ""
+    return f"{name}{commit}: `train.py` wrote this folder, `app.py` shows it as a Gradio app"
+
+
+def write_model_card(folder: Path, config: TrainConfig, architecture: dict, metrics: dict) -> None:
+    """README.md: the model card, written atomically."""
+    card = model_card(Path(folder), config, architecture, metrics)
+    atomic_write(Path(folder) / "README.md", lambda tmp: Path(tmp).write_text(str(card), encoding="utf-8"))
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Upload a model folder written by train.py to the Hugging Face Hub.")
     parser.add_argument("--folder", required=True, type=Path)
     parser.add_argument("--hub-model-id", required=True, help="user/name")
-    parser.add_argument("--private", action="store_true")
+    parser.add_argument(
+        "--private",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="create the repo as private (--private) or public (--no-private); default: the account's default",
+    )
     args = parser.parse_args(argv)
     try:
         if not (args.folder / "model.safetensors").is_file():
@@ -143,10 +307,9 @@ def main(argv: list[str] | None = None) -> None:
                 f"{args.folder} holds no model.safetensors: pass the --output-dir of a finished train.py run."
             )
         check_hub_access(args.hub_model_id)
+        push_folder(args.folder, args.hub_model_id, args.private)
     except UserError as err:
         sys.exit(f"error: {err}")
-    if push_folder(args.folder, args.hub_model_id, args.private) is None:
-        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -9,11 +9,13 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
-from huggingface_hub import PyTorchModelHubMixin
+from huggingface_hub import ModelCard, PyTorchModelHubMixin, try_to_load_from_cache
+from safetensors.torch import load_file
 from torch import nn
 
 from vae.errors import UserError
@@ -21,6 +23,31 @@ from vae.errors import UserError
 LOGVAR_RANGE = (-30.0, 20.0)  # keeps exp(logvar) finite in fp16/bf16, as diffusers' DiagonalGaussian does
 HUB_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 REQUIRED_FILES = ("config.json", "model.safetensors")  # what save_pretrained writes and from_pretrained needs
+# The files of a train.py folder that describe its weights: save_pretrained and push_to_hub carry them along.
+TRAINED_FILES = (
+    "README.md",
+    "metrics.json",
+    "metrics.jsonl",
+    "train_config.yaml",
+    "samples.png",
+    "reconstructions.png",
+    "latent_walk.png",
+    "latent_grid.png",
+    "loss_curve.png",
+    "tsne.png",
+    "tsne.safetensors",
+)
+PAPER_URL = "https://arxiv.org/abs/1312.6114"
+CODE_URL: str | None = None  # the project's public address, once it has one: linked from every model card
+# The Hub metadata of every model: the mixin's class arguments below and the model card's front matter.
+HUB_METADATA = {
+    "library_name": "pytorch",
+    "license": "mit",
+    "pipeline_tag": "unconditional-image-generation",
+    "tags": ["vae", "variational-autoencoder", "image-generation", "mnist-vae-studio"],
+    "paper_url": PAPER_URL,
+    **({"repo_url": CODE_URL} if CODE_URL else {}),
+}
 
 
 class VAEOutput(NamedTuple):
@@ -45,18 +72,16 @@ def mlp(sizes: list[int], dropout: float, activation: str = "relu") -> nn.Sequen
     return nn.Sequential(*layers)
 
 
-class VAE(
-    nn.Module,
-    PyTorchModelHubMixin,
-    library_name="pytorch",
-    tags=["vae", "variational-autoencoder", "image-generation", "mnist-vae-studio"],
-    license="mit",
-):
+class VAE(nn.Module, PyTorchModelHubMixin, **HUB_METADATA | {"tags": list(HUB_METADATA["tags"])}):  # the mixin appends
     """MLP encoder → (mu, logvar) → reparameterised z → MLP decoder → Bernoulli logits.
 
     The constructor's arguments are the architecture; `save_pretrained` writes them to config.json and
-    the weights (plus the per-class latent statistics the app uses) to model.safetensors.
+    the weights (plus the per-class latent statistics the app uses) to model.safetensors. A model loaded
+    from a train.py folder remembers it, so that saving or pushing it carries the folder's model card,
+    metrics and figures along while the weights are still the ones they describe.
     """
+
+    source_folder: Path | None = None  # the folder (or Hub snapshot) from_pretrained read
 
     def __init__(
         self,
@@ -130,7 +155,64 @@ class VAE(
                     "train.py or save_pretrained (it holds config.json and model.safetensors)."
                 )
         kwargs.setdefault("strict", True)
-        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        model = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        if os.path.isdir(path):
+            model.source_folder = Path(path)
+        else:  # the Hub snapshot the mixin downloaded the weights into
+            weights = try_to_load_from_cache(
+                path, "model.safetensors", cache_dir=kwargs.get("cache_dir"), revision=kwargs.get("revision")
+            )
+            model.source_folder = Path(weights).parent if isinstance(weights, str) else None
+        return model
+
+    def architecture(self) -> dict:
+        return {
+            "image_shape": list(self.image_shape),
+            "hidden_dims": list(self.hidden_dims),
+            "latent_dim": self.latent_dim,
+            "activation": self.activation,
+            "class_names": list(self.class_names),
+        }
+
+    def trained_files(self) -> list[Path]:
+        """The model card, metrics and figures of the folder this model was loaded from, while its weights are
+        still exactly the ones saved there (a changed model gets a card of its own); [] when there are none."""
+        folder = self.source_folder
+        if folder is None or not (folder / "README.md").is_file():
+            return []
+        saved, current = load_file(folder / "model.safetensors"), self.state_dict()
+        if saved.keys() != current.keys() or not all(torch.equal(saved[k], current[k].cpu()) for k in saved):
+            return []
+        return [folder / name for name in TRAINED_FILES if (folder / name).is_file()]
+
+    def save_pretrained(self, save_directory: str | Path, **kwargs) -> str | None:
+        """config.json and model.safetensors, with the trained folder's card, metrics and figures when this
+        model came from one unchanged (see trained_files), else a card of this model's own."""
+        save_directory = Path(save_directory)
+        save_directory.mkdir(parents=True, exist_ok=True)
+        for path in self.trained_files():
+            if path.parent.resolve() != save_directory.resolve():
+                shutil.copyfile(path, save_directory / path.name)
+        return super().save_pretrained(save_directory, **kwargs)
+
+    def push_to_hub(self, repo_id: str, **kwargs) -> str:
+        """Upload the model with its trained card, metrics and figures; refused without them, so that a generic
+        card never replaces a trained one on the Hub."""
+        if not self.trained_files():
+            raise UserError(
+                f"This model has no trained model card to push with it (it was not loaded from a train.py folder, "
+                f"or its weights changed since), and pushing it would replace the card of {repo_id} with one that "
+                "has no metrics or figures. Push a folder train.py wrote: `python -m vae.hub --folder DIR "
+                f"--hub-model-id {repo_id}` (or train.py --push-to-hub)."
+            )
+        return super().push_to_hub(repo_id, **kwargs)
+
+    def generate_model_card(self, *args, **kwargs) -> ModelCard:
+        """The card save_pretrained writes when no trained card comes along: this model's architecture and Hub
+        metadata, and how to add test metrics (instead of the mixin's generic template)."""
+        from vae.hub import bare_model_card  # vae.hub imports this module
+
+        return bare_model_card(self.architecture())
 
     @classmethod
     def _load_as_pickle(cls, model: VAE, model_file: str, map_location: str, strict: bool) -> VAE:

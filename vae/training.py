@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -101,7 +102,8 @@ def train(config: TrainConfig, on_epoch_end: Callable[[int, VAE], None] | None =
     accelerator = make_accelerator(config)
     set_seed(config.seed)
     main = accelerator.is_main_process
-    splits: Splits = load_splits(config)
+    with accelerator.main_process_first():  # one process downloads or unpacks the data, the others then read it
+        splits: Splits = load_splits(config)
     device = accelerator.device
     train_set = splits.train.to(device) if fits_on_device(splits.train, device) else splits.train
     val_set = splits.val.to(device) if fits_on_device(splits.val, device) else splits.val
@@ -227,10 +229,25 @@ def train(config: TrainConfig, on_epoch_end: Callable[[int, VAE], None] | None =
             "train_wall_seconds": round(time.perf_counter() - run_start, 2),
             "best_epoch": progress["best_epoch"],
             "best_val_loss": progress["best_val_loss"],
+            **({"code_commit": commit} if (commit := code_commit()) else {}),
         }
         export_model(architecture, best_state, splits, config, progress["history"], run_info, output_dir)
-        if config.push_to_hub:
-            push_folder(output_dir, config.hub_model_id, config.hub_private)
     accelerator.wait_for_everyone()
     accelerator.end_training()
+    if main and config.push_to_hub:  # after the other processes are done: a failed upload stops no one midway
+        push_folder(output_dir, config.hub_model_id, config.hub_private)
     return output_dir
+
+
+def code_commit() -> str | None:
+    """The git commit of the code that trained the model, when it runs from a clone (recorded in the card)."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return None
+    try:
+        result = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--abbrev=12"], cwd=root, capture_output=True, text=True
+        )
+    except OSError:  # no git here
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
