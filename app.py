@@ -61,7 +61,8 @@ MAX_UPLOAD_PIXELS = 4096 * 4096  # larger images are refused before they are dec
 WORK_SIZE = 1024  # uploads are shrunk to fit this box before centring: plenty for a 28x28 digit
 MAX_FILE_SIZE = "10mb"  # the upload route refuses bigger files
 QUEUE_SIZE = 64  # requests waiting beyond this are turned away ("queue full") instead of piling up
-CONCURRENCY = 2  # requests computed at once: one per core of a small Space
+CONCURRENCY = 2  # requests computed at once, over all events: one per core of a small Space
+MODEL_WORK = "model"  # the one concurrency group every event joins
 ENCODE_WALK_STEPS = 10
 GRID_WIDTH = 720  # sample grids and walk strips are upscaled (nearest neighbour) to about this width
 GIF_SCALE = 4
@@ -287,12 +288,18 @@ def latent_walk(
     return tuple(cache_files(files))
 
 
-def tsne_map(catalog: Catalog, checkpoint=None) -> tuple[str, pd.DataFrame]:
+def tsne_figure(assets: Assets) -> str | None:
+    """The checkpoint's cached t-SNE figure as a file in Gradio's cache. Gradio serves only files in its cache,
+    the working directory or the temp directory, and a Hub checkpoint lives in the Hugging Face cache."""
+    return cache_files({"tsne.png": assets.tsne_figure})[0] if assets.tsne_figure else None
+
+
+def tsne_map(catalog: Catalog, checkpoint=None) -> tuple[str | None, pd.DataFrame]:
     """t-SNE tab: the cached figure and the saved coordinates, coloured by class (nothing is computed)."""
     assets = catalog.get(checkpoint)
     if assets.tsne is None:
         raise fail(assets.no_map)
-    return assets.tsne_figure, assets.map_points
+    return tsne_figure(assets), assets.map_points
 
 
 def encode(catalog: Catalog, image, target_class, checkpoint=None):
@@ -366,7 +373,7 @@ def select_checkpoint(catalog: Catalog, checkpoint):
         gr.update(choices=names, value=a),
         gr.update(choices=names, value=b),
         gr.update(choices=names, value=b),
-        assets.tsne_figure,
+        tsne_figure(assets),
         gr.update(value=assets.map_points, color_map=colours(assets)),
         gr.update(value=None, color_map=colours(assets)),
         about(catalog, checkpoint),
@@ -473,7 +480,7 @@ def build_demo(default: Assets, others: dict[str, str] | None = None) -> gr.Bloc
         with gr.Tab("t-SNE") as tsne_tab:
             gr.Markdown("The posterior means of test images, laid out in 2-D by t-SNE when the model was exported.")
             with gr.Row():
-                tsne_figure = gr.Image(default.tsne_figure, label="Cached figure", format="png", interactive=False)
+                tsne_image = gr.Image(tsne_figure(default), label="Cached figure", format="png", interactive=False)
                 tsne_plot = scatter("Interactive map", default, default.map_points)
 
         with gr.Tab("Your digit"):
@@ -510,7 +517,8 @@ def build_demo(default: Assets, others: dict[str, str] | None = None) -> gr.Bloc
             about_text = gr.Markdown(about(catalog, default.name))
 
         # Inputs arrive raw (preprocess=False): the handlers check them and raise gr.Error with a clear message.
-        raw = {"preprocess": False}
+        # All events share one concurrency group: CONCURRENCY handlers at once in all, not per event.
+        raw = {"preprocess": False, "concurrency_id": MODEL_WORK, "concurrency_limit": CONCURRENCY}
         sample_inputs, sample_outputs = [num_images, seed, temperature, checkpoint], [grid, gallery]
         sample_fn = serialized(functools.partial(sample, catalog), sample_outputs)
         sample_button.click(sample_fn, sample_inputs, sample_outputs, api_name="sample", postprocess=False, **raw)
@@ -523,7 +531,7 @@ def build_demo(default: Assets, others: dict[str, str] | None = None) -> gr.Bloc
             **raw,
         )
         tsne_tab.select(
-            functools.partial(tsne_map, catalog), [checkpoint], [tsne_figure, tsne_plot], api_name="tsne", **raw
+            functools.partial(tsne_map, catalog), [checkpoint], [tsne_image, tsne_plot], api_name="tsne", **raw
         )
         encode_outputs = [model_input, reconstruction, nearest, encode_plot, encode_walk, encode_note]
         encode_inputs = [upload, target, checkpoint]
@@ -541,7 +549,7 @@ def build_demo(default: Assets, others: dict[str, str] | None = None) -> gr.Bloc
         checkpoint.change(
             functools.partial(select_checkpoint, catalog),
             [checkpoint],
-            [status_text, class_a, class_b, target, tsne_figure, tsne_plot, encode_plot, about_text],
+            [status_text, class_a, class_b, target, tsne_image, tsne_plot, encode_plot, about_text],
             api_visibility="private",
             **raw,
         )

@@ -42,8 +42,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_app(checkpoint: str | None, port: int, log) -> subprocess.Popen:
-    command = [sys.executable, str(ROOT / "app.py"), "--port", str(port)]
+def start_app(checkpoint: str | None, port: int, log, program: list[str] | None = None) -> subprocess.Popen:
+    """`python app.py --port …` from the repository root; `program` replaces `app.py` (e.g. `["-c", code]`)."""
+    command = [sys.executable, *(program or [str(ROOT / "app.py")]), "--port", str(port)]
     command += ["--checkpoint", checkpoint] if checkpoint else []
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
     return subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)

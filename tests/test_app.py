@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -135,6 +136,14 @@ def test_queue_is_bounded(assets):
     demo = app.build_demo(assets)
     assert demo._queue.max_size == app.QUEUE_SIZE
     assert demo._queue.default_concurrency_limit == app.CONCURRENCY
+
+
+def test_all_model_work_shares_one_concurrency_budget(assets):
+    """One group for every event: at most CONCURRENCY handlers at once in all, not CONCURRENCY per event."""
+    fns = list(app.build_demo(assets, {"other": str(app.DEFAULT_CHECKPOINT)}).fns.values())
+    assert len(fns) >= 9  # sample (button and page load), walk, tsne, encode (button, upload, drawing), about, checkpoint
+    assert {fn.concurrency_id for fn in fns} == {app.MODEL_WORK}
+    assert {fn.concurrency_limit for fn in fns} == {app.CONCURRENCY}
 
 
 def test_sample_returns_a_crisp_grid_and_the_same_images(client, assets):
@@ -362,6 +371,53 @@ def test_another_checkpoint_brings_its_own_classes(client, assets, broken):
     assert "fashion-like" in status
     assert class_a["choices"] == class_b["choices"] == target["choices"] == FASHION
     assert (class_a["value"], class_b["value"]) == ("Dress", "Sneaker")
+
+
+@pytest.fixture
+def away_from_temp(tmp_path) -> Path:
+    """A folder where a user keeps models: under HOME, outside both the working directory and the temp directory
+    (the only places Gradio serves files from besides its own cache). Removed afterwards."""
+    home = Path.home() / ".cache"
+    home.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="vae-studio-test-", dir=home))
+    assert not folder.is_relative_to(Path.cwd()) and not folder.is_relative_to(tempfile.gettempdir())
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_every_tab_works_wherever_the_checkpoint_lives(away_from_temp, monkeypatch):
+    """An absolute path with spaces, a relative path and a Hub snapshot in the Hugging Face cache, all outside
+    the working directory and the temp directory: every tab's endpoint answers for each of them."""
+    import huggingface_hub.constants
+
+    ignore = shutil.ignore_patterns(".*", "eval.json")
+    spaced = away_from_temp / "my models" / "vae mnist"
+    shutil.copytree(app.DEFAULT_CHECKPOINT, spaced, ignore=ignore)
+    relative = os.path.relpath(shutil.copytree(app.DEFAULT_CHECKPOINT, away_from_temp / "relative", ignore=ignore))
+    cache = away_from_temp / "hf-cache"
+    snapshot = cache / "models--someone--vae-mnist" / "snapshots" / ("b" * 40)
+    shutil.copytree(app.DEFAULT_CHECKPOINT, snapshot, ignore=ignore)
+    (cache / "models--someone--vae-mnist" / "refs").mkdir()
+    (cache / "models--someone--vae-mnist" / "refs" / "main").write_text("b" * 40)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+    demo = app.build_demo(app.load_assets(str(spaced)), {"relative": relative, "hub": "someone/vae-mnist"})
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **app.LAUNCH_OPTIONS)
+    try:
+        client = Client(f"http://127.0.0.1:{port}", verbose=False, download_files=str(away_from_temp / "downloads"))
+        digit = away_from_temp / "digit.png"
+        Image.fromarray(255 - clear_digits(app.load_assets(spaced), 1)[0][0]).resize((140, 140)).save(digit)
+        figure = (app.DEFAULT_CHECKPOINT / "tsne.png").read_bytes()
+        for name in ("vae mnist", "relative", "hub"):
+            assert Path(client.predict(name, api_name="/tsne")[0]).read_bytes() == figure, name
+            assert len(client.predict(4, 0, 1.0, name, api_name="/sample")[1]) == 4
+            assert client.predict("3", "7", 4, "linear", "mean", 0, name, api_name="/walk")[1].endswith(".gif")
+            assert client.predict(handle_file(digit), "7", name, api_name="/encode")[2] in [str(d) for d in range(10)]
+            assert "What is a VAE?" in client.predict(name, api_name="/about")
+    finally:
+        demo.close()
 
 
 def test_find_checkpoints_offers_the_folders_beside_the_default(assets, tmp_path):

@@ -27,7 +27,7 @@ class Assets:
     source: str  # the folder or Hub repo id it came from
     model: VAE
     tsne: dict[str, torch.Tensor] | None  # coords (N, 2), labels (N,), latents (N, D) of test images
-    tsne_figure: str | None  # tsne.png, drawn by the trainer
+    tsne_figure: bytes | None  # tsne.png as drawn by the trainer: served from Gradio's cache, wherever the folder is
     metrics: dict
     card: str  # the model card's text, without front matter and figures
     no_class_means: str | None = None  # why walks and the nearest class are off, if they are
@@ -50,10 +50,13 @@ def checkpoint_folder(source: str) -> Path:
     if is_local_folder(source):
         return Path(source)
     from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError
+
+    from vae.hub import HUB_ERRORS
 
     try:
         return Path(snapshot_download(source, allow_patterns=HUB_FILES))
-    except Exception as err:  # offline, no such repo, private repo without a token: all say the same to the user
+    except (*HUB_ERRORS, HFValidationError) as err:  # offline and not cached, no such repo, private without a token
         raise UserError(
             f"Could not get {source} from the Hugging Face Hub ({type(err).__name__}: {first_line(err)}). "
             "Check the repo id, the network and HF_TOKEN for a private repo, or pass a local folder."
@@ -138,7 +141,7 @@ def load_assets(source: str | Path, name: str | None = None) -> Assets:
         source=source,
         model=model,
         tsne=tsne,
-        tsne_figure=str(figure) if tsne is not None and figure.is_file() else None,
+        tsne_figure=figure.read_bytes() if tsne is not None and figure.is_file() else None,
         metrics=read_metrics(folder),
         card=read_card(folder),
         no_class_means=no_class_means,
