@@ -60,6 +60,36 @@ class VAEOutput(NamedTuple):
 ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU, "silu": nn.SiLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
 
+# Bounds on an architecture, checked before anything is allocated: a config.json or a YAML file with a typo
+# (latent_dim: 1000000000) must be a clear error, not a 2 TB allocation.
+MAX_PARAMETERS = 100_000_000  # 400 MB of float32 weights: far beyond any MLP VAE of images this size
+MAX_WIDTH = 65_536  # any one layer
+
+
+def count_parameters(num_pixels: int, hidden_dims: list[int] | tuple[int, ...], latent_dim: int) -> int:
+    """Weights and biases of the encoder and the decoder (mirror images of each other), without building them."""
+    encoder = [num_pixels, *hidden_dims, 2 * latent_dim]
+    decoder = [latent_dim, *reversed(hidden_dims), num_pixels]
+    return sum(a * b + b for sizes in (encoder, decoder) for a, b in itertools.pairwise(sizes))
+
+
+def check_architecture(image_shape, hidden_dims, latent_dim: int, where: str) -> None:
+    """A UserError naming `where` (a file or a flag) for sizes no VAE here should have; cheap, allocates nothing."""
+    sizes = {"image_shape": list(image_shape), "hidden_dims": list(hidden_dims), "latent_dim": [latent_dim]}
+    for key, values in sizes.items():
+        if not values or any(isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_WIDTH for v in values):
+            raise UserError(f"{where}: {key} must be whole numbers from 1 to {MAX_WIDTH}, got {str(values)[:200]}.")
+    if len(sizes["image_shape"]) != 3:
+        raise UserError(f"{where}: image_shape must be [channels, height, width], got {sizes['image_shape']}.")
+    channels, height, width = sizes["image_shape"]
+    parameters = count_parameters(channels * height * width, sizes["hidden_dims"], latent_dim)
+    if parameters > MAX_PARAMETERS:
+        raise UserError(
+            f"{where}: hidden_dims {sizes['hidden_dims']} and latent_dim {latent_dim} for {channels}x{height}x{width} "
+            f"images make {parameters:,} parameters, over this project's limit of {MAX_PARAMETERS:,}: use smaller layers."
+        )
+
+
 def mlp(sizes: list[int], dropout: float, activation: str = "relu") -> nn.Sequential:
     """Linear → activation → Dropout for every pair of sizes except the last, which stays linear."""
     layers: list[nn.Module] = []
