@@ -1,0 +1,57 @@
+"""The Space's settings: the README's front matter as the Hub reads it, and what the Space installs.
+
+The Hub builds a Space from this README's YAML header and installs requirements.txt; a wrong key, a
+description over the Hub's limit or a missing package only shows when the Space fails to build.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import gradio
+from huggingface_hub import SpaceCard
+
+ROOT = Path(__file__).resolve().parent.parent
+# The keys of a Space's configuration (https://huggingface.co/docs/hub/spaces-config-reference).
+SPACE_KEYS = {
+    "title", "emoji", "colorFrom", "colorTo", "sdk", "python_version", "sdk_version", "suggested_hardware",
+    "suggested_storage", "app_file", "app_port", "base_path", "fullWidth", "header", "short_description",
+    "models", "datasets", "tags", "thumbnail", "pinned", "hf_oauth", "hf_oauth_scopes", "hf_oauth_expiration_minutes",
+    "hf_oauth_authorized_org", "disable_embedding", "startup_duration_timeout", "custom_headers", "preload_from_hub",
+    "license",
+}  # fmt: skip
+COLOURS = {"red", "yellow", "green", "blue", "indigo", "purple", "pink", "gray"}
+
+
+def space_settings() -> dict:
+    return SpaceCard.load(ROOT / "README.md").data.to_dict()  # the Hub's own parser
+
+
+def test_front_matter_is_a_valid_space_configuration():
+    settings = space_settings()
+    assert set(settings) <= SPACE_KEYS, set(settings) - SPACE_KEYS
+    assert settings["sdk"] == "gradio" and (ROOT / settings["app_file"]).is_file()
+    assert settings["sdk_version"] == gradio.__version__, "the Space runs the Gradio the tests ran"
+    assert settings["colorFrom"] in COLOURS and settings["colorTo"] in COLOURS
+    assert re.fullmatch(r"3\.1[1-9]", str(settings["python_version"])), "a Python the project supports"
+    assert settings["license"] == "mit"
+
+
+def test_short_description_fits_and_is_true():
+    description = space_settings()["short_description"]
+    assert 0 < len(description) <= 60, "the Hub refuses longer ones"
+    assert "train" not in description.lower(), "the Space shows a trained model; it does not train"
+
+
+def test_the_space_installs_only_what_the_app_imports():
+    """requirements.txt is the Space's install: the app's packages, none that only training needs."""
+    names = {
+        re.split(r"[<>=!~;\[ ]", line.strip())[0].lower().replace("_", "-")
+        for line in (ROOT / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith(("#", "-r"))
+    }
+    assert {"torch", "gradio", "huggingface-hub", "safetensors", "numpy", "pandas", "pillow", "pyyaml"} <= names
+    assert not names & {"torchvision", "accelerate", "scikit-learn", "matplotlib"}
+    training = (ROOT / "requirements-train.txt").read_text()
+    assert "-r requirements.txt" in training and "accelerate" in training and "torchvision" in training
