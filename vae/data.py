@@ -8,7 +8,9 @@ unlike a DataLoader that runs a PIL transform per image.
 from __future__ import annotations
 
 import gzip
+import struct
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +38,9 @@ FASHION_CLASSES = [
 ]
 TORCHVISION = {"mnist": (datasets.MNIST, "MNIST"), "fashion-mnist": (datasets.FashionMNIST, "FashionMNIST")}
 RAW_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+# Sizes of the official files, uncompressed: the same for MNIST and Fashion-MNIST (60,000 + 10,000 28x28 digits).
+OFFICIAL_BYTES = dict(zip(RAW_FILES, [47_040_016, 60_008, 7_840_016, 10_008], strict=True))
+IDX_MAGIC = {"images": 2051, "labels": 2049}  # 0x0803 / 0x0801: unsigned bytes (type 0x08) in 3 / 1 dimensions
 
 
 @dataclass
@@ -72,29 +77,84 @@ def extract_gz(raw: Path) -> None:
     for name in RAW_FILES:
         gz = raw / f"{name}.gz"
         if gz.is_file() and not (raw / name).is_file():
-            atomic_write(raw / name, lambda tmp, gz=gz: Path(tmp).write_bytes(gzip.decompress(gz.read_bytes())))
+            compressed = gz.read_bytes()
+            try:
+                data = gzip.decompress(compressed)
+            except (OSError, EOFError, zlib.error) as err:  # not gzip, truncated, or a bad CRC
+                raise UserError(
+                    f"{gz} is not a valid gzip file ({err}). Replace it with the official {gz.name}, or delete it "
+                    "so that it is downloaded again."
+                ) from None
+            atomic_write(raw / name, lambda tmp, data=data: Path(tmp).write_bytes(data))
+
+
+def idx_error(path: Path, problem: str) -> UserError:
+    return UserError(
+        f"{path} is not a valid MNIST-format file: {problem}. Replace it with the official {path.name} "
+        f"({OFFICIAL_BYTES[path.name]:,} bytes uncompressed for the full dataset), or delete it (and {path.name}.gz, "
+        "if there) so that it is downloaded again."
+    )
+
+
+def read_idx(path: Path) -> torch.Tensor:
+    """An MNIST-format IDX file as uint8: (N, 28, 28) images or (N,) labels, once its header is MNIST's and the file
+    holds exactly the bytes the header counts. Read here, not by torchvision, whose reader fails with a bare assert
+    or a reshape error that names no file, or accepts a file with bytes to spare."""
+    kind = "images" if "images" in path.name else "labels"
+    data = np.fromfile(path, dtype=np.uint8)  # writable, so the tensor below shares it instead of copying
+    header = 16 if kind == "images" else 8  # the magic number, then one big-endian int32 per dimension
+    if len(data) < header:
+        raise idx_error(path, f"too short to hold its header: {len(data)} bytes, an IDX {kind} header is {header}")
+    magic, count, *size = struct.unpack(f">{header // 4}I", data[:header].tobytes())
+    if magic != IDX_MAGIC[kind]:
+        raise idx_error(path, f"magic number {magic} where MNIST {kind} files have {IDX_MAGIC[kind]}")
+    if kind == "images" and size != [28, 28]:
+        raise idx_error(path, f"it holds {size[0]}x{size[1]} images; MNIST's are 28x28")
+    items = f"{count} images of 28x28" if kind == "images" else f"{count} labels"
+    expected = header + count * (784 if kind == "images" else 1)
+    if len(data) < expected:
+        raise idx_error(path, f"too short: its header counts {items} ({expected:,} bytes) but it has {len(data):,}")
+    if len(data) > expected:
+        raise idx_error(path, f"it has {len(data) - expected:,} extra byte(s) after the {items} its header counts")
+    return torch.from_numpy(data[header:].reshape(count, *size))  # (N, 28, 28) or (N,) uint8
+
+
+def read_split(raw: Path, split: str, class_names: list[str]) -> ImageSet:
+    """RAW/<split>-images and -labels as an ImageSet, after checking that each image has one label in range."""
+    images_path, labels_path = raw / f"{split}-images-idx3-ubyte", raw / f"{split}-labels-idx1-ubyte"
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    if len(images) != len(labels):
+        raise UserError(
+            f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels: each image needs "
+            "exactly one label. Replace both with the official files, or delete them (and their .gz, if there) so "
+            "that they are downloaded again."
+        )
+    bad = (labels >= len(class_names)).nonzero()
+    if len(bad):
+        index = bad[0, 0].item()
+        raise idx_error(
+            labels_path, f"label {labels[index].item()} at index {index}; labels are 0-{len(class_names) - 1}"
+        )
+    return ImageSet(images.unsqueeze(1), labels.long(), class_names)  # (N, 1, 28, 28) uint8, (N,) int64
 
 
 def load_torchvision(name: str, root: str) -> tuple[ImageSet, ImageSet]:
-    """MNIST or Fashion-MNIST from ROOT/<MNIST|FashionMNIST>/raw, downloaded there when missing."""
+    """MNIST or Fashion-MNIST from ROOT/<MNIST|FashionMNIST>/raw, downloaded there when missing, every file checked."""
     cls, folder = TORCHVISION[name]
-    try:
-        extract_gz(Path(root) / folder / "raw")
-        train = cls(root, train=True, download=True)
-        test = cls(root, train=False, download=True)
-    except Exception as err:  # torchvision raises RuntimeError/URLError/OSError depending on the failure
-        raw = Path(root) / folder / "raw"
-        files = ", ".join(RAW_FILES)
-        raise UserError(
-            f"The {name} files are missing from {raw} and downloading them failed ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else 'no details'}). Put the four files {files} "
-            f"(uncompressed, or as .gz) in {raw}, or pass --data-dir with the folder that holds {folder}/raw."
-        ) from None
+    raw = Path(root) / folder / "raw"
+    extract_gz(raw)
+    if not all((raw / file).is_file() for file in RAW_FILES):
+        try:
+            cls(root, train=True, download=True)  # fetches all four files; read and checked below like any others
+        except Exception as err:  # torchvision raises RuntimeError/URLError/OSError depending on the failure
+            files = ", ".join(RAW_FILES)
+            raise UserError(
+                f"The {name} files are missing from {raw} and downloading them failed ({type(err).__name__}: "
+                f"{str(err).splitlines()[0] if str(err) else 'no details'}). Put the four files {files} "
+                f"(uncompressed, or as .gz) in {raw}, or pass --data-dir with the folder that holds {folder}/raw."
+            ) from None
     names = FASHION_CLASSES if name == "fashion-mnist" else [str(d) for d in range(10)]
-    return (
-        ImageSet(train.data.unsqueeze(1), train.targets.long(), names),  # (60000, 1, 28, 28) uint8
-        ImageSet(test.data.unsqueeze(1), test.targets.long(), names),
-    )
+    return read_split(raw, "train", names), read_split(raw, "t10k", names)
 
 
 def load_imagefolder(root: str, size: int, channels: int) -> ImageSet:
