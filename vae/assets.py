@@ -3,20 +3,43 @@ metrics, the model card, and what is missing. Fast: nothing is trained or recomp
 
 from __future__ import annotations
 
+import io
 import json
+import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import torch
+from PIL import Image, UnidentifiedImageError
 from safetensors import safe_open
-from safetensors.torch import load_file
 
 from vae.errors import UserError
 from vae.explore import has_class_statistics, typical
-from vae.model import VAE, is_local_folder, looks_local
+from vae.model import (
+    FLOAT_DTYPES,
+    VAE,
+    clip,
+    is_local_folder,
+    json_kind,
+    looks_local,
+    name_list,
+    quote,
+    safetensors_header,
+    weights_header,
+)
 
 HUB_FILES = ["config.json", "model.safetensors", "README.md", "metrics.json", "tsne.safetensors", "tsne.png"]
+# Bounds on the side files, checked before they are read: they are shown or searched, never trusted.
+MAX_TEXT_BYTES = 1_000_000  # README.md and metrics.json: a few KB when train.py writes them
+MAX_MAP_POINTS = 10_000  # the largest test set vae.tsne embeds; the app's neighbour search needs points² distances
+MAX_FIGURE_BYTES = 20_000_000  # tsne.png: about 150 KB as vae.tsne draws it
+MAX_FIGURE_PIXELS = 4096 * 4096  # decoded to check it, and again by every browser that shows it
+# metrics.json values the app and the model card print as numbers: kept only when they are finite numbers.
+NUMERIC_METRICS = ("test_loss", "test_recon", "test_kl", "test_iw_nll", "iw_samples", "test_images")
+NUMERIC_METRICS += ("best_val_loss", "best_epoch", "train_wall_seconds", "num_processes")
+FRONT_MATTER = re.compile(r"---[ \t]*\r?\n(.*?\r?\n)?---[ \t]*(\r?\n|$)", re.DOTALL)
 
 
 @dataclass
@@ -32,6 +55,9 @@ class Assets:
     card: str  # the model card's text, without front matter and figures
     no_class_means: str | None = None  # why walks and the nearest class are off, if they are
     no_map: str | None = None  # why the t-SNE map is off, if it is
+    no_figure: str | None = None  # why the cached t-SNE figure is not shown (the interactive map may still be)
+    no_card: str | None = None  # why README.md is not shown
+    no_metrics: str | None = None  # why metrics.json, or some of its values, are not shown
     bank: tuple[torch.Tensor, torch.Tensor] | None = None  # clear real latents and labels: walk start points
     map_points: pd.DataFrame | None = None  # x, y, class: the interactive t-SNE scatter
 
@@ -42,7 +68,7 @@ class Assets:
     @property
     def problems(self) -> list[str]:
         """What does not work with this checkpoint: shown in the page and printed at start-up."""
-        return [p for p in (self.no_class_means, self.no_map) if p]
+        return [p for p in (self.no_class_means, self.no_map, self.no_figure, self.no_card, self.no_metrics) if p]
 
 
 def checkpoint_folder(source: str) -> Path:
@@ -58,7 +84,7 @@ def checkpoint_folder(source: str) -> Path:
         return Path(snapshot_download(source, allow_patterns=HUB_FILES))
     except (*HUB_ERRORS, HFValidationError) as err:  # offline and not cached, no such repo, private without a token
         raise UserError(
-            f"Could not get {source} from the Hugging Face Hub ({type(err).__name__}: {first_line(err)}). "
+            f"Could not get {clip(source)} from the Hugging Face Hub ({type(err).__name__}: {first_line(err)}). "
             "Check the repo id, the network and HF_TOKEN for a private repo, or pass a local folder."
         ) from None
 
@@ -66,86 +92,214 @@ def checkpoint_folder(source: str) -> Path:
 def read_model(folder: Path, source: str) -> tuple[VAE, str | None]:
     """The VAE, strictly, except that a model saved without class statistics still loads (with a problem)."""
     weights = folder / "model.safetensors"
+    keys = set(weights_header(weights, clip(source)))  # before from_pretrained: it needs to know about class_means
+    missing_stats = not {"class_means", "class_stds"} <= keys
     try:
-        with safe_open(weights, framework="pt") as f:
-            keys = set(f.keys())
-        missing_stats = not {"class_means", "class_stds"} <= keys
         model = VAE.from_pretrained(folder, strict=not missing_stats).eval()
     except UserError:
         raise
-    except Exception as err:  # missing or corrupt config.json / model.safetensors, shapes that do not match
+    except Exception as err:  # from_pretrained reports every mistake it knows of: this is for the ones it does not
         raise UserError(
-            f"Could not load the model in {source} ({type(err).__name__}: {first_line(err)}). Pass a folder "
+            f"Could not load the model in {clip(source)} ({type(err).__name__}: {first_line(err)}). Pass a folder "
             "written by train.py, or train a new one with `python train.py`."
         ) from None
-    lost = set(model.state_dict()) - keys - {"class_means", "class_stds"}
+    lost = [name for name in model.state_dict() if name not in keys | {"class_means", "class_stds"}]
     if lost:
-        raise UserError(f"{weights} lacks the weights {', '.join(sorted(lost))}: it is not a complete VAE.")
+        raise UserError(
+            f"Could not load the model in {clip(source)}: its model.safetensors lacks {name_list(lost)}, so it is not "
+            "a complete VAE. Export the model again with train.py."
+        )
     if missing_stats or not has_class_statistics(model):
         return model, (
-            f"{source} has no class means, so latent walks and the nearest class are off (samples still work). "
+            f"{clip(source)} has no class means, so latent walks and the nearest class are off (samples still work). "
             "Models exported by train.py have them: re-export this one with train.py."
         )
     return model, None
 
 
 def read_tsne(folder: Path, model: VAE, source: str) -> tuple[dict[str, torch.Tensor] | None, str | None]:
-    """The cached t-SNE map (checked against the model), or None and the reason."""
+    """The cached t-SNE map (checked against the model, shapes before values), or None and the reason."""
     path = folder / "tsne.safetensors"
-    fix = f"run `python -m vae.tsne --checkpoint {source}` to compute it once"
+    source = clip(source)
+    fix = f"run `python -m vae.tsne --checkpoint {source}` to compute it again"
     if not path.is_file():
         return None, f"{source} has no cached t-SNE map, so the map tab and placing your digit on it are off: {fix}."
     try:
-        tsne = load_file(path)
-        coords, labels, latents = tsne["coords"].float(), tsne["labels"].long(), tsne["latents"].float()
-    except Exception as err:
-        return None, f"The cached t-SNE map in {source} is unreadable ({type(err).__name__}: {first_line(err)}): {fix}."
-    n = len(labels)
-    if (
-        n < 2
-        or coords.shape != (n, 2)
-        or latents.shape != (n, model.latent_dim)
-        or not (0 <= labels.min() and labels.max() < len(model.class_names))
-    ):
-        return None, f"The cached t-SNE map in {source} does not match its model: {fix}."
-    return {"coords": coords, "labels": labels, "latents": latents}, None
+        problem = map_problem(safetensors_header(path), model)
+        if problem is None:
+            with safe_open(path, framework="pt") as f:  # not its thumbnails: the app does not use them
+                tsne = {name: f.get_tensor(name) for name in ("coords", "labels", "latents")}
+            tsne = {
+                "coords": tsne["coords"].float(),
+                "labels": tsne["labels"].long(),
+                "latents": tsne["latents"].float(),
+            }
+            problem = map_values_problem(tsne, model)
+    except ValueError as err:  # from safetensors_header: not a safetensors file
+        problem = f"is not a readable safetensors file ({err})"
+    except Exception as err:  # reading the tensors the header announced failed: the file changed meanwhile
+        problem = f"could not be read ({type(err).__name__}: {first_line(err)})"
+    if problem:
+        return None, (
+            f"The cached t-SNE map {source}/tsne.safetensors {problem}, so the map tab and placing your digit on it "
+            f"are off: {fix}."
+        )
+    return tsne, None
 
 
-def read_card(folder: Path) -> str:
-    """The model card's text: no front matter, and no figures (their relative links would not resolve)."""
-    path = folder / "README.md"
+def map_problem(header: dict, model: VAE) -> str | None:
+    """What is wrong with tsne.safetensors' tensors, from their shapes and dtypes alone."""
+    lacking = [name for name in ("coords", "labels", "latents") if name not in header]
+    if lacking:
+        return f"lacks {', '.join(lacking)}"
+    (coords, coords_type), (labels, labels_type), (latents, latents_type) = (
+        header[name] for name in ("coords", "labels", "latents")
+    )
+    if len(labels) != 1 or not 2 <= labels[0] <= MAX_MAP_POINTS:
+        return f"has labels shaped {list(labels)}, where a map has 2 to {MAX_MAP_POINTS:,} points"
+    n = labels[0]
+    if labels_type[0] not in "IU":  # I8…I64, U8…U64
+        return f"has labels of type {labels_type}, where class numbers are integers"
+    if coords != (n, 2) or coords_type not in FLOAT_DTYPES:
+        return f"has coords {list(coords)} of {coords_type}, where {n:,} points need [{n}, 2] floats"
+    if latents != (n, model.latent_dim) or latents_type not in FLOAT_DTYPES:
+        return (
+            f"has latents {list(latents)} of {latents_type}, where this model's {n:,} points need "
+            f"[{n}, {model.latent_dim}] floats: it was computed for another model"
+        )
+    return None
+
+
+def map_values_problem(tsne: dict[str, torch.Tensor], model: VAE) -> str | None:
+    for name in ("coords", "latents"):
+        if not torch.isfinite(tsne[name]).all():
+            return f"has NaN or infinite {name}"
+    labels = tsne["labels"]
+    if not (0 <= labels.min() and labels.max() < len(model.class_names)):
+        last = len(model.class_names) - 1
+        return f"has labels from {int(labels.min())} to {int(labels.max())}, where this model's classes are 0 to {last}"
+    return None
+
+
+def read_figure(folder: Path, source: str) -> tuple[bytes | None, str | None]:
+    """tsne.png's bytes, once they have been decoded as a PNG of a sensible size; else None and the reason."""
+    path = folder / "tsne.png"
+    source = clip(source)
+    off = (
+        "so the map tab shows no cached figure (the interactive map still works): run "
+        f"`python -m vae.tsne --checkpoint {source}` to draw it again"
+    )
     if not path.is_file():
-        return ""
-    text = path.read_text(errors="replace")
-    if text.startswith("---"):
-        text = text.split("---", 2)[-1]
-    return text.split("## Figures")[0].strip()
-
-
-def read_metrics(folder: Path) -> dict:
+        return None, f"{source} has no tsne.png, {off}."
+    size = path.stat().st_size
+    if size > MAX_FIGURE_BYTES:
+        return None, f"{source}/tsne.png is {size:,} bytes, more than a figure of the map takes, {off}."
+    data = path.read_bytes()
     try:
-        return json.loads((folder / "metrics.json").read_text())
-    except (OSError, ValueError):
-        return {}
+        with Image.open(io.BytesIO(data), formats=["PNG"]) as img:  # reads the header only
+            if img.width * img.height > MAX_FIGURE_PIXELS:
+                raise ValueError(f"{img.width}x{img.height} pixels, over {MAX_FIGURE_PIXELS:,}")
+            img.verify()  # the chunks and their checksums, up to the end
+        with Image.open(io.BytesIO(data), formats=["PNG"]) as img:  # verify() leaves an image unusable
+            img.load()  # every pixel: a truncated or damaged image fails here
+    except UnidentifiedImageError:  # its message names the in-memory buffer, not the file
+        return None, f"{source}/tsne.png is not a PNG image, {off}."
+    except Exception as err:  # Pillow raises many types (OSError, SyntaxError, DecompressionBombError, zlib.error…)
+        reason = f"{type(err).__name__}: {first_line(err)}"
+        return None, f"{source}/tsne.png is not a PNG image the app can show ({reason}), {off}."
+    return data, None
+
+
+def read_text(path: Path, source: str) -> tuple[str | None, str | None]:
+    """A side file's text, or None and the reason (too big, not UTF-8, binary); (None, None) when there is none."""
+    if not path.is_file():
+        return None, None
+    where = f"{clip(source)}/{path.name}"
+    size = path.stat().st_size
+    if size > MAX_TEXT_BYTES:
+        return None, f"{where} is {size:,} bytes, far more than train.py writes ({MAX_TEXT_BYTES:,} at most)"
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        return None, f"{where} is not UTF-8 text (byte {err.start:,} cannot be decoded)"
+    if "\0" in text:
+        return None, f"{where} holds NUL characters: it is binary, not text"
+    return text, None
+
+
+def read_card(folder: Path, source: str) -> tuple[str, str | None]:
+    """The model card's text, without front matter and figures (their relative links would not resolve), or ""
+    and why it is not shown."""
+    text, problem = read_text(folder / "README.md", source)
+    fix = "so the About tab shows no model card: put back the README.md train.py wrote, or delete it"
+    if problem:
+        return "", f"{problem}, {fix}."
+    if text is None:
+        return "", None
+    if text.startswith("---"):
+        front_matter = FRONT_MATTER.match(text)
+        if front_matter is None:
+            return (
+                "",
+                f"{clip(source)}/README.md starts its front matter with --- but never ends it with another, {fix}.",
+            )
+        text = text[front_matter.end() :]
+    return text.split("## Figures")[0].strip(), None
+
+
+def read_metrics(folder: Path, source: str) -> tuple[dict, str | None]:
+    """metrics.json with its known figures checked (finite numbers): the bad ones dropped, and why."""
+    text, problem = read_text(folder / "metrics.json", source)
+    where = f"{clip(source)}/metrics.json"
+    fix = f"run `python -m vae.evaluate --checkpoint {clip(source)} --update-card` to measure them again"
+    if text is None:
+        return {}, problem and f"{problem}, so no test metrics are shown: {fix}."
+    try:
+        metrics = json.loads(text)
+    except (ValueError, RecursionError) as err:  # JSONDecodeError, numbers too long; nesting too deep
+        return {}, f"{where} is not valid JSON ({first_line(err)[:100]}), so no test metrics are shown: {fix}."
+    if not isinstance(metrics, dict):
+        return {}, f"{where} holds {json_kind(metrics)}, not an object of metrics, so none are shown: {fix}."
+    bad = [key for key in NUMERIC_METRICS if key in metrics and not is_finite_number(metrics[key])]
+    if bad:
+        shown = (f"{key} = {quote(metrics[key], 40)}" for key in bad)
+        they = "it is" if len(bad) == 1 else "they are"
+        return {k: v for k, v in metrics.items() if k not in bad}, (
+            f"{where} has {name_list(shown)}, where a finite number belongs, so {they} not shown: {fix}."
+        )
+    return metrics, None
+
+
+def is_finite_number(value) -> bool:
+    try:
+        return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+    except OverflowError:  # an integer too big for a float: it would not print with :.2f either
+        return False
 
 
 def load_assets(source: str | Path, name: str | None = None) -> Assets:
-    """Everything one checkpoint needs, read from its folder: fast (no training, no t-SNE), or a UserError."""
+    """Everything one checkpoint needs, read from its folder: fast (no training, no t-SNE), or a UserError. Only the
+    model can fail it: a bad side file leaves its part off, and a problem that says why and how to fix it."""
     source = str(source)
     folder = checkpoint_folder(source)
     model, no_class_means = read_model(folder, source)
     tsne, no_map = read_tsne(folder, model, source)
-    figure = folder / "tsne.png"
+    figure, no_figure = read_figure(folder, source) if tsne is not None else (None, None)
+    metrics, no_metrics = read_metrics(folder, source)
+    card, no_card = read_card(folder, source)
     assets = Assets(
         name=name or checkpoint_name(source),
         source=source,
         model=model,
         tsne=tsne,
-        tsne_figure=figure.read_bytes() if tsne is not None and figure.is_file() else None,
-        metrics=read_metrics(folder),
-        card=read_card(folder),
+        tsne_figure=figure,
+        metrics=metrics,
+        card=card,
         no_class_means=no_class_means,
         no_map=no_map,
+        no_figure=no_figure,
+        no_card=no_card,
+        no_metrics=no_metrics,
     )
     if tsne is not None:
         clear = typical(tsne["latents"], tsne["labels"])  # real test digits their neighbours agree on
