@@ -5,22 +5,38 @@ python train.py --epochs 5 --latent-dim 2 --hidden-dims 512 256
 accelerate launch --multi_gpu --num_processes 2 train.py --config configs/fashion_mnist.yaml
 """
 
+import shlex
+import signal
 import sys
 
 from vae.config import parse_config
-from vae.errors import UserError
+from vae.errors import Interrupted, UserError
+
+
+def resume_command(argv: list[str]) -> str:
+    args = argv if "--resume" in argv else [*argv, "--resume"]
+    return shlex.join(["python", "train.py", *args])
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
     try:
         config = parse_config(argv)
-        from vae.training import (
-            train,  # imported after parsing so --help and config errors are instant
-        )
+        from vae.training import train  # after parsing: --help and config errors are instant
 
         train(config)
     except UserError as err:
         sys.exit(f"error: {err}")
+    except Interrupted as stop:  # SIGINT / SIGTERM: stopped at a step boundary, temporary files removed
+        saved = f"epoch {stop.resume_epoch}" if stop.resume_epoch else "no epoch yet"
+        print(
+            f"stopped by {stop}; last complete checkpoint: {saved}. Resume with: {resume_command(argv)}",
+            file=sys.stderr,
+        )
+        sys.exit(128 + stop.signum)
+    except KeyboardInterrupt:  # Ctrl-C before training started, or a second one
+        print(f"stopped by SIGINT. Resume with: {resume_command(argv)}", file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)
 
 
 if __name__ == "__main__":

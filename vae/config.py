@@ -119,9 +119,13 @@ def read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise UserError(f"Config file not found: {path}. Pass --config with a YAML file such as configs/mnist.yaml.")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise UserError(
+            f"Config file {path} is not UTF-8 text (byte {err.start} cannot be read): save it as UTF-8."
+        ) from None
     except yaml.YAMLError as err:
-        raise UserError(f"Config file {path} is not valid YAML: {err}. Fix the line it names.") from None
+        raise UserError(f"Config file {path} is not valid YAML: {str(err)[:500]}. Fix the line it names.") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -4,8 +4,6 @@ Hub-ready folder (config.json, model.safetensors, README.md, metrics.json, figur
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -41,17 +39,6 @@ def set_class_statistics(model: VAE, train: ImageSet, batch_size: int = 1000) ->
             model.class_stds[c] = members.std(dim=0) if len(members) > 1 else torch.ones_like(members[0])
 
 
-def save_model(model: VAE, output_dir: Path) -> None:
-    """save_pretrained into a temporary folder, then move each file into place (never half a model)."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=output_dir, prefix=".export-") as tmp:
-        model.save_pretrained(tmp)
-        for name in os.listdir(tmp):
-            if name != "README.md":  # the mixin's generic card; ours is written by write_model_card
-                os.chmod(Path(tmp) / name, 0o644)  # files in a private temp folder are created 0600
-                os.replace(Path(tmp) / name, output_dir / name)
-
-
 def export_model(
     architecture: dict,
     best_state: dict[str, torch.Tensor],
@@ -61,14 +48,15 @@ def export_model(
     run_info: dict,
     output_dir: Path,
 ) -> dict:
-    """Write the Hub-ready folder for the best model; returns the metrics written to metrics.json."""
+    """Write the Hub-ready files of the best model into `output_dir` (a new folder, which the trainer then swaps in
+    for the old one as a whole); returns the metrics written to metrics.json."""
     device = torch.device(run_info["device"])
     model = VAE(**architecture)
     model.load_state_dict(best_state, strict=True)
     model.to(device).eval()
     steps = tqdm(total=5, desc="exporting", leave=False)
     set_class_statistics(model, splits.train, config.eval_batch_size)
-    save_model(model, output_dir)
+    model.save_pretrained(output_dir)  # config.json, model.safetensors (and a card, replaced below)
     steps.update()
     metrics = test_metrics(model, splits.test.images, config.iw_samples, config.eval_batch_size)
     metrics.update(run_info)
@@ -90,6 +78,5 @@ def export_model(
     print(
         f"test -ELBO {metrics['test_loss']:.2f} nats/image (recon {metrics['test_recon']:.2f}, KL {metrics['test_kl']:.2f})"
         + (f", IW bound (k={metrics['iw_samples']}) {metrics['test_iw_nll']:.2f}" if "test_iw_nll" in metrics else "")
-        + f"; model folder: {output_dir}"
     )
     return metrics

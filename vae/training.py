@@ -7,10 +7,13 @@ processes; only the main process writes files.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import shutil
+import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,20 +21,22 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from vae.config import TrainConfig, save_config
 from vae.data import ImageSet, Splits, as_float, epoch_batches, load_splits
-from vae.errors import UserError
+from vae.errors import Interrupted, UserError
 from vae.evaluate import as_means, elbo_sums, sum_dtype
 from vae.export import export_model
+from vae.folder import STATE_DIR, check_output_dir, clean_leftovers, discard, replace_folder, staging_dir, start_fresh
 from vae.hub import check_hub_access, push_folder
 from vae.io import atomic_write_text
 from vae.loss import negative_elbo
-from vae.model import VAE
+from vae.model import VAE, check_architecture
 
-STATE_DIR = "training_state"  # inside output_dir; not part of the Hub upload
+STOP_CHECK_STEPS = 20  # with several processes, how often they agree on stopping after SIGINT / SIGTERM
 
 
 def make_accelerator(config: TrainConfig) -> Accelerator:
@@ -66,8 +71,9 @@ def fits_on_device(data: ImageSet, device: torch.device) -> bool:
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
-    """The newest complete epoch checkpoint: folders are renamed into place only once fully written."""
-    folders = sorted((output_dir / STATE_DIR).glob("epoch-*"))
+    """The newest complete epoch checkpoint: folders are renamed into place only once fully written (progress.json
+    last), and renamed away before they are deleted, so every epoch-* folder with progress.json is whole."""
+    folders = sorted(p for p in (output_dir / STATE_DIR).glob("epoch-*") if (p / "progress.json").is_file())
     return folders[-1] if folders else None
 
 
@@ -77,17 +83,73 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path, progress: dict, 
     tmp = state_dir / f".tmp-epoch-{progress['epoch']:04d}"
     final = state_dir / f"epoch-{progress['epoch']:04d}"
     if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
+        discard(tmp)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))  # model, optimizer, scheduler, RNG states of every process
     if accelerator.is_main_process:
         save_file(best_state, str(tmp / "best_model.safetensors"))
         (tmp / "progress.json").write_text(json.dumps(progress))
+        discard(final)  # an incomplete one of a killed run, if any
         tmp.rename(final)
         for old in state_dir.glob("epoch-*"):
             if old != final:
-                shutil.rmtree(old)
+                discard(old)
     accelerator.wait_for_everyone()
+
+
+class StopSignals:
+    """SIGINT and SIGTERM while training: inside the loop they stop it at the next step boundary (`signum` is set
+    and the loop checks it), elsewhere they raise Interrupted at once. A second signal acts as it normally would.
+    Handlers are set only in the main thread, the only one Python lets set them."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self.in_loop = False
+        self.previous: dict[int, object] = {}
+
+    def handle(self, signum, frame):
+        signal.signal(signum, self.previous[signum])
+        if not self.in_loop:
+            raise Interrupted(signum, 0)
+        self.signum = signum
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {s: signal.signal(s, self.handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, action in self.previous.items():
+            signal.signal(signum, action)
+
+
+def stop_requested(signals: StopSignals, accelerator: Accelerator, step: int) -> bool:
+    """Whether to stop after this step; with several processes all must stop at the same step, so they agree
+    every STOP_CHECK_STEPS steps (a small all-reduce), or a process would wait for the others forever."""
+    if accelerator.num_processes == 1:
+        return signals.signum is not None
+    if step % STOP_CHECK_STEPS:
+        return False
+    flag = torch.tensor(0.0 if signals.signum is None else 1.0, device=accelerator.device)
+    return accelerator.reduce(flag, reduction="sum").item() > 0
+
+
+def prepare_output_dir(config: TrainConfig, accelerator: Accelerator) -> tuple[Path, Path | None]:
+    """The output folder, put right after a killed run, and the checkpoint to resume from (None: start afresh,
+    which empties the folder first so that no file of an earlier run stays beside the new ones)."""
+    output_dir = Path(config.output_dir)
+    if accelerator.is_main_process:
+        clean_leftovers(output_dir)
+    accelerator.wait_for_everyone()
+    checkpoint = latest_checkpoint(output_dir) if config.resume else None
+    if config.resume and checkpoint is None:
+        accelerator.print(f"--resume: no complete checkpoint in {output_dir / STATE_DIR}, starting from epoch 1")
+    if accelerator.is_main_process:
+        if checkpoint is None:
+            start_fresh(output_dir)
+        save_config(config, output_dir / "train_config.yaml")
+    accelerator.wait_for_everyone()
+    return output_dir, checkpoint
 
 
 def train(config: TrainConfig, on_epoch_end: Callable[[int, VAE], None] | None = None) -> Path:
@@ -96,14 +158,71 @@ def train(config: TrainConfig, on_epoch_end: Callable[[int, VAE], None] | None =
     `on_epoch_end(epoch, model)`, if given, is called on every process after each epoch's checkpoint
     (benchmarks use it to measure test loss against wall time).
     """
-    output_dir = Path(config.output_dir)
-    if config.push_to_hub:
-        check_hub_access(config.hub_model_id)  # fail before hours of training, not after
+    check_settings(config)  # everything that can be checked before any work
     accelerator = make_accelerator(config)
     set_seed(config.seed)
     main = accelerator.is_main_process
     with accelerator.main_process_first():  # one process downloads or unpacks the data, the others then read it
         splits: Splits = load_splits(config)
+    output_dir = Path(config.output_dir)
+    with StopSignals() as signals:
+        try:
+            run(config, accelerator, splits, signals, on_epoch_end)
+        except (Interrupted, OSError, SafetensorError) as err:
+            if main:
+                clean_leftovers(output_dir)  # temporary folders, a half-done swap
+            latest = latest_checkpoint(output_dir)
+            if isinstance(err, Interrupted):
+                err.resume_epoch = json.loads((latest / "progress.json").read_text())["epoch"] if latest else 0
+                raise
+            if not is_write_failure(err):
+                raise
+            raise UserError(
+                f"Writing the run's files failed ({type(err).__name__}: {str(err)[:300]}). "
+                f"{'The last complete checkpoint, ' + latest.name + ', is kept' if latest else 'No epoch was saved'}"
+                f" in {output_dir / STATE_DIR}: free some disk space or fix the folder's permissions, then run the same "
+                "command with --resume."
+            ) from None
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    if main and config.push_to_hub:  # after the other processes are done: a failed upload stops no one midway
+        push_folder(output_dir, config.hub_model_id, config.hub_private)
+    return output_dir
+
+
+def check_settings(config: TrainConfig) -> None:
+    """The output folder, the model's size and the Hub access, checked before any data is loaded."""
+    check_output_dir(config.output_dir)
+    image_shape = (
+        (config.channels, config.image_size, config.image_size) if config.dataset == "imagefolder" else (1, 28, 28)
+    )
+    check_architecture(image_shape, config.hidden_dims, config.latent_dim, "--hidden-dims / --latent-dim")
+    if config.push_to_hub:
+        check_hub_access(config.hub_model_id)  # fail before hours of training, not after
+
+
+def is_write_failure(err: BaseException) -> bool:
+    """A full disk, a read-only or forbidden folder: the machine's state, not a bug, so a message and not a traceback."""
+    if isinstance(err, SafetensorError):  # safetensors reports the OS error in its message
+        return "No space left" in str(err) or "os error 28" in str(err)
+    return isinstance(err, OSError) and err.errno in (
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EROFS,
+        errno.EACCES,
+        errno.EPERM,
+    )
+
+
+def run(
+    config: TrainConfig,
+    accelerator: Accelerator,
+    splits: Splits,
+    signals: StopSignals,
+    on_epoch_end: Callable[[int, VAE], None] | None,
+) -> None:
+    """Set up, train epoch by epoch with a checkpoint after each, and export the best model (main process)."""
+    main = accelerator.is_main_process
     device = accelerator.device
     train_set = splits.train.to(device) if fits_on_device(splits.train, device) else splits.train
     val_set = splits.val.to(device) if fits_on_device(splits.val, device) else splits.val
@@ -127,18 +246,13 @@ def train(config: TrainConfig, on_epoch_end: Callable[[int, VAE], None] | None =
 
     progress = {"epoch": 0, "best_val_loss": math.inf, "best_epoch": 0, "history": []}
     best_state = {k: v.detach().cpu().clone() for k, v in accelerator.unwrap_model(model).state_dict().items()}
-    checkpoint = latest_checkpoint(output_dir) if config.resume else None
-    if config.resume and checkpoint is None:
-        accelerator.print(f"--resume: no checkpoint in {output_dir / STATE_DIR}, starting from epoch 1")
+    output_dir, checkpoint = prepare_output_dir(config, accelerator)
     if checkpoint is not None:
         accelerator.load_state(str(checkpoint))
         progress = json.loads((checkpoint / "progress.json").read_text())
         best_state = load_file(str(checkpoint / "best_model.safetensors"))
         accelerator.print(f"resumed from {checkpoint} (epoch {progress['epoch']} of {config.epochs})")
-    elif main and (output_dir / STATE_DIR).exists():
-        shutil.rmtree(output_dir / STATE_DIR)  # a fresh run must not resume into an old one's state later
     if main:
-        save_config(config, output_dir / "train_config.yaml")
         accelerator.print(
             f"training on {len(splits.train)} images ({len(splits.val)} validation, {len(splits.test)} test), "
             f"{accelerator.num_processes} process(es) on {device}, mixed precision {config.mixed_precision}"
@@ -146,6 +260,7 @@ def train(config: TrainConfig, on_epoch_end: Callable[[int, VAE], None] | None =
 
     kl_warmup_steps = config.kl_warmup_epochs * steps_per_epoch
     run_start = time.perf_counter()
+    signals.in_loop = True
     for epoch in range(progress["epoch"] + 1, config.epochs + 1):
         model.train()
         batches = epoch_batches(
@@ -183,6 +298,8 @@ def train(config: TrainConfig, on_epoch_end: Callable[[int, VAE], None] | None =
                 )
             if step % 50 == 0 and not bar.disable:
                 bar.set_postfix(loss=f"{parts.loss.mean().item():.1f}")
+            if stop_requested(signals, accelerator, step):  # the step is done; the epoch is abandoned
+                raise Interrupted(signals.signum or signal.SIGTERM, 0)
         train_seconds = time.perf_counter() - epoch_start
         train_totals = accelerator.reduce(totals, reduction="sum")
 
@@ -221,6 +338,9 @@ def train(config: TrainConfig, on_epoch_end: Callable[[int, VAE], None] | None =
                 f"lr {record['lr']:.2e}  {record['epoch_seconds']:.1f}s  {record['images_per_sec']:.0f} img/s"
             )
 
+    signals.in_loop = False
+    if signals.signum is not None:  # a signal during the last validation or checkpoint
+        raise Interrupted(signals.signum, 0)
     if main:
         run_info = {
             "device": str(device),
@@ -231,12 +351,13 @@ def train(config: TrainConfig, on_epoch_end: Callable[[int, VAE], None] | None =
             "best_val_loss": progress["best_val_loss"],
             **({"code_commit": commit} if (commit := code_commit()) else {}),
         }
-        export_model(architecture, best_state, splits, config, progress["history"], run_info, output_dir)
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    if main and config.push_to_hub:  # after the other processes are done: a failed upload stops no one midway
-        push_folder(output_dir, config.hub_model_id, config.hub_private)
-    return output_dir
+        staging = staging_dir(output_dir)  # the new folder is written beside the old one, then swapped in
+        for name in ("train_config.yaml", "metrics.jsonl"):
+            staging.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(output_dir / name, staging / name)
+        export_model(architecture, best_state, splits, config, progress["history"], run_info, staging)
+        replace_folder(output_dir, staging)
+        print(f"model folder: {output_dir}")
 
 
 def code_commit() -> str | None:

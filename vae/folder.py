@@ -1,0 +1,104 @@
+"""The output folder of a training run: a folder of its own that train.py alone writes, replaced as a whole.
+
+OUTPUT_DIR holds the Hub-ready model files, the run's train_config.yaml (which marks the folder as train.py's)
+and metrics.jsonl, and training_state/. A run refuses any other folder that already holds files, and places
+such as the current folder or the home folder. The export at the end is written beside the folder and swapped
+in by renames, so the folder is always either the old run's or the new run's, never a mix; what a killed run
+leaves mid-way (a half-swapped folder, temporary files) is put right by the next run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from vae.errors import UserError
+
+ROOT = Path(__file__).resolve().parent.parent  # the repository, when run from a clone
+MARKER = "train_config.yaml"  # written first by every run: a folder holding it is train.py's
+STATE_DIR = "training_state"  # the resumable state, inside the folder; never uploaded
+
+
+def check_output_dir(path: str) -> Path:
+    """OUTPUT_DIR, if train.py may write it: a new folder, an empty one, or one an earlier run wrote."""
+    if not str(path).strip():
+        raise UserError("--output-dir is empty: name a folder of its own for the model, e.g. outputs/vae-mnist.")
+    folder = Path(path).expanduser()
+    where = folder.resolve()
+    shared = {ROOT: "the repository", Path.home().resolve(): "your home", Path.cwd().resolve(): "the current folder"}
+    shared[Path(where.anchor)] = "the root of the file system"  # later entries win where two are the same folder
+    if where in shared:
+        raise UserError(
+            f"--output-dir {path} is {shared[where]}: train.py replaces its output folder as a whole, so it needs a "
+            "folder of its own. Name a new one, e.g. outputs/vae-mnist."
+        )
+    existing = next(p for p in (where, *where.parents) if p.exists())
+    if not existing.is_dir():
+        what = "is a file" if existing == where else f"is under {existing}, which is a file"
+        raise UserError(f"--output-dir {path} {what}: name a folder, e.g. outputs/vae-mnist.")
+    if os.statvfs(existing).f_flag & os.ST_RDONLY or not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--output-dir {path} cannot be written ({existing} is read-only): name a writable folder.")
+    if where.is_dir() and any(where.iterdir()) and not (where / MARKER).is_file():
+        raise UserError(
+            f"--output-dir {path} holds files that train.py did not write (it has no {MARKER}), and a run replaces "
+            "its output folder as a whole. Name a new or empty folder."
+        )
+    return folder
+
+
+def staging_dir(folder: Path) -> Path:
+    """Where the next version of `folder` is written: beside it (the same file system, so it can be renamed)."""
+    return folder.parent / f".{folder.name}.export"
+
+
+def old_dir(folder: Path) -> Path:
+    return folder.parent / f".{folder.name}.replaced"
+
+
+def discard(path: Path) -> None:
+    """Delete a folder by first renaming it away, so a kill mid-way never leaves half of it under its name."""
+    if path.exists():
+        doomed = path.parent / f".deleting-{path.name}-{os.getpid()}"
+        path.rename(doomed)
+        shutil.rmtree(doomed)
+
+
+def replace_folder(folder: Path, staging: Path) -> None:
+    """Put the finished `staging` in `folder`'s place, keeping the training state: three renames."""
+    old = old_dir(folder)
+    discard(old)
+    if folder.exists():
+        folder.rename(old)
+    staging.rename(folder)
+    if (old / STATE_DIR).exists():
+        (old / STATE_DIR).rename(folder / STATE_DIR)
+    discard(old)
+
+
+def clean_leftovers(folder: Path) -> None:
+    """Undo what a killed run left: finish or roll back a swap, remove temporary files and folders."""
+    old = old_dir(folder)
+    if old.exists():
+        if not folder.exists():  # killed between the first two renames: the old folder is whole, put it back
+            old.rename(folder)
+        else:  # killed after the swap: keep the new folder, with the state it was about to receive
+            if (old / STATE_DIR).exists() and not (folder / STATE_DIR).exists():
+                (old / STATE_DIR).rename(folder / STATE_DIR)
+            discard(old)
+    discard(staging_dir(folder))
+    for epoch in (folder / STATE_DIR).glob("epoch-*"):
+        if not (
+            epoch / "progress.json"
+        ).is_file():  # written last: without it, a checkpoint half-deleted by an old version
+            discard(epoch)
+    for parent in (folder, folder / STATE_DIR):
+        for leftover in parent.glob(".*") if parent.is_dir() else []:
+            if leftover.name.startswith((".deleting-", ".tmp-", ".export-")) or leftover.name.endswith(".tmp"):
+                shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+
+
+def start_fresh(folder: Path) -> None:
+    """An empty folder for a new run: an earlier run's files (checked to be train.py's) are removed whole."""
+    discard(folder)
+    folder.mkdir(parents=True, exist_ok=True)
