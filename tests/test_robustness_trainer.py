@@ -295,3 +295,20 @@ def test_leftovers_of_killed_runs_are_cleaned_and_an_incomplete_epoch_is_skipped
     result = run_train(mnist_dir, only_half, *args, "--resume")
     assert "no complete checkpoint" in result.stdout + result.stderr and "epoch 1/2" in result.stdout + result.stderr
     assert os.listdir(only_half / "training_state") == ["epoch-0002"] and consistent(only_half) == "new"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["vae.evaluate", "vae.tsne"])
+def test_the_other_commands_name_a_corrupt_weights_file(tmp_path, command):
+    """A model folder whose weights were cut short: a message naming the file, not a safetensors traceback."""
+    folder = tmp_path / "cut"
+    folder.mkdir()
+    for name in ("config.json", "train_config.yaml"):
+        (folder / name).write_bytes((ROOT / "checkpoints" / "vae-mnist" / name).read_bytes())
+    (folder / "model.safetensors").write_bytes(
+        (ROOT / "checkpoints" / "vae-mnist" / "model.safetensors").read_bytes()[:5000]
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", command, "--checkpoint", str(folder)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert_refused(result, "model.safetensors")
