@@ -57,6 +57,9 @@ def url():
 
 @pytest.fixture
 def browser(tmp_path):
+    """Headless Chromium with a fresh profile (tests/test_space.py uses it too)."""
+    if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
+        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]:

@@ -33,12 +33,10 @@ from huggingface_hub import CommitInfo, ModelCard, RepoUrl, snapshot_download
 from huggingface_hub.utils.sha import git_hash
 from PIL import Image
 from safetensors.torch import load_file
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 from test_app import free_port, read
-from test_browser import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS, TIMEOUT, loaded_image, open_tab
+from test_browser import TIMEOUT, browser, loaded_image, open_tab  # noqa: F401 (browser is a fixture)
 from test_training import HUB_FILES, run_train
 
 import app
@@ -339,19 +337,6 @@ def test_the_space_shows_the_samples_of_the_trained_folder(client, space, origin
         assert Path(ours["image"]).read_bytes() == Path(theirs["image"]).read_bytes()
 
 
-@pytest.fixture
-def browser(tmp_path):
-    if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
-        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]:
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    yield driver
-    driver.quit()
-
-
 # Gradio shows a status tracker (a timer, then "Error" if the handler failed) on an event's outputs while it
 # runs. An observer notes that one appeared, so an event that has not started yet is not taken for done.
 WATCH_STATUS = """
@@ -381,7 +366,7 @@ def assert_no_error(driver, space: Space, what: str) -> None:
     assert not errors, f"{what}: the page shows {errors}\n--- app.py's log ---\n{log_tail(space.log)}"
 
 
-def test_click_through_the_tabs_on_the_space(space, pushed, browser, tmp_path):
+def test_click_through_the_tabs_on_the_space(space, pushed, browser, tmp_path):  # noqa: F811 (the fixture)
     """Every tab as a visitor of the Space uses it; a screenshot of each in $VAE_SCREENSHOTS or tmp_path."""
     shots = Path(os.environ.get("VAE_SCREENSHOTS") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
