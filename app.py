@@ -18,18 +18,23 @@ import ctypes
 import functools
 import hashlib
 import html
+import itertools
 import math
 import os
+import reprlib
+import shutil
 import sys
-import tempfile
 import threading
+from collections import Counter, OrderedDict
 from pathlib import Path
 
 import gradio as gr
 import numpy as np
 import pandas as pd
 import torch
+from gradio.utils import get_upload_folder
 from PIL import Image, ImageOps
+from starlette.middleware import Middleware
 
 from vae.assets import Assets, load_assets
 from vae.errors import UserError
@@ -68,12 +73,18 @@ GRID_WIDTH = 720  # sample grids and walk strips are upscaled (nearest neighbour
 GIF_SCALE = 4
 MAP_NEIGHBOURS = 10
 YOU = "your digit"  # the extra class of the point placed on the t-SNE map
+ECHO = 120  # characters of a caller's value that an error message repeats: a 5 MB class name is not sent back
+OUTPUTS = "vae-studio"  # the app's folder in Gradio's cache: every PNG and GIF it serves, pruned to the budgets below
+OUTPUT_BYTES = 200 * 2**20  # on disk for them at most: ~180 requests of 256 samples (1.1 MB each in 4 kB blocks)
+OUTPUT_FILES = 50_000  # and at most this many files: about as many as fit in OUTPUT_BYTES at one block each
+KEEP_NEWEST = 2 * CONCURRENCY  # request folders never pruned: those in flight and as many just answered
 
 CSS = """
 .pixelated img, .pixelated canvas { image-rendering: pixelated; }
 #walk-gif img { width: 224px !important; height: 224px !important; object-fit: contain !important; }
 """
 SESSIONS = 500  # Gradio keeps ~0.1-0.5 MB of page state per visitor; the app needs none of it between calls
+MAX_REQUEST_BYTES = 64 * 1024  # a request body other than an upload (the page's calls send under 2 kB)
 LAUNCH_OPTIONS = {"css": CSS, "max_file_size": MAX_FILE_SIZE, "show_error": False, "state_session_capacity": SESSIONS}
 
 ABOUT = """
@@ -123,7 +134,7 @@ class Catalog:
         if name is None or name == "":
             name = self.default
         if not isinstance(name, str) or name not in self.sources:
-            raise fail(f"Unknown checkpoint {name!r}: choose one of {', '.join(self.sources)}.")
+            raise fail(f"Unknown checkpoint {shown(name)}: choose one of {', '.join(self.sources)}.")
         if name not in self.loaded:  # loaded ones are served without waiting for the lock
             with self.lock:  # one load at a time, and each checkpoint once
                 if name not in self.loaded:
@@ -144,22 +155,42 @@ def fail(message: str) -> gr.Error:
     return gr.Error(html.escape(message, quote=False), print_exception=False)  # the page renders it as HTML
 
 
+SHORT_REPR = reprlib.Repr()  # a few items and levels of a list or dict: big or deeply nested input stays cheap to show
+SHORT_REPR.maxlevel, SHORT_REPR.maxstring, SHORT_REPR.maxother = 3, 40, 40
+
+
+def shown(value) -> str:
+    """A caller's value as an error message repeats it: its repr, cut to about ECHO characters."""
+    try:
+        text = repr(value[: ECHO + 1]) if isinstance(value, str) else SHORT_REPR.repr(value)
+    except Exception:  # an int past Python's 4,300-digit repr limit, and the like
+        text = f"a {type(value).__name__}"
+    return text if len(text) <= ECHO else text[: ECHO - 1] + "…"
+
+
+def clip(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def check_int(value, name: str, low: int, high: int) -> int:
-    number = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-    if not number or value != int(value) or not low <= value <= high:
-        raise fail(f"{name} must be a whole number from {low} to {high}, got {value!r}.")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        whole = False
+    else:  # an int is compared as it is: JSON has ints past a float's range, which math.isfinite cannot take
+        whole = isinstance(value, int) or (math.isfinite(value) and value == int(value))
+    if not whole or not low <= value <= high:
+        raise fail(f"{name} must be a whole number from {low} to {high}, got {shown(value)}.")
     return int(value)
 
 
 def check_float(value, name: str, low: float, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:  # NaN fails too
-        raise fail(f"{name} must be a number from {low} to {high}, got {value!r}.")
+        raise fail(f"{name} must be a number from {low} to {high}, got {shown(value)}.")
     return float(value)
 
 
 def check_choice(value, name: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise fail(f"{name} must be one of {', '.join(choices)}, got {value!r}.")
+    if not isinstance(value, str) or value not in choices:
+        raise fail(f"{name} must be one of {', '.join(choices)}, got {shown(value)}.")
     return value
 
 
@@ -170,7 +201,8 @@ def check_class(value, name: str, assets: Assets) -> int:
         return names.index(value)
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(names):
         return value
-    raise fail(f"{name} must be one of the classes of {assets.name}: {', '.join(names)}; got {value!r}.")
+    classes = clip(", ".join(map(str, names)), 200)  # a checkpoint may have many classes
+    raise fail(f"{name} must be one of the classes of {assets.name}: {classes}; got {shown(value)}.")
 
 
 def require_class_statistics(assets: Assets) -> None:
@@ -187,6 +219,11 @@ def image_path(payload) -> str:
     path = payload.get("path") if isinstance(payload, dict) else None
     if not isinstance(path, str) or not path:
         raise fail("Expected an image file (an upload), got something else.")
+    # Gradio checks that a file payload was uploaded only when it is marked as one ("meta"); an unmarked
+    # {"path": ...} reaches the handler as sent, and could name any file of the server, or a pipe that blocks.
+    real = Path(os.path.realpath(path))
+    if not real.is_relative_to(os.path.realpath(get_upload_folder())) or not real.is_file():
+        raise fail("Expected an image file that was uploaded to this app; the path sent is not one.")
     return path
 
 
@@ -208,6 +245,11 @@ def read_image(payload) -> np.ndarray:
             return np.asarray(img.convert("RGBA" if has_alpha else "RGB"))
     except gr.Error:
         raise
+    except Image.DecompressionBombError:  # a header claiming billions of pixels: PIL refuses it at open
+        raise fail(
+            f"The image is larger than this app takes ({MAX_UPLOAD_PIXELS // 1_000_000} megapixels at most). "
+            "A digit needs far fewer: shrink it first."
+        ) from None
     except Exception as err:  # PIL raises many kinds for files that are not images or are cut short
         raise fail(
             f"That file is not an image this app can read ({type(err).__name__}). Upload a PNG, JPEG, WebP, "
@@ -216,29 +258,134 @@ def read_image(payload) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Output files: PNGs and GIFs written once into Gradio's cache (named by content), served from there
+# Output files: PNGs and GIFs written once into the app's folder of Gradio's cache, served from there, pruned
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def cache_files(files: dict[str, bytes]) -> list[str]:
-    """Named contents → files in one folder of Gradio's cache named by their hash, as Gradio names its own
-    (so delete_cache removes them). Each is written beside its name and renamed into place, so no reader
-    sees half a file; one already there (an identical request) is not written again."""
-    cache = Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio")
-    digest = hashlib.sha256()
-    for name, data in files.items():
-        digest.update(name.encode() + b"\0" + data)
-    folder = cache / digest.hexdigest()[:40]
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, data in files.items():
-        path = folder / name
-        if not path.is_file():  # Gradio deletes its files, not their folders, when it cleans its cache
-            writing = folder / f".{name}.{os.getpid()}-{threading.get_ident()}"
-            writing.write_bytes(data)
-            os.replace(writing, path)
-        paths.append(str(path))
-    return paths
+class OutputStore:
+    """The app's output files on disk: one folder per distinct request under `root`, named by the hash of its
+    files, pruned least recently used first to OUTPUT_BYTES on disk and OUTPUT_FILES files, at any request rate.
+
+    Left to Gradio's delete_cache (files older than an hour, removed hourly), one client looping over /sample
+    with 256 images (257 files, 1.1 MB on disk a call) left 13 GB and 2.8 M files an hour.
+    - The index (folder → bytes, files) is kept in memory: a call costs O(1) bookkeeping besides the files it
+      writes and deletes. What an earlier run left in `root` (a killed server) is counted once, at opening.
+    - A folder is counted before its files are written and old folders are deleted before the lock is
+      released, so the disk holds at most the budgets, in whole blocks as du counts them, unless the
+      KEEP_NEWEST newest folders alone exceed them (4 x 1.1 MB at most).
+    - The KEEP_NEWEST newest folders are never pruned (the client of a request just answered has still to
+      fetch its files), nor one whose files are being written. A pruned folder asked for again is written
+      again. Pinned folders (the t-SNE figures a page links to when it is built) are counted, never pruned.
+    - `root` is one of Gradio's static paths, so Gradio serves the files where they are: it neither copies
+      them nor records their paths for delete_cache (it would keep every path it ever served: a file pruned
+      here is never found again, so its path would never be dropped).
+    """
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.lock = threading.Lock()
+        self.folders: OrderedDict[str, tuple[int, int]] = OrderedDict()  # name → (bytes, files), oldest first
+        self.pinned: dict[str, tuple[int, int]] = {}
+        self.writing: Counter[str] = Counter()  # folders whose files a call is writing now
+        self.bytes = self.files = 0
+        root.mkdir(parents=True, exist_ok=True)
+        self.block = os.statvfs(root).f_frsize if hasattr(os, "statvfs") else 4096
+        gr.set_static_paths([root])
+        for _, used, count, name in sorted(self.earlier_folders()):  # oldest first, by modification time
+            self.count(name, used, count)
+        with self.lock:
+            self.prune()
+
+    def earlier_folders(self) -> list[tuple[float, int, int, str]]:
+        """(modified, bytes on disk, files, name) of each folder already in root."""
+        found = []
+        for entry in os.scandir(self.root):
+            if not entry.is_dir(follow_symlinks=False):
+                continue
+            used, count = self.disk_use(entry.stat(follow_symlinks=False)), 0
+            for parent, dirs, names in os.walk(entry.path):
+                for name in dirs + names:
+                    used += self.disk_use(os.lstat(os.path.join(parent, name)))
+                count += len(names)
+            found.append((entry.stat(follow_symlinks=False).st_mtime, used, count, entry.name))
+        return found
+
+    def disk_use(self, stat: os.stat_result) -> int:
+        blocks = getattr(stat, "st_blocks", None)  # 512-byte units, on POSIX
+        return blocks * 512 if blocks is not None else self.whole_blocks(stat.st_size)
+
+    def whole_blocks(self, size: int) -> int:
+        return -(-size // self.block) * self.block
+
+    def footprint(self, files: dict[str, bytes]) -> tuple[int, int]:
+        """Bytes on disk and files of a folder holding `files`: each file in whole blocks, and the folder's own
+        blocks (128 bytes an entry is generous for a name and the temporary name it is written under)."""
+        used = sum(self.whole_blocks(len(data)) for data in files.values())
+        return used + self.whole_blocks(128 * len(files)) + self.block, len(files)
+
+    def count(self, name: str, used: int, files: int) -> None:
+        self.folders[name] = (used, files)
+        self.bytes += used
+        self.files += files
+
+    def prune(self) -> None:
+        """Delete the least recently used folders while over a budget, but not the KEEP_NEWEST newest nor those
+        being written. Called under the lock; the oldest folder is nearly always the one deleted, so O(1) a folder."""
+        while self.bytes > OUTPUT_BYTES or self.files > OUTPUT_FILES:
+            prunable = itertools.islice(self.folders, max(0, len(self.folders) - KEEP_NEWEST))
+            name = next((name for name in prunable if name not in self.writing), None)
+            if name is None:
+                return
+            used, files = self.folders.pop(name)
+            shutil.rmtree(self.root / name, ignore_errors=True)
+            self.bytes -= used
+            self.files -= files
+
+    def put(self, files: dict[str, bytes], pin: bool = False) -> list[str]:
+        """Named contents → their paths, in a folder named by their hash. Each file is written beside its name
+        and renamed into place, so no reader sees half a file; one already there is not written again."""
+        digest = hashlib.sha256()
+        for name, data in files.items():
+            digest.update(name.encode() + b"\0" + data)
+        key = digest.hexdigest()[:40]
+        with self.lock:
+            if key in self.folders:
+                self.folders.move_to_end(key)
+            elif key not in self.pinned:
+                self.count(key, *self.footprint(files))
+            if pin and key in self.folders:
+                self.pinned[key] = self.folders.pop(key)
+            self.writing[key] += 1
+            self.prune()
+        try:
+            folder = self.root / key
+            folder.mkdir(parents=True, exist_ok=True)
+            paths = []
+            for name, data in files.items():
+                path = folder / name
+                if not path.is_file():
+                    writing = folder / f".{name}.{os.getpid()}-{threading.get_ident()}"
+                    writing.write_bytes(data)
+                    os.replace(writing, path)
+                paths.append(str(path))
+            os.utime(folder)  # recency on disk, for the order in which a restarted server prunes
+        finally:
+            with self.lock:
+                self.writing -= Counter({key: 1})
+        return paths
+
+
+STORES: dict[Path, OutputStore] = {}  # one per Gradio cache (GRADIO_TEMP_DIR is read when a file is written)
+STORES_LOCK = threading.Lock()
+
+
+def cache_files(files: dict[str, bytes], pin: bool = False) -> list[str]:
+    """Named contents → files in the app's folder of Gradio's cache (see OutputStore), served from there."""
+    root = Path(get_upload_folder()) / OUTPUTS
+    with STORES_LOCK:
+        if root not in STORES:
+            STORES[root] = OutputStore(root)
+    return STORES[root].put(files, pin)
 
 
 def grid_scale(images: int, nrow: int, width: int) -> int:
@@ -291,7 +438,7 @@ def latent_walk(
 def tsne_figure(assets: Assets) -> str | None:
     """The checkpoint's cached t-SNE figure as a file in Gradio's cache. Gradio serves only files in its cache,
     the working directory or the temp directory, and a Hub checkpoint lives in the Hugging Face cache."""
-    return cache_files({"tsne.png": assets.tsne_figure})[0] if assets.tsne_figure else None
+    return cache_files({"tsne.png": assets.tsne_figure}, pin=True)[0] if assets.tsne_figure else None
 
 
 def tsne_map(catalog: Catalog, checkpoint=None) -> tuple[str | None, pd.DataFrame]:
@@ -342,24 +489,43 @@ def encode(catalog: Catalog, image, target_class, checkpoint=None):
     return model_input, reconstruction_path, nearest, points, (walk_path or [None])[0], "\n\n".join(notes)
 
 
+def finite(value) -> bool:
+    """Whether a value is a finite number: metrics.json may hold strings, lists, NaN or ints past a float's range."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def numbers(metrics) -> dict[str, int | float]:
+    """The metrics that are finite numbers: the only ones the page formats."""
+    return {key: value for key, value in metrics.items() if finite(value)} if isinstance(metrics, dict) else {}
+
+
 def about(catalog: Catalog, checkpoint=None) -> str:
     """About tab: what a VAE is, this checkpoint's card and metrics, links."""
     assets = catalog.get(checkpoint)
-    card = assets.card or (f"## Test metrics\n\n{metrics_table(assets.metrics)}" if assets.metrics else "")
+    metrics = numbers(assets.metrics)
+    card = assets.card if isinstance(assets.card, str) else ""
+    card = card or (f"## Test metrics\n\n{metrics_table(metrics)}" if metrics else "")
     hub = "" if looks_local(assets.source) else f"\n- This model on the Hub: https://huggingface.co/{assets.source}"
     return f"{ABOUT}\n{card}\n{LINKS}{hub}\n"
 
 
 def status(assets: Assets) -> str:
     m = assets.model
-    line = f"**{assets.name}**: {m.latent_dim}-d latent, classes {', '.join(assets.class_names)}"
-    if "test_loss" in assets.metrics:
-        line += f", test −ELBO {assets.metrics['test_loss']:.2f} nats/image"
+    line = f"**{assets.name}**: {m.latent_dim}-d latent, classes {clip(', '.join(map(str, assets.class_names)))}"
+    if (loss := numbers(assets.metrics).get("test_loss")) is not None:
+        line += f", test −ELBO {loss:.2f} nats/image"
     return "\n\n".join([line, *[f"⚠️ {p}" for p in assets.problems]])
 
 
-def default_pair(assets: Assets) -> tuple[str, str]:
+def default_pair(assets: Assets) -> tuple[str | None, str | None]:
     names = assets.class_names
+    if not names:  # nothing to walk between (load_assets refuses such a checkpoint; the page still builds)
+        return None, None
     return (names[3], names[7]) if len(names) > 7 else (names[0], names[-1])  # 3 → 7: the original tutorial's walk
 
 
@@ -557,6 +723,51 @@ def build_demo(default: Assets, others: dict[str, str] | None = None) -> gr.Bloc
     return demo
 
 
+class RequestLimit:
+    """ASGI middleware for `python app.py`: a request body over MAX_REQUEST_BYTES, other than a file upload
+    (multipart, which max_file_size bounds), is refused with 413 before Gradio reads it.
+
+    Gradio's API takes JSON of any size, and keeps each session's last inputs in memory until SESSIONS newer
+    sessions push them out (each raw API call is a session of its own): 25 calls with a 5 MB class name grew
+    the server by 125 MB, for good. With the limit it keeps at most SESSIONS x 64 kB of inputs.
+    """
+
+    def __init__(self, app, limit: int = MAX_REQUEST_BYTES):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        headers = dict(scope.get("headers") or [])
+        if scope["type"] != "http" or headers.get(b"content-type", b"").startswith(b"multipart/form-data"):
+            return await self.app(scope, receive, send)
+        length = headers.get(b"content-length")
+        if length is not None:  # the server reads no more than it says
+            if not length.isdigit() or int(length) > self.limit:
+                return await self.refuse(send)
+            return await self.app(scope, receive, send)
+        body = b""  # chunked, or no body: read it here, up to the limit, and hand it on
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            body += message.get("body", b"")
+            if len(body) > self.limit:
+                return await self.refuse(send)
+            if not message.get("more_body"):
+                break
+        first = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def replay():  # then the real receive: event streams watch it for the client going away
+            return first.pop() if first else await receive()
+
+        return await self.app(scope, replay, send)
+
+    async def refuse(self, send) -> None:
+        text = f"Request body too large: this app takes at most {self.limit} bytes besides uploads.".encode()
+        headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(text)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": text})
+
+
 def tune_server_process() -> None:
     """Settings for the whole process, made only when serving (`python app.py`), not when tests import app.
 
@@ -595,7 +806,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"warning: {problem}", file=sys.stderr)
     tune_server_process()
     demo = build_demo(default, find_checkpoints(default))
-    demo.launch(server_name=args.host, server_port=args.port, **LAUNCH_OPTIONS)
+    # A fresh app_kwargs on each launch: Gradio adds its own entries to the dict it is given.
+    limit = {"middleware": [Middleware(RequestLimit)]}
+    demo.launch(server_name=args.host, server_port=args.port, app_kwargs=limit, **LAUNCH_OPTIONS)
 
 
 if __name__ == "__main__":

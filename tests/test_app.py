@@ -141,7 +141,9 @@ def test_queue_is_bounded(assets):
 def test_all_model_work_shares_one_concurrency_budget(assets):
     """One group for every event: at most CONCURRENCY handlers at once in all, not CONCURRENCY per event."""
     fns = list(app.build_demo(assets, {"other": str(app.DEFAULT_CHECKPOINT)}).fns.values())
-    assert len(fns) >= 9  # sample (button and page load), walk, tsne, encode (button, upload, drawing), about, checkpoint
+    assert (
+        len(fns) >= 9
+    )  # sample (button and page load), walk, tsne, encode (button, upload, drawing), about, checkpoint
     assert {fn.concurrency_id for fn in fns} == {app.MODEL_WORK}
     assert {fn.concurrency_limit for fn in fns} == {app.CONCURRENCY}
 
