@@ -53,7 +53,7 @@ from vae.explore import (
     walk,
 )
 from vae.hub import metrics_table
-from vae.model import looks_local
+from vae.model import clip, looks_local
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_CHECKPOINT = ROOT / "checkpoints" / "vae-mnist"
@@ -166,10 +166,6 @@ def shown(value) -> str:
     except Exception:  # an int past Python's 4,300-digit repr limit, and the like
         text = f"a {type(value).__name__}"
     return text if len(text) <= ECHO else text[: ECHO - 1] + "…"
-
-
-def clip(text: str, limit: int = 300) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def check_int(value, name: str, low: int, high: int) -> int:
@@ -516,7 +512,7 @@ def about(catalog: Catalog, checkpoint=None) -> str:
 
 def status(assets: Assets) -> str:
     m = assets.model
-    line = f"**{assets.name}**: {m.latent_dim}-d latent, classes {clip(', '.join(map(str, assets.class_names)))}"
+    line = f"**{assets.name}**: {m.latent_dim}-d latent, classes {clip(', '.join(map(str, assets.class_names)), 300)}"
     if (loss := numbers(assets.metrics).get("test_loss")) is not None:
         line += f", test −ELBO {loss:.2f} nats/image"
     return "\n\n".join([line, *[f"⚠️ {p}" for p in assets.problems]])

@@ -15,7 +15,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from safetensors import safe_open
 
-from vae.errors import UserError
+from vae.errors import UserError, first_line
 from vae.explore import has_class_statistics, typical
 from vae.model import (
     FLOAT_DTYPES,
@@ -316,8 +316,3 @@ def load_assets(source: str | Path, name: str | None = None) -> Assets:
 
 def checkpoint_name(source: str) -> str:
     return Path(source).name if looks_local(source) else source
-
-
-def first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0][:300] if text else "no details"

@@ -3,6 +3,12 @@
 import signal
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message, for a one-paragraph error that names its cause."""
+    text = str(err).strip()
+    return text.splitlines()[0][:300] if text else "no details"
+
+
 class UserError(Exception):
     """Bad input from the user (config, data, paths, tokens): the message says what is wrong and how to fix it."""
 

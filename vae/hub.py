@@ -15,7 +15,7 @@ from huggingface_hub.errors import HfHubHTTPError, HFValidationError, Repository
 from huggingface_hub.utils import validate_repo_id
 
 from vae.config import TrainConfig
-from vae.errors import UserError
+from vae.errors import UserError, first_line
 from vae.io import atomic_write
 from vae.model import CODE_URL, PAPER_URL, VAE
 
@@ -127,11 +127,6 @@ def push_folder(folder: str | Path, repo_id: str, private: bool | None = None, a
     url = getattr(info, "commit_url", None) or f"https://huggingface.co/{repo_id}"
     print(f"pushed {folder} to {url}")
     return url
-
-
-def first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0][:300] if text else "no details"
 
 
 def metrics_table(metrics: dict) -> str:
