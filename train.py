@@ -22,7 +22,13 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     try:
         config = parse_config(argv)
-        from vae.training import train  # after parsing: --help and config errors are instant
+        try:
+            from vae.training import train  # after parsing: --help and config errors are instant
+        except ModuleNotFoundError as err:  # the app's requirements.txt alone: no Accelerate, no torchvision
+            raise UserError(
+                f"train.py needs {err.name}, which is not installed: the trainer's packages are in "
+                "requirements-train.txt (pip install -r requirements-train.txt)."
+            ) from None
 
         train(config)
     except UserError as err:

@@ -17,7 +17,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torchvision import datasets
+
+try:
+    from torchvision import datasets
+except ModuleNotFoundError as err:  # installed from requirements.txt alone (the app's): say what to install
+    raise ModuleNotFoundError(
+        f"No module named {err.name!r}: training, vae.evaluate and vae.tsne need the packages in "
+        "requirements-train.txt (pip install -r requirements-train.txt).",
+        name=err.name,
+    ) from None
 from tqdm.auto import tqdm
 
 from vae.config import TrainConfig
