@@ -38,21 +38,9 @@ from starlette.middleware import Middleware
 
 from vae.assets import Assets, load_assets
 from vae.errors import UserError
-from vae.explore import (
-    INTERPOLATIONS,
-    START_POINTS,
-    class_latent,
-    class_walk,
-    nearest_class,
-    place_on_map,
-    png,
-    prepare_drawing,
-    to_gif,
-    to_grid,
-    to_uint8,
-    walk,
-)
 from vae.hub import metrics_table
+from vae.imaging import class_colours, png, prepare_drawing, to_gif, to_grid, to_uint8
+from vae.latent import INTERPOLATIONS, START_POINTS, class_latent, class_walk, nearest_class, place_on_map, walk
 from vae.model import clip, looks_local
 
 ROOT = Path(__file__).resolve().parent
@@ -395,7 +383,7 @@ def strip(images: torch.Tensor) -> bytes:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Handlers: raw inputs → checked → vae.explore → files and values for the outputs
+# Handlers: raw inputs → checked → vae.latent / vae.imaging → files and values for the outputs
 # ---------------------------------------------------------------------------------------------------------------------
 
 
@@ -547,12 +535,9 @@ def select_checkpoint(catalog: Catalog, checkpoint):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-TAB10 = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
-
-
 def colours(assets: Assets) -> dict[str, str]:
-    """Class → colour as in the cached figure (tab10), and black for the point of the user's digit."""
-    return {name: TAB10[i % len(TAB10)] for i, name in enumerate(assets.class_names)} | {YOU: "#000000"}
+    """Class → colour as in the cached figure, and black for the point of the user's digit."""
+    return class_colours(assets.class_names) | {YOU: "#000000"}
 
 
 def serialized(handler, outputs: list[gr.components.Component]):

@@ -28,7 +28,8 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 import app
-from vae.explore import to_grid, typical, upscale
+from vae.imaging import to_grid, upscale
+from vae.latent import typical
 
 ROOT = Path(__file__).resolve().parent.parent
 ENDPOINTS = ["/sample", "/walk", "/tsne", "/encode", "/encode_drawing", "/about"]
@@ -511,7 +512,7 @@ def test_python_app_py_serves_the_default_model(tmp_path):
         process.wait(timeout=30)
     start_up = log.read_text().split("Running on")[0].splitlines()  # (Gradio imports matplotlib at the first call)
     imported = {line.split("|")[-1].strip() for line in start_up if line.startswith("import time:")}
-    assert "gradio" in imported and "vae.explore" in imported
+    assert "gradio" in imported and "vae.latent" in imported and "vae.imaging" in imported
     assert not {"torchvision", "matplotlib", "sklearn", "vae.figures", "vae.training"} & imported
 
 

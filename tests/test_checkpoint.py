@@ -12,8 +12,9 @@ from torch import nn
 
 from vae import VAE
 from vae.config import build_config
-from vae.data import as_float, load_splits
+from vae.data import load_splits
 from vae.evaluate import as_means, elbo_sums
+from vae.imaging import as_float
 
 ROOT = Path(__file__).resolve().parent.parent
 MNIST = ROOT / "checkpoints" / "vae-mnist"

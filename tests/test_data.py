@@ -17,7 +17,8 @@ from torchvision import datasets
 
 from vae import UserError
 from vae.config import build_config
-from vae.data import FASHION_CLASSES, RAW_FILES, as_float, epoch_batches, load_splits
+from vae.data import FASHION_CLASSES, RAW_FILES, epoch_batches, load_splits
+from vae.imaging import as_float
 
 SLICE = Path(__file__).resolve().parent / "data" / "mnist-slice"  # the committed .gz files behind mnist_dir
 

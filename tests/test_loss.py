@@ -10,7 +10,8 @@ import torch
 
 from vae import VAE
 from vae.config import build_config
-from vae.data import as_float, load_splits
+from vae.data import load_splits
+from vae.imaging import as_float
 from vae.loss import importance_weighted_nll, negative_elbo
 
 LOGITS = [[2.0, -1.0, 0.5], [-3.0, 0.0, 4.0]]

@@ -16,7 +16,7 @@ from PIL import Image, UnidentifiedImageError
 from safetensors import safe_open
 
 from vae.errors import UserError, first_line
-from vae.explore import has_class_statistics, typical
+from vae.latent import has_class_statistics, typical
 from vae.model import (
     FLOAT_DTYPES,
     VAE,

@@ -74,11 +74,6 @@ class Splits:
     test: ImageSet
 
 
-def as_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 images → float32 in [0, 1], on their own device."""
-    return images.float().div_(255)
-
-
 def extract_gz(raw: Path) -> None:
     """Decompress RAW/<file>.gz where only the .gz is there. torchvision accepts a .gz only when its MD5 is that
     of the official archive and downloads it again otherwise, e.g. for Debian's re-compressed dataset-fashion-mnist."""

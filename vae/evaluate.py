@@ -19,8 +19,9 @@ import yaml
 from tqdm.auto import tqdm
 
 from vae.config import build_config
-from vae.data import ImageSet, as_float, load_splits
+from vae.data import ImageSet, load_splits
 from vae.errors import UserError
+from vae.imaging import as_float
 from vae.io import atomic_write_text
 from vae.loss import importance_weighted_nll, negative_elbo
 from vae.model import VAE

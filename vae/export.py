@@ -10,7 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from vae.config import TrainConfig
-from vae.data import ImageSet, Splits, as_float
+from vae.data import ImageSet, Splits
 from vae.evaluate import test_metrics
 from vae.figures import (
     latent_grid,
@@ -23,6 +23,7 @@ from vae.figures import (
 )
 from vae.hub import write_model_card
 from vae.io import atomic_write_text
+from vae.latent import posterior_means
 from vae.model import VAE
 from vae.tsne import write_tsne
 
@@ -30,7 +31,7 @@ from vae.tsne import write_tsne
 @torch.no_grad()
 def set_class_statistics(model: VAE, train: ImageSet, batch_size: int = 1000) -> None:
     """Mean and standard deviation of the posterior means of each class over the training images."""
-    mu = torch.cat([model.encode(as_float(b.to(model.device)))[0] for b in train.images.split(batch_size)])  # (N, D)
+    mu = posterior_means(model, train.images, batch_size)  # (N, D)
     labels = train.labels.to(mu.device)
     for c in range(len(model.class_names)):
         members = mu[labels == c]

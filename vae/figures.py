@@ -17,8 +17,9 @@ import torch
 from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 from PIL import Image
 
-from vae.explore import class_walk, to_grid
+from vae.imaging import as_float, class_colours, to_grid
 from vae.io import atomic_write
+from vae.latent import class_walk
 from vae.model import VAE
 
 WALK_PAIRS = [(3, 7), (0, 6), (1, 4), (2, 5), (8, 9)]  # 3 → 7 first: the original tutorial's walk
@@ -40,7 +41,7 @@ def samples_grid(model: VAE, n: int = 64, seed: int = 0, temperature: float = 1.
 @torch.no_grad()
 def reconstructions_grid(model: VAE, images: torch.Tensor, scale: int = 2) -> np.ndarray:
     """Test images (uint8, N, C, H, W) in the top row, their reconstructions (posterior means) below."""
-    x = images.float().div(255).to(model.device)
+    x = as_float(images.to(model.device))
     mu, _ = model.encode(x)
     return to_grid(torch.cat([x, model.decode(mu)]), nrow=len(x), scale=scale)
 
@@ -64,19 +65,17 @@ def tsne_figure(
 ) -> plt.Figure:
     """Scatter of t-SNE coordinates coloured by class, with a legend and a few image thumbnails on top."""
     fig, ax = plt.subplots(figsize=(9, 8))
-    cmap = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
+    colours = list(class_colours(class_names).values())
     for c, name in enumerate(class_names):
         mask = labels == c
-        ax.scatter(coords[mask, 0], coords[mask, 1], s=6, color=cmap(c % cmap.N), label=name, alpha=0.7)
+        ax.scatter(coords[mask, 0], coords[mask, 1], s=6, color=colours[c], label=name, alpha=0.7)
     rng = np.random.default_rng(0)
     for c in range(len(class_names)):
         members = np.flatnonzero(labels == c)
         for i in rng.choice(members, size=min(thumbs_per_class, len(members)), replace=False):
             thumb = images[i].transpose(1, 2, 0).squeeze()
             box = OffsetImage(thumb, zoom=0.9, cmap="gray" if thumb.ndim == 2 else None)
-            ax.add_artist(
-                AnnotationBbox(box, coords[i], frameon=True, pad=0.1, bboxprops={"edgecolor": cmap(c % cmap.N)})
-            )
+            ax.add_artist(AnnotationBbox(box, coords[i], frameon=True, pad=0.1, bboxprops={"edgecolor": colours[c]}))
     ax.legend(markerscale=3, loc="center left", bbox_to_anchor=(1.0, 0.5), title="class")
     ax.set_title(f"t-SNE of the posterior means of {len(labels)} test images")
     ax.set_xticks([])

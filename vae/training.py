@@ -26,12 +26,13 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from vae.config import TrainConfig, save_config
-from vae.data import ImageSet, Splits, as_float, epoch_batches, load_splits
+from vae.data import ImageSet, Splits, epoch_batches, load_splits
 from vae.errors import Interrupted, UserError
 from vae.evaluate import as_means, elbo_sums, sum_dtype
 from vae.export import export_model
 from vae.folder import STATE_DIR, check_output_dir, clean_leftovers, discard, replace_folder, staging_dir, start_fresh
 from vae.hub import check_hub_access, push_folder
+from vae.imaging import as_float
 from vae.io import atomic_write_text
 from vae.loss import negative_elbo
 from vae.model import VAE, check_architecture

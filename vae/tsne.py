@@ -13,10 +13,11 @@ import torch
 from safetensors.torch import save_file
 from sklearn.manifold import TSNE
 
-from vae.data import ImageSet, as_float
+from vae.data import ImageSet
 from vae.errors import UserError
 from vae.figures import save_figure, tsne_figure
 from vae.io import atomic_write
+from vae.latent import posterior_means
 from vae.model import VAE
 
 TSNE_FILE, TSNE_FIGURE = "tsne.safetensors", "tsne.png"
@@ -28,7 +29,7 @@ def compute_tsne(model: VAE, test: ImageSet, samples: int, seed: int = 0) -> dic
     n = min(samples, len(test))
     index = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))[:n].sort().values
     images = test.images[index]  # (n, C, H, W) uint8
-    latents = torch.cat([model.encode(as_float(b.to(model.device)))[0].cpu() for b in images.split(1000)])  # (n, D)
+    latents = posterior_means(model, images).cpu()  # (n, D)
     perplexity = min(30.0, (n - 1) / 3)
     coords = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(latents.numpy())
     return {

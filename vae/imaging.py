@@ -1,8 +1,8 @@
-"""What the app and the figures compute from a trained model: samples, latent walks, encoding a drawing.
+"""Images in and out of the model: uint8 pixels to floats and back, grids, PNG and GIF bytes, a drawing or photo
+made MNIST-like, and the class colours every view uses.
 
-Pure functions of (model, inputs): no files, no UI. The Gradio handlers and the trainer's figures call
-these same functions, so a walk in the app is the walk in the model card. Only torch, numpy and PIL are
-imported here (no torchvision, no matplotlib), so the app starts in the time it takes to import those.
+Only numpy, torch and PIL are imported here (no torchvision, no matplotlib), so the app starts in the time it takes
+to import those.
 """
 
 from __future__ import annotations
@@ -16,109 +16,24 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vae.model import VAE
-
-START_POINTS = ("mean", "sample")
-INTERPOLATIONS = ("linear", "spherical")
-# Drawn start points use this fraction of a class's spread: at the full spread about one draw in four
-# decodes to a digit that its nearest test images say is another class; at half, about one in thirty.
-SAMPLE_SPREAD = 0.5
-
-
-def slerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Spherical interpolation (Shoemake 1985; White 2016 for VAE latents): keeps the norm typical of N(0, I)."""
-    cos = torch.nn.functional.cosine_similarity(z0, z1, dim=0).clamp(-1 + 1e-6, 1 - 1e-6)
-    omega = torch.acos(cos)
-    if omega.abs() < 1e-4:  # nearly parallel: slerp → lerp
-        return z0 + t[:, None] * (z1 - z0)
-    return (torch.sin((1 - t) * omega)[:, None] * z0 + torch.sin(t * omega)[:, None] * z1) / torch.sin(omega)
+# matplotlib's tab10 and tab20 palettes, as hex: the t-SNE figure (matplotlib) and the app's map (Gradio) colour
+# classes alike without the app importing matplotlib.
+TAB10 = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+TAB20 = [
+    "#1f77b4", "#aec7e8", "#ff7f0e", "#ffbb78", "#2ca02c", "#98df8a", "#d62728", "#ff9896", "#9467bd", "#c5b0d5",
+    "#8c564b", "#c49c94", "#e377c2", "#f7b6d2", "#7f7f7f", "#c7c7c7", "#bcbd22", "#dbdb8d", "#17becf", "#9edae5",
+]  # fmt: skip
 
 
-def interpolate(z0: torch.Tensor, z1: torch.Tensor, steps: int, mode: str = "linear") -> torch.Tensor:
-    """`steps` latents (steps, D) from z0 to z1 inclusive, along a line or a great circle."""
-    t = torch.linspace(0, 1, steps, device=z0.device)
-    if mode == "spherical":
-        return slerp(z0, z1, t)
-    return z0 + t[:, None] * (z1 - z0)  # (steps, D)
+def class_colours(class_names: list[str]) -> dict[str, str]:
+    """Class name → colour: tab10 for up to 10 classes, tab20 (repeating) beyond."""
+    palette = TAB10 if len(class_names) <= 10 else TAB20
+    return {name: palette[i % len(palette)] for i, name in enumerate(class_names)}
 
 
-def has_class_statistics(model: VAE) -> bool:
-    """Whether the trainer filled in the class means (a freshly built VAE holds zeros)."""
-    return bool(model.class_means.abs().sum() > 0)
-
-
-def typical(latents: torch.Tensor, labels: torch.Tensor, k: int = 10) -> torch.Tensor:
-    """Mask (N,) of the examples whose k nearest other latents mostly share their label: clear examples."""
-    dist = torch.cdist(latents.float(), latents.float())  # (N, N)
-    dist.fill_diagonal_(float("inf"))
-    nearest = dist.topk(min(k, len(latents) - 1), largest=False).indices  # (N, k)
-    return (labels[nearest] == labels[:, None]).float().mean(dim=1) > 0.5
-
-
-def class_latent(
-    model: VAE,
-    label: int,
-    start: str = "mean",
-    seed: int = 0,
-    bank: tuple[torch.Tensor, torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """A latent (D,) for a class: its mean over the training set, or a seeded "real-looking" one.
-
-    With a bank of real latents and their labels (the cached t-SNE's test images, filtered by `typical`)
-    the seeded one is the posterior mean of a real test image of that class; without, a draw from
-    N(mean, (SAMPLE_SPREAD * std)²).
-    """
-    mean, std = model.class_means[label], model.class_stds[label]
-    if start == "mean":
-        return mean
-    generator = torch.Generator().manual_seed(seed * 1_000 + label)
-    if bank is not None:
-        members = (bank[1] == label).nonzero()[:, 0]
-        if len(members):
-            pick = members[torch.randint(len(members), (1,), generator=generator)[0]]
-            return bank[0][pick].to(mean.device, mean.dtype)
-    return mean + SAMPLE_SPREAD * std * torch.randn(model.latent_dim, generator=generator).to(mean.device)
-
-
-@torch.no_grad()
-def walk(model: VAE, z0: torch.Tensor, z1: torch.Tensor, steps: int, mode: str = "linear") -> torch.Tensor:
-    """Decoded images (steps, C, H, W) along the path from z0 to z1."""
-    return model.decode(interpolate(z0, z1, steps, mode))
-
-
-@torch.no_grad()
-def class_walk(
-    model: VAE,
-    a: int,
-    b: int,
-    steps: int,
-    mode: str = "linear",
-    start: str = "mean",
-    seed: int = 0,
-    bank: tuple[torch.Tensor, torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """Walk from class a to class b, starting and ending at class means or at seeded samples of each class."""
-    z0, z1 = class_latent(model, a, start, seed, bank), class_latent(model, b, start, seed, bank)
-    return walk(model, z0, z1, steps, mode)
-
-
-@torch.no_grad()
-def nearest_class(model: VAE, z: torch.Tensor) -> int:
-    """Index of the class whose mean latent is closest to z (D,)."""
-    return int(torch.cdist(z[None], model.class_means).argmin())
-
-
-def place_on_map(z: torch.Tensor, latents: torch.Tensor, coords: torch.Tensor, k: int = 10) -> torch.Tensor:
-    """A point (2,) on a t-SNE map for a new latent: the medoid of the map positions of its k nearest latents.
-
-    t-SNE has no transform for new points; its neighbourhoods are what it preserves, so a point placed
-    among its nearest neighbours in latent space lands where it belongs. The medoid (the neighbour closest
-    to the others on the map) rather than the mean: when a few neighbours sit in another cluster, a mean
-    would land in the empty space between the two.
-    """
-    dist = torch.cdist(z[None].float(), latents.float())[0]  # (N,)
-    nearest = coords[dist.topk(min(k, len(dist)), largest=False).indices].float()  # (k, 2)
-    return nearest[torch.cdist(nearest, nearest).sum(dim=1).argmin()]
+def as_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images → float32 in [0, 1], on their own device."""
+    return images.float().div_(255)
 
 
 def prepare_drawing(image: np.ndarray, image_shape: tuple[int, int, int]) -> torch.Tensor:
