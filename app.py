@@ -37,11 +37,11 @@ from PIL import Image, ImageOps
 from starlette.middleware import Middleware
 
 from vae.assets import Assets, load_assets
-from vae.errors import UserError
+from vae.errors import UserError, clip
+from vae.folder import looks_local
 from vae.hub import metrics_table
 from vae.imaging import class_colours, png, prepare_drawing, to_gif, to_grid, to_uint8
 from vae.latent import INTERPOLATIONS, START_POINTS, class_latent, class_walk, nearest_class, place_on_map, walk
-from vae.model import clip, looks_local
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_CHECKPOINT = ROOT / "checkpoints" / "vae-mnist"

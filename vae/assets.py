@@ -15,17 +15,12 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from safetensors import safe_open
 
-from vae.errors import UserError, first_line
+from vae.errors import UserError, clip, first_line, json_kind, name_list, quote
+from vae.folder import is_local_folder, looks_local
 from vae.latent import has_class_statistics, typical
 from vae.model import (
     FLOAT_DTYPES,
     VAE,
-    clip,
-    is_local_folder,
-    json_kind,
-    looks_local,
-    name_list,
-    quote,
     safetensors_header,
     weights_header,
 )

@@ -10,14 +10,16 @@ leaves mid-way (a half-swapped folder, temporary files) is put right by the next
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
-from vae.errors import UserError
+from vae.errors import UserError, clip
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository, when run from a clone
 MARKER = "train_config.yaml"  # written first by every run: a folder holding it is train.py's
 STATE_DIR = "training_state"  # the resumable state, inside the folder; never uploaded
+HUB_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
 def check_output_dir(path: str) -> Path:
@@ -102,3 +104,21 @@ def start_fresh(folder: Path) -> None:
     """An empty folder for a new run: an earlier run's files (checked to be train.py's) are removed whole."""
     discard(folder)
     folder.mkdir(parents=True, exist_ok=True)
+
+
+def is_local_folder(path: str) -> bool:
+    """True for a folder here, False for a Hub repo id; a UserError for a path that looks local but is no folder."""
+    if os.path.isdir(path):
+        return True
+    if looks_local(path):
+        raise UserError(
+            f"No such checkpoint folder: {clip(path)}. Pass a folder written by train.py (it holds "
+            "config.json and model.safetensors) or a Hugging Face Hub repo id such as user/vae-mnist."
+        )
+    return False
+
+
+def looks_local(path: str) -> bool:
+    if os.path.exists(path) or path.startswith((".", "/", "~")) or not HUB_REPO_ID.match(path):
+        return True
+    return os.path.isdir(path.split("/")[0])

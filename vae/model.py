@@ -11,7 +11,6 @@ import inspect
 import itertools
 import json
 import os
-import re
 import shutil
 import struct
 from pathlib import Path
@@ -24,10 +23,10 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 
-from vae.errors import UserError
+from vae.errors import UserError, clip, json_kind, name_list, quote
+from vae.folder import is_local_folder
 
 LOGVAR_RANGE = (-30.0, 20.0)  # keeps exp(logvar) finite in fp16/bf16, as diffusers' DiagonalGaussian does
-HUB_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 REQUIRED_FILES = ("config.json", "model.safetensors")  # what save_pretrained writes and from_pretrained needs
 # The files of a train.py folder that describe its weights: save_pretrained and push_to_hub carry them along.
 TRAINED_FILES = (
@@ -74,7 +73,6 @@ MAX_CLASSES = 1_000  # class statistics are 2 x classes x latent_dim floats, and
 MAX_CLASS_NAME = 100  # characters: a class name is a menu entry and a legend label
 MAX_CONFIG_BYTES = 1_000_000  # a config.json is a few hundred bytes; a bigger file is not one
 MAX_HEADER_BYTES = 1_000_000  # a safetensors header lists a few tensors in about 1 KB; safetensors itself allows 100 MB
-MAX_ECHO = 200  # characters of a user's value quoted in a message
 REQUIRED_CONFIG = ("image_shape", "hidden_dims", "latent_dim", "class_names")  # written by every save_pretrained
 # dropout and activation may be absent: dropout does not change the weights, and folders saved before activations
 # were configurable used the default, ReLU.
@@ -366,36 +364,6 @@ class WeightsMismatch(UserError, RuntimeError):
     same mistakes before these checks ran, and callers may still catch that."""
 
 
-def clip(value, limit: int = MAX_ECHO) -> str:
-    """A user's value as quoted in a message: cut to `limit` characters, so that a huge one is not echoed whole."""
-    try:
-        text = str(value)
-    except RecursionError:  # a list nested a thousand deep, from a JSON file
-        text = f"a {type(value).__name__} nested too deep to show"
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def quote(value, limit: int = MAX_ECHO) -> str:
-    """A value read from a JSON file as a message shows it: as JSON (so that "32" is seen to be a string), cut."""
-    try:
-        return clip(json.dumps(value), limit)
-    except (RecursionError, TypeError, ValueError):
-        return clip(value, limit)
-
-
-def name_list(names, shown: int = 3, sep: str = ", ") -> str:
-    """A few of many names for a message: "a, b, c and 7 more"."""
-    names = [clip(name, 120) for name in names]
-    more = f" and {len(names) - shown} more" if len(names) > shown else ""
-    return sep.join(names[:shown]) + more
-
-
-def json_kind(value) -> str:
-    """What a value parsed from JSON is, in JSON's words."""
-    kinds = {dict: "an object", list: "a list", str: "a string", bool: "true or false", type(None): "null"}
-    return kinds.get(type(value), "a number")
-
-
 def read_config(path: str, where: str) -> dict:
     """config.json as a dict, or a UserError naming `where`; a file too big to be one is not read."""
     fix = "use the config.json that save_pretrained wrote with these weights."
@@ -516,21 +484,3 @@ def check_weights(header: dict, expected: dict[str, tuple[int, ...]], strict: bo
             f"numbers ({', '.join(FLOAT_DTYPES)}). It was not saved from this VAE: export the model again with "
             "train.py."
         )
-
-
-def is_local_folder(path: str) -> bool:
-    """True for a folder here, False for a Hub repo id; a UserError for a path that looks local but is no folder."""
-    if os.path.isdir(path):
-        return True
-    if looks_local(path):
-        raise UserError(
-            f"No such checkpoint folder: {clip(path)}. Pass a folder written by train.py (it holds "
-            "config.json and model.safetensors) or a Hugging Face Hub repo id such as user/vae-mnist."
-        )
-    return False
-
-
-def looks_local(path: str) -> bool:
-    if os.path.exists(path) or path.startswith((".", "/", "~")) or not HUB_REPO_ID.match(path):
-        return True
-    return os.path.isdir(path.split("/")[0])
