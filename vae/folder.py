@@ -1,10 +1,14 @@
-"""The output folder of a training run: a folder of its own that train.py alone writes, replaced as a whole.
+"""The model folder: the only module that knows its file names, and the one way it is written.
 
-OUTPUT_DIR holds the Hub-ready model files, the run's train_config.yaml (which marks the folder as train.py's)
-and metrics.jsonl, and training_state/. A run refuses any other folder that already holds files, and places
-such as the current folder or the home folder. The export at the end is written beside the folder and swapped
-in by renames, so the folder is always either the old run's or the new run's, never a mix; what a killed run
-leaves mid-way (a half-swapped folder, temporary files) is put right by the next run.
+A model folder is what train.py writes and the Hub holds: config.json and model.safetensors (VAE.save_pretrained),
+the model card, metrics, figures and the cached t-SNE map. A training run's OUTPUT_DIR is such a folder plus the run's
+train_config.yaml (which marks the folder as train.py's), metrics.jsonl and training_state/.
+
+Writing: a folder is never edited in place. Its next version is written whole into a sibling staging folder and
+swapped in by renames (`replace_folder`, or `updating` for a change to an existing folder), so a reader (or a kill)
+sees either the old folder or the new one, never a mix; single files outside a model folder go through
+`atomic_write`. What a killed run leaves mid-way is put right by the next run (`clean_leftovers`). A run refuses any
+other folder that already holds files, and places such as the current folder or the home folder.
 """
 
 from __future__ import annotations
@@ -17,8 +21,26 @@ from pathlib import Path
 from vae.errors import UserError, clip
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository, when run from a clone
-MARKER = "train_config.yaml"  # written first by every run: a folder holding it is train.py's
+# The files of a model folder.
+CONFIG = "config.json"  # the architecture (VAE.config), written by save_pretrained
+WEIGHTS = "model.safetensors"  # the weights and the class statistics
+CARD = "README.md"  # the model card
+METRICS = "metrics.json"  # test metrics and facts of the run
+HISTORY = "metrics.jsonl"  # one record per epoch
+TRAIN_CONFIG = "train_config.yaml"  # the run's settings; written first by every run: a folder holding it is train.py's
+MARKER = TRAIN_CONFIG
+TSNE_MAP = "tsne.safetensors"  # the t-SNE map of test latents the app shows
+TSNE_FIGURE = "tsne.png"
+SAMPLES, RECONSTRUCTIONS, LATENT_WALK = "samples.png", "reconstructions.png", "latent_walk.png"
+LATENT_GRID, LOSS_CURVE = "latent_grid.png", "loss_curve.png"
+EVAL = "eval.json"  # written by python -m vae.evaluate; never uploaded
 STATE_DIR = "training_state"  # the resumable state, inside the folder; never uploaded
+REQUIRED_FILES = (CONFIG, WEIGHTS)  # what save_pretrained writes and from_pretrained needs
+# The files that describe a folder's weights: save_pretrained and push_to_hub carry them along while the weights
+# are unchanged.
+TRAINED_FILES = (CARD, METRICS, HISTORY, TRAIN_CONFIG, SAMPLES, RECONSTRUCTIONS, LATENT_WALK, LATENT_GRID)
+TRAINED_FILES += (LOSS_CURVE, TSNE_FIGURE, TSNE_MAP)
+APP_FILES = [CONFIG, WEIGHTS, CARD, METRICS, TSNE_MAP, TSNE_FIGURE]  # what the app downloads of a Hub model
 HUB_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
