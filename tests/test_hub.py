@@ -16,6 +16,7 @@ from huggingface_hub import HfApi, ModelCard
 from huggingface_hub.utils import filter_repo_objects
 
 from vae import VAE, UserError
+from vae.architecture import ModelConfig
 from vae.config import build_config
 from vae.hub import IGNORED, check_hub_access, push_folder, write_model_card
 
@@ -207,7 +208,7 @@ def front_matter(card: str) -> dict:
 
 def test_model_card_has_hub_front_matter_and_the_test_metrics(tmp_path):
     (tmp_path / "samples.png").write_bytes(b"png")
-    write_model_card(tmp_path, build_config({"epochs": 30}), ARCHITECTURE, METRICS)
+    write_model_card(tmp_path, build_config({"epochs": 30}), ModelConfig(**ARCHITECTURE), METRICS)
     card = (tmp_path / "README.md").read_text()
     meta = front_matter(card)
     assert meta["library_name"] == "pytorch" and meta["license"] == "mit"
@@ -235,7 +236,7 @@ def test_model_card_has_hub_front_matter_and_the_test_metrics(tmp_path):
 def test_model_card_for_an_image_folder_names_no_hub_dataset_and_skips_missing_metrics(tmp_path):
     config = build_config({"dataset": "imagefolder", "data_dir": "photos"})
     metrics = {k: v for k, v in METRICS.items() if k != "test_iw_nll"}
-    write_model_card(tmp_path, config, ARCHITECTURE | {"image_shape": [3, 32, 32]}, metrics)
+    write_model_card(tmp_path, config, ModelConfig(**ARCHITECTURE | {"image_shape": [3, 32, 32]}), metrics)
     card = (tmp_path / "README.md").read_text()
     assert "datasets" not in front_matter(card)
     assert [r.metric_type for r in ModelCard.load(tmp_path / "README.md").data.eval_results] == ["negative_elbo"]

@@ -15,15 +15,11 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from safetensors import safe_open
 
+from vae.architecture import FLOAT_DTYPES, safetensors_header, weights_header
 from vae.errors import UserError, clip, first_line, json_kind, name_list, quote
 from vae.folder import is_local_folder, looks_local
 from vae.latent import has_class_statistics, typical
-from vae.model import (
-    FLOAT_DTYPES,
-    VAE,
-    safetensors_header,
-    weights_header,
-)
+from vae.model import VAE
 
 HUB_FILES = ["config.json", "model.safetensors", "README.md", "metrics.json", "tsne.safetensors", "tsne.png"]
 # Bounds on the side files, checked before they are read: they are shown or searched, never trusted.

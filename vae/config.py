@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from vae.architecture import ACTIVATIONS, ModelConfig
 from vae.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,9 +43,7 @@ class TrainConfig:
     hidden_dims: list[int] = option([512, 256], "encoder layer widths; the decoder mirrors them", min=1)
     latent_dim: int = option(32, "size of the latent z", min=1)
     dropout: float = option(0.0, "dropout after each hidden layer", min=0.0, max=0.9)
-    activation: str = option(
-        "relu", "nonlinearity after each hidden layer", choices=("relu", "elu", "silu", "gelu", "tanh")
-    )
+    activation: str = option("relu", "nonlinearity after each hidden layer", choices=tuple(ACTIVATIONS))
     # optimisation
     epochs: int = option(30, "passes over the training set", min=1)
     batch_size: int = option(128, "images per step on each process", min=1)
@@ -75,6 +74,11 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def model_config(self, image_shape: tuple[int, int, int], class_names: list[str]) -> ModelConfig:
+        """The architecture these settings ask for, for images of the data's shape and classes."""
+        fields = {"hidden_dims": self.hidden_dims, "latent_dim": self.latent_dim, "dropout": self.dropout}
+        return ModelConfig(image_shape, **fields, activation=self.activation, class_names=class_names)
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}

@@ -18,9 +18,11 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
+from vae.architecture import ModelConfig
 from vae.config import build_config
 from vae.data import ImageSet, load_splits
 from vae.errors import UserError
+from vae.folder import CONFIG
 from vae.imaging import as_float
 from vae.io import atomic_write_text
 from vae.loss import importance_weighted_nll, negative_elbo
@@ -106,7 +108,7 @@ def update_card(folder: Path, figures: dict) -> None:
     recorded = json.loads(recorded_path.read_text()) if recorded_path.is_file() else {}
     recorded = {k: v for k, v in recorded.items() if not k.startswith("test_") and k != "iw_samples"} | figures
     config = build_config(saved_settings(folder))
-    architecture = json.loads((folder / "config.json").read_text())
+    architecture = ModelConfig.from_json(str(folder / CONFIG), str(folder / CONFIG))
     atomic_write_text(recorded_path, json.dumps(recorded, indent=2) + "\n")
     write_model_card(folder, config, architecture, recorded)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from vae.architecture import ModelConfig
 from vae.config import TrainConfig
 from vae.data import ImageSet, Splits
 from vae.evaluate import test_metrics
@@ -41,7 +42,7 @@ def set_class_statistics(model: VAE, train: ImageSet, batch_size: int = 1000) ->
 
 
 def export_model(
-    architecture: dict,
+    architecture: ModelConfig,
     best_state: dict[str, torch.Tensor],
     splits: Splits,
     config: TrainConfig,
@@ -52,7 +53,7 @@ def export_model(
     """Write the Hub-ready files of the best model into `output_dir` (a new folder, which the trainer then swaps in
     for the old one as a whole); returns the metrics written to metrics.json."""
     device = torch.device(run_info["device"])
-    model = VAE(**architecture)
+    model = VAE(architecture)
     model.load_state_dict(best_state, strict=True)
     model.to(device).eval()
     steps = tqdm(total=5, desc="exporting", leave=False)

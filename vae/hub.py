@@ -14,6 +14,7 @@ from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, constan
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError, RepositoryNotFoundError
 from huggingface_hub.utils import validate_repo_id
 
+from vae.architecture import ModelConfig
 from vae.config import TrainConfig
 from vae.errors import UserError, first_line
 from vae.io import atomic_write
@@ -186,19 +187,17 @@ def card_data(dataset: str | None, name: str, metrics: dict) -> ModelCardData:
     return data
 
 
-def architecture_table(architecture: dict) -> str:
-    shape = architecture["image_shape"]
-    widths = " → ".join(str(w) for w in architecture["hidden_dims"])
-    latent = architecture["latent_dim"]
+def architecture_table(config: ModelConfig) -> str:
+    shape, widths = config.image_shape, config.hidden_dims
     return f"""Images are {"x".join(str(s) for s in shape)} (channels x height x width), pixels read as Bernoulli probabilities.
 
 | | |
 | --- | --- |
-| encoder | {shape[0] * shape[1] * shape[2]} → {widths} → 2 x {latent} (mean, log-variance) |
-| decoder | {latent} → {" → ".join(str(w) for w in reversed(architecture["hidden_dims"]))} → pixels (logits) |
-| hidden activation | {architecture.get("activation", "relu")} |
-| latent dimension | {latent} |
-| classes | {", ".join(architecture["class_names"])} |"""
+| encoder | {config.num_pixels} → {" → ".join(map(str, widths))} → 2 x {config.latent_dim} (mean, log-variance) |
+| decoder | {config.latent_dim} → {" → ".join(map(str, reversed(widths)))} → pixels (logits) |
+| hidden activation | {config.activation} |
+| latent dimension | {config.latent_dim} |
+| classes | {", ".join(config.class_names)} |"""
 
 
 USAGE = """## Use
@@ -220,7 +219,7 @@ def links(metrics: dict) -> str:
 - The importance-weighted bound: Burda, Grosse & Salakhutdinov, *Importance Weighted Autoencoders*, {IWAE_URL}"""
 
 
-def model_card(folder: Path, config: TrainConfig, architecture: dict, metrics: dict) -> ModelCard:
+def model_card(folder: Path, config: TrainConfig, architecture: ModelConfig, metrics: dict) -> ModelCard:
     """The Hub model card: front matter, the architecture, the training settings, test metrics, links, figures."""
     figures = "\n\n".join(
         f"**{caption}**\n\n![{caption}]({name})" for name, caption in FIGURES if (folder / name).exists()
@@ -256,7 +255,7 @@ per-epoch figures: `metrics.jsonl`.
     return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
 
 
-def bare_model_card(architecture: dict) -> ModelCard:
+def bare_model_card(architecture: ModelConfig) -> ModelCard:
     """The card of a model saved without a training run behind it (VAE.save_pretrained): no metrics or figures."""
     body = f"""
 # A variational autoencoder
@@ -279,7 +278,7 @@ def code_link(metrics: dict) -> str:
     return f"{name}{commit}: `train.py` wrote this folder, `app.py` shows it as a Gradio app"
 
 
-def write_model_card(folder: Path, config: TrainConfig, architecture: dict, metrics: dict) -> None:
+def write_model_card(folder: Path, config: TrainConfig, architecture: ModelConfig, metrics: dict) -> None:
     """README.md: the model card, written atomically."""
     card = model_card(Path(folder), config, architecture, metrics)
     atomic_write(Path(folder) / "README.md", lambda tmp: Path(tmp).write_text(str(card), encoding="utf-8"))

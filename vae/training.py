@@ -25,6 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from vae.architecture import check_architecture
 from vae.config import TrainConfig, save_config
 from vae.data import ImageSet, Splits, epoch_batches, load_splits
 from vae.errors import Interrupted, UserError
@@ -35,7 +36,7 @@ from vae.hub import check_hub_access, push_folder
 from vae.imaging import as_float
 from vae.io import atomic_write_text
 from vae.loss import negative_elbo
-from vae.model import VAE, check_architecture
+from vae.model import VAE
 
 STOP_CHECK_STEPS = 20  # with several processes, how often they agree on stopping after SIGINT / SIGTERM
 
@@ -228,15 +229,8 @@ def run(
     train_set = splits.train.to(device) if fits_on_device(splits.train, device) else splits.train
     val_set = splits.val.to(device) if fits_on_device(splits.val, device) else splits.val
 
-    architecture = {
-        "image_shape": list(splits.train.images.shape[1:]),
-        "hidden_dims": config.hidden_dims,
-        "latent_dim": config.latent_dim,
-        "dropout": config.dropout,
-        "activation": config.activation,
-        "class_names": splits.train.class_names,
-    }
-    model = VAE(**architecture)
+    architecture = config.model_config(tuple(splits.train.images.shape[1:]), splits.train.class_names)
+    model = VAE(architecture)
     # The fused kernel updates every tensor in one pass: ~1.3x faster training of this small MLP on a CPU.
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=device.type in ("cpu", "cuda"))
     steps_per_epoch = math.ceil((len(train_set) // accelerator.num_processes) / config.batch_size)
