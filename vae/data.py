@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from vae.config import TrainConfig
 from vae.errors import UserError
-from vae.io import atomic_write
+from vae.folder import atomic_write
 
 FASHION_CLASSES = [
     "T-shirt/top",

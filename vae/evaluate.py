@@ -22,9 +22,8 @@ from vae.architecture import ModelConfig
 from vae.config import build_config
 from vae.data import ImageSet, load_splits
 from vae.errors import UserError
-from vae.folder import CONFIG
+from vae.folder import CONFIG, atomic_write_text
 from vae.imaging import as_float
-from vae.io import atomic_write_text
 from vae.loss import importance_weighted_nll, negative_elbo
 from vae.model import VAE
 

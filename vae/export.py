@@ -22,8 +22,8 @@ from vae.figures import (
     save_figure,
     save_png,
 )
+from vae.folder import atomic_write_text
 from vae.hub import write_model_card
-from vae.io import atomic_write_text
 from vae.latent import posterior_means
 from vae.model import VAE
 from vae.tsne import write_tsne

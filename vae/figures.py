@@ -17,8 +17,8 @@ import torch
 from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 from PIL import Image
 
+from vae.folder import atomic_write
 from vae.imaging import as_float, class_colours, to_grid
-from vae.io import atomic_write
 from vae.latent import class_walk
 from vae.model import VAE
 

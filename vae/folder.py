@@ -13,9 +13,12 @@ other folder that already holds files, and places such as the current folder or 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from vae.errors import UserError, clip
@@ -69,6 +72,48 @@ def check_output_dir(path: str) -> Path:
             "its output folder as a whole. Name a new or empty folder."
         )
     return folder
+
+
+def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
+    """Call write(temp_path) for a new file beside `path`, then rename it onto `path`: no reader sees half a file.
+
+    The temporary file is created (exclusively, under a name of this process and thread) with the permissions a new
+    file gets, 0666 less the umask, before `write` fills it, so the result has them too.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp"
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666))
+    try:
+        write(str(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+@contextlib.contextmanager
+def rewriting(folder: str | Path) -> Iterator[Path]:
+    """Change files of an existing model folder as a whole: yields a staging copy of it (beside it, without its
+    training state) to write the new files into, then swaps the copy in. If the block raises, the staging copy is
+    removed and the folder stays as it was."""
+    folder = Path(folder)
+    staging = staging_dir(folder)
+    discard(staging)
+    ignore = shutil.ignore_patterns(STATE_DIR, ".*")
+    shutil.copytree(
+        folder, staging, ignore=lambda parent, names: ignore(parent, names) if parent == str(folder) else []
+    )
+    try:
+        yield staging
+    except BaseException:
+        discard(staging)
+        raise
+    replace_folder(folder, staging)
 
 
 def staging_dir(folder: Path) -> Path:

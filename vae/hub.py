@@ -17,7 +17,7 @@ from huggingface_hub.utils import validate_repo_id
 from vae.architecture import ModelConfig
 from vae.config import TrainConfig
 from vae.errors import UserError, first_line
-from vae.io import atomic_write
+from vae.folder import atomic_write
 from vae.model import CODE_URL, PAPER_URL, VAE
 
 IGNORED = ["training_state/*", "training_state/**", ".*", "**/.*", "eval.json"]  # never uploaded

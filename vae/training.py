@@ -31,10 +31,18 @@ from vae.data import ImageSet, Splits, epoch_batches, load_splits
 from vae.errors import Interrupted, UserError
 from vae.evaluate import as_means, elbo_sums, sum_dtype
 from vae.export import export_model
-from vae.folder import STATE_DIR, check_output_dir, clean_leftovers, discard, replace_folder, staging_dir, start_fresh
+from vae.folder import (
+    STATE_DIR,
+    atomic_write_text,
+    check_output_dir,
+    clean_leftovers,
+    discard,
+    replace_folder,
+    staging_dir,
+    start_fresh,
+)
 from vae.hub import check_hub_access, push_folder
 from vae.imaging import as_float
-from vae.io import atomic_write_text
 from vae.loss import negative_elbo
 from vae.model import VAE
 

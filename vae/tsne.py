@@ -16,7 +16,7 @@ from sklearn.manifold import TSNE
 from vae.data import ImageSet
 from vae.errors import UserError
 from vae.figures import save_figure, tsne_figure
-from vae.io import atomic_write
+from vae.folder import atomic_write
 from vae.latent import posterior_means
 from vae.model import VAE
 
