@@ -7,6 +7,7 @@ them, the command line sets others, and `validate` rejects anything wrong before
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import math
 import typing
@@ -17,6 +18,7 @@ import yaml
 
 from vae.architecture import ACTIVATIONS, ModelConfig
 from vae.errors import UserError
+from vae.folder import atomic_write_text
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "configs" / "mnist.yaml"
@@ -149,6 +151,18 @@ def build_config(values: dict) -> TrainConfig:
     return config
 
 
+def saved_config(path: Path) -> TrainConfig:
+    """The settings an earlier run recorded in its train_config.yaml, read leniently: keys this version does not know
+    (renamed or removed since) and values it would refuse are left at their defaults, so an old folder stays usable.
+    A missing file gives the defaults; a file that is not YAML is a UserError."""
+    kept = {}
+    for key, value in (read_yaml(path) if path.is_file() else {}).items():
+        if key in FIELDS:
+            with contextlib.suppress(UserError):
+                kept[key] = check_value(key, value)
+    return TrainConfig(**kept)
+
+
 def safe_defaults() -> dict:
     """The default YAML's values, for --help only; a broken file is reported later, by parse_config."""
     try:
@@ -193,6 +207,4 @@ def parse_config(argv: list[str] | None = None) -> TrainConfig:
 
 
 def save_config(config: TrainConfig, path: Path) -> None:
-    from vae.io import atomic_write_text
-
     atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

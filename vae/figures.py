@@ -1,19 +1,16 @@
 """Figures of a trained model: sample grids, reconstructions, latent walks, the 2-D latent grid, t-SNE.
 
-Image grids are built as uint8 arrays (crisp, exact pixels, written as PNG); plots with axes and legends
-use matplotlib's Agg backend, so nothing needs a display.
+Image grids are built as uint8 arrays (crisp, exact pixels, written as PNG); plots with axes and legends are
+matplotlib Figures drawn without pyplot: no display, no global backend to switch, nothing kept after saving.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 from PIL import Image
 
@@ -29,9 +26,8 @@ def save_png(array: np.ndarray, path: str | Path) -> None:
     atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
 
 
-def save_figure(fig: plt.Figure, path: str | Path) -> None:
+def save_figure(fig: Figure, path: str | Path) -> None:
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
-    plt.close(fig)
 
 
 def samples_grid(model: VAE, n: int = 64, seed: int = 0, temperature: float = 1.0, scale: int = 2) -> np.ndarray:
@@ -62,9 +58,10 @@ def latent_grid(model: VAE, n: int = 20, scale: int = 2) -> np.ndarray:
 
 def tsne_figure(
     coords: np.ndarray, labels: np.ndarray, class_names: list[str], images: np.ndarray, thumbs_per_class: int = 2
-) -> plt.Figure:
+) -> Figure:
     """Scatter of t-SNE coordinates coloured by class, with a legend and a few image thumbnails on top."""
-    fig, ax = plt.subplots(figsize=(9, 8))
+    fig = Figure(figsize=(9, 8))
+    ax = fig.subplots()
     colours = list(class_colours(class_names).values())
     for c, name in enumerate(class_names):
         mask = labels == c
@@ -83,10 +80,11 @@ def tsne_figure(
     return fig
 
 
-def loss_curve_figure(history: list[dict]) -> plt.Figure:
+def loss_curve_figure(history: list[dict]) -> Figure:
     """Train and validation -ELBO per epoch, with the KL part on a second panel."""
     epochs = [r["epoch"] for r in history]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+    fig = Figure(figsize=(10, 3.5))
+    left, right = fig.subplots(1, 2)
     left.plot(epochs, [r["train_loss"] for r in history], label="train")
     left.plot(epochs, [r["val_loss"] for r in history], label="validation")
     left.set(xlabel="epoch", ylabel="-ELBO (nats / image)", title="loss")

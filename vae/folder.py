@@ -97,17 +97,23 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 @contextlib.contextmanager
-def rewriting(folder: str | Path) -> Iterator[Path]:
-    """Change files of an existing model folder as a whole: yields a staging copy of it (beside it, without its
-    training state) to write the new files into, then swaps the copy in. If the block raises, the staging copy is
-    removed and the folder stays as it was."""
+def rewriting(folder: str | Path, keep: tuple[str, ...] | None = None) -> Iterator[Path]:
+    """Write the next version of a model folder as a whole: yields a staging folder beside it holding copies of the
+    folder's files named in `keep` (None: all of them, but not the training state) for the block to add to, then
+    swaps it in for the folder, training state kept. If the block raises, the staging folder is removed and the
+    folder stays as it was."""
     folder = Path(folder)
     staging = staging_dir(folder)
     discard(staging)
-    ignore = shutil.ignore_patterns(STATE_DIR, ".*")
-    shutil.copytree(
-        folder, staging, ignore=lambda parent, names: ignore(parent, names) if parent == str(folder) else []
-    )
+    if keep is None:
+        skip = shutil.ignore_patterns(STATE_DIR, ".*")
+        shutil.copytree(
+            folder, staging, ignore=lambda parent, names: skip(parent, names) if parent == str(folder) else []
+        )
+    else:
+        staging.mkdir(parents=True)
+        for name in keep:
+            shutil.copy2(folder / name, staging / name)
     try:
         yield staging
     except BaseException:

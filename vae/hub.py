@@ -7,7 +7,6 @@ Retry a failed upload with:
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, constants, get_token
@@ -16,21 +15,33 @@ from huggingface_hub.utils import validate_repo_id
 
 from vae.architecture import ModelConfig
 from vae.config import TrainConfig
-from vae.errors import UserError, first_line
-from vae.folder import atomic_write
+from vae.errors import UserError, command, first_line
+from vae.folder import (
+    CARD,
+    EVAL,
+    LATENT_GRID,
+    LATENT_WALK,
+    LOSS_CURVE,
+    RECONSTRUCTIONS,
+    SAMPLES,
+    STATE_DIR,
+    TSNE_FIGURE,
+    WEIGHTS,
+    atomic_write,
+)
 from vae.model import CODE_URL, PAPER_URL, VAE
 
-IGNORED = ["training_state/*", "training_state/**", ".*", "**/.*", "eval.json"]  # never uploaded
+IGNORED = [f"{STATE_DIR}/*", f"{STATE_DIR}/**", ".*", "**/.*", EVAL]  # never uploaded
 HUB_DATASETS = {"mnist": "ylecun/mnist", "fashion-mnist": "zalando-datasets/fashion_mnist"}
 DATASET_NAMES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
 IWAE_URL = "https://arxiv.org/abs/1509.00519"
 FIGURES = [
-    ("samples.png", "Random samples, z ~ N(0, I)"),
-    ("reconstructions.png", "Test images (top) and their reconstructions (bottom)"),
-    ("latent_walk.png", "Walks between class means in latent space (first row: 3 → 7)"),
-    ("latent_grid.png", "The 2-D latent space decoded on a grid"),
-    ("tsne.png", "t-SNE of test-set latents"),
-    ("loss_curve.png", "Training curves"),
+    (SAMPLES, "Random samples, z ~ N(0, I)"),
+    (RECONSTRUCTIONS, "Test images (top) and their reconstructions (bottom)"),
+    (LATENT_WALK, "Walks between class means in latent space (first row: 3 → 7)"),
+    (LATENT_GRID, "The 2-D latent space decoded on a grid"),
+    (TSNE_FIGURE, "t-SNE of test-set latents"),
+    (LOSS_CURVE, "Training curves"),
 ]
 # What a Hub call can raise: HfHubHTTPError for an answer the Hub refused, and the errors of the HTTP client
 # huggingface_hub uses (HfHubHTTPError's base, whose subclasses include connection errors), and OSError (offline
@@ -281,9 +292,10 @@ def code_link(metrics: dict) -> str:
 def write_model_card(folder: Path, config: TrainConfig, architecture: ModelConfig, metrics: dict) -> None:
     """README.md: the model card, written atomically."""
     card = model_card(Path(folder), config, architecture, metrics)
-    atomic_write(Path(folder) / "README.md", lambda tmp: Path(tmp).write_text(str(card), encoding="utf-8"))
+    atomic_write(Path(folder) / CARD, lambda tmp: Path(tmp).write_text(str(card), encoding="utf-8"))
 
 
+@command
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Upload a model folder written by train.py to the Hugging Face Hub.")
     parser.add_argument("--folder", required=True, type=Path)
@@ -295,15 +307,10 @@ def main(argv: list[str] | None = None) -> None:
         help="create the repo as private (--private) or public (--no-private); default: the account's default",
     )
     args = parser.parse_args(argv)
-    try:
-        if not (args.folder / "model.safetensors").is_file():
-            raise UserError(
-                f"{args.folder} holds no model.safetensors: pass the --output-dir of a finished train.py run."
-            )
-        check_hub_access(args.hub_model_id)
-        push_folder(args.folder, args.hub_model_id, args.private)
-    except UserError as err:
-        sys.exit(f"error: {err}")
+    if not (args.folder / WEIGHTS).is_file():
+        raise UserError(f"{args.folder} holds no {WEIGHTS}: pass the --output-dir of a finished train.py run.")
+    check_hub_access(args.hub_model_id)
+    push_folder(args.folder, args.hub_model_id, args.private)
 
 
 if __name__ == "__main__":

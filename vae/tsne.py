@@ -1,4 +1,4 @@
-"""The cached t-SNE map of a model's test-set latents: computed once, saved beside the model, reused by the app.
+"""The cached t-SNE map of a model's test-set latents: computed once, saved in the model folder, reused by the app.
 
 python -m vae.tsne --checkpoint checkpoints/vae-mnist [--samples 2000]
 """
@@ -6,7 +6,6 @@ python -m vae.tsne --checkpoint checkpoints/vae-mnist [--samples 2000]
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
@@ -14,13 +13,11 @@ from safetensors.torch import save_file
 from sklearn.manifold import TSNE
 
 from vae.data import ImageSet
-from vae.errors import UserError
+from vae.errors import UserError, command
 from vae.figures import save_figure, tsne_figure
-from vae.folder import atomic_write
+from vae.folder import TSNE_FIGURE, TSNE_MAP, atomic_write, rewriting
 from vae.latent import posterior_means
 from vae.model import VAE
-
-TSNE_FILE, TSNE_FIGURE = "tsne.safetensors", "tsne.png"
 
 
 @torch.no_grad()
@@ -41,14 +38,15 @@ def compute_tsne(model: VAE, test: ImageSet, samples: int, seed: int = 0) -> dic
 
 
 def write_tsne(folder: str | Path, model: VAE, test: ImageSet, samples: int, seed: int = 0) -> None:
-    """Compute the map and write tsne.safetensors and tsne.png into the model folder."""
+    """Compute the map and write its tensors and its figure into the model folder."""
     folder = Path(folder)
     tsne = compute_tsne(model, test, samples, seed)
-    atomic_write(folder / TSNE_FILE, lambda tmp: save_file({k: v.contiguous() for k, v in tsne.items()}, tmp))
+    atomic_write(folder / TSNE_MAP, lambda tmp: save_file({k: v.contiguous() for k, v in tsne.items()}, tmp))
     fig = tsne_figure(tsne["coords"].numpy(), tsne["labels"].numpy(), model.class_names, tsne["images"].numpy())
     save_figure(fig, folder / TSNE_FIGURE)
 
 
+@command
 def main(argv: list[str] | None = None) -> None:
     from vae.evaluate import checkpoint_test_set
 
@@ -60,15 +58,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.samples < 10:
         parser.error("--samples must be at least 10")
-    try:
-        if not Path(args.checkpoint).is_dir():
-            raise UserError(f"No such checkpoint folder: {args.checkpoint}. Pass a folder written by train.py.")
-        model = VAE.from_pretrained(args.checkpoint).eval()
-        test = checkpoint_test_set(args.checkpoint, args.data_dir)
-    except UserError as err:
-        sys.exit(f"error: {err}")
-    write_tsne(args.checkpoint, model, test, args.samples, args.seed)
-    print(f"wrote {Path(args.checkpoint) / TSNE_FIGURE} and {TSNE_FILE} ({min(args.samples, len(test))} test images)")
+    if not Path(args.checkpoint).is_dir():
+        raise UserError(f"No such checkpoint folder: {args.checkpoint}. Pass a folder written by train.py.")
+    model = VAE.from_pretrained(args.checkpoint).eval()
+    test = checkpoint_test_set(args.checkpoint, args.data_dir)
+    with rewriting(args.checkpoint) as staging:  # the folder changes as a whole: map and figure together
+        write_tsne(staging, model, test, args.samples, args.seed)
+    print(f"wrote {Path(args.checkpoint) / TSNE_FIGURE} and {TSNE_MAP} ({min(args.samples, len(test))} test images)")
 
 
 if __name__ == "__main__":
