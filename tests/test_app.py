@@ -28,7 +28,10 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 import app
-from vae.imaging import to_grid, upscale
+from vae import serving
+from vae.assets import Assets, load_assets
+from vae.errors import UserError
+from vae.imaging import png, to_grid, upscale
 from vae.latent import typical
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,8 +46,8 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def assets() -> app.Assets:
-    return app.load_assets(app.DEFAULT_CHECKPOINT)
+def assets() -> Assets:
+    return load_assets(app.DEFAULT_CHECKPOINT)
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +115,7 @@ def frames_of_strip(path, steps: int) -> torch.Tensor:
     )
 
 
-def looks_like(assets: app.Assets, images: torch.Tensor, k: int = 10) -> list[str]:
+def looks_like(assets: Assets, images: torch.Tensor, k: int = 10) -> list[str]:
     """The class of each image by a vote of the k test images nearest to its latent (from the t-SNE cache)."""
     with torch.no_grad():
         mu, _ = assets.model.encode(images)
@@ -121,7 +124,7 @@ def looks_like(assets: app.Assets, images: torch.Tensor, k: int = 10) -> list[st
     return [assets.class_names[i] for i in votes.tolist()]
 
 
-def clear_digits(assets: app.Assets, count: int) -> list[tuple[np.ndarray, str]]:
+def clear_digits(assets: Assets, count: int) -> list[tuple[np.ndarray, str]]:
     """The first few test digits of the t-SNE cache that their neighbours agree on (uint8 28x28, class)."""
     images = load_file(app.DEFAULT_CHECKPOINT / "tsne.safetensors")["images"]
     clear = typical(assets.tsne["latents"], assets.tsne["labels"]).nonzero()[:count, 0].tolist()
@@ -136,7 +139,7 @@ def test_every_tab_has_a_named_endpoint(client):
 def test_queue_is_bounded(assets):
     demo = app.build_demo(assets)
     assert demo._queue.max_size == app.QUEUE_SIZE
-    assert demo._queue.default_concurrency_limit == app.CONCURRENCY
+    assert demo._queue.default_concurrency_limit == serving.CONCURRENCY
 
 
 def test_all_model_work_shares_one_concurrency_budget(assets):
@@ -146,7 +149,7 @@ def test_all_model_work_shares_one_concurrency_budget(assets):
         len(fns) >= 9
     )  # sample (button and page load), walk, tsne, encode (button, upload, drawing), about, checkpoint
     assert {fn.concurrency_id for fn in fns} == {app.MODEL_WORK}
-    assert {fn.concurrency_limit for fn in fns} == {app.CONCURRENCY}
+    assert {fn.concurrency_limit for fn in fns} == {serving.CONCURRENCY}
 
 
 def test_sample_returns_a_crisp_grid_and_the_same_images(client, assets):
@@ -155,7 +158,7 @@ def test_sample_returns_a_crisp_grid_and_the_same_images(client, assets):
     images = np.stack([read(item["image"]) for item in gallery])
     assert np.array_equal(images, expected), "the gallery holds exactly the model's samples for this seed"
     grid = read(grid_path)
-    scale = app.grid_scale(10, 4, 28)
+    scale = serving.grid_scale(10, 4, 28)
     assert scale >= 2 and grid.shape == (92 * scale, 122 * scale)  # 3 rows x 4 columns of 28 + 2 padding
     assert np.array_equal(grid, upscale(to_grid(torch.from_numpy(expected)[:, None] / 255, nrow=4), scale))
 
@@ -185,7 +188,7 @@ def test_walk_from_3_to_7_starts_like_3_and_ends_like_7(client, assets):
         assert looks_like(assets, frames[[0, -1]]) == ["3", "7"]
         with Image.open(gif) as animation:
             assert animation.n_frames == 2 * 12 - 2  # forth and back
-            assert animation.size == (28 * app.GIF_SCALE, 28 * app.GIF_SCALE)
+            assert animation.size == (28 * serving.GIF_SCALE, 28 * serving.GIF_SCALE)
 
 
 @pytest.mark.parametrize(
@@ -230,11 +233,11 @@ def test_encode_an_uploaded_digit(client, assets, tmp_path):
         assert looks_like(assets, x) == [label], "the model sees the digit it was given"
         recognised += nearest == label
         you = points["data"][-1]
-        assert you[2] == app.YOU
+        assert you[2] == serving.YOU
         on_map = torch.tensor(you[:2])
         neighbours = torch.cdist(on_map[None], assets.tsne["coords"])[0].topk(5, largest=False).indices
         assert label in {assets.class_names[int(i)] for i in assets.tsne["labels"][neighbours]}, "placed among its kind"
-        assert looks_like(assets, frames_of_strip(walk_strip, app.ENCODE_WALK_STEPS)[[-1]]) == ["7"]
+        assert looks_like(assets, frames_of_strip(walk_strip, serving.ENCODE_WALK_STEPS)[[-1]]) == ["7"]
         assert "t-SNE" in note
     assert recognised >= 6, f"nearest class mean right for only {recognised} of 8 clear test digits"
 
@@ -369,7 +372,7 @@ def test_another_checkpoint_brings_its_own_classes(client, assets, broken):
     assert frames_of_strip(strip, 6).shape == (6, 1, 28, 28)
     with pytest.raises(AppError, match="Class A must be one of the classes of fashion-like: T-shirt/top"):
         client.predict("3", "7", 6, "linear", "mean", 0, "fashion-like", api_name="/walk")
-    catalog = app.Catalog(assets, {"fashion-like": broken["fashion-like"]})
+    catalog = serving.Catalog(assets, {"fashion-like": broken["fashion-like"]})
     status, class_a, class_b, target, *_ = app.select_checkpoint(catalog, "fashion-like")
     assert "fashion-like" in status
     assert class_a["choices"] == class_b["choices"] == target["choices"] == FASHION
@@ -405,13 +408,13 @@ def test_every_tab_works_wherever_the_checkpoint_lives(away_from_temp, monkeypat
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
 
-    demo = app.build_demo(app.load_assets(str(spaced)), {"relative": relative, "hub": "someone/vae-mnist"})
+    demo = app.build_demo(load_assets(str(spaced)), {"relative": relative, "hub": "someone/vae-mnist"})
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **app.LAUNCH_OPTIONS)
     try:
         client = Client(f"http://127.0.0.1:{port}", verbose=False, download_files=str(away_from_temp / "downloads"))
         digit = away_from_temp / "digit.png"
-        Image.fromarray(255 - clear_digits(app.load_assets(spaced), 1)[0][0]).resize((140, 140)).save(digit)
+        Image.fromarray(255 - clear_digits(load_assets(spaced), 1)[0][0]).resize((140, 140)).save(digit)
         figure = (app.DEFAULT_CHECKPOINT / "tsne.png").read_bytes()
         for name in ("vae mnist", "relative", "hub"):
             assert Path(client.predict(name, api_name="/tsne")[0]).read_bytes() == figure, name
@@ -428,7 +431,7 @@ def test_find_checkpoints_offers_the_folders_beside_the_default(assets, tmp_path
         (tmp_path / name).mkdir()
     for name in ("vae-mnist", "vae-fashion-mnist"):
         (tmp_path / name / "config.json").write_text("{}")
-    assert app.find_checkpoints(assets, tmp_path) == {"vae-fashion-mnist": str(tmp_path / "vae-fashion-mnist")}
+    assert serving.find_checkpoints(assets, tmp_path) == {"vae-fashion-mnist": str(tmp_path / "vae-fashion-mnist")}
 
 
 def test_a_hub_repo_id_loads_through_the_hub_cache(tmp_path, monkeypatch):
@@ -441,21 +444,21 @@ def test_a_hub_repo_id_loads_through_the_hub_cache(tmp_path, monkeypatch):
     (repo / "refs" / "main").write_text("a" * 40)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    hub = app.load_assets("someone/vae-mnist")
+    hub = load_assets("someone/vae-mnist")
     assert hub.name == "someone/vae-mnist" and hub.tsne is not None and not hub.problems
-    assert "https://huggingface.co/someone/vae-mnist" in app.about(app.Catalog(hub))
-    with pytest.raises(app.UserError, match="Could not get someone/nothing from the Hugging Face Hub"):
-        app.load_assets("someone/nothing")
+    assert "https://huggingface.co/someone/vae-mnist" in app.about(serving.Catalog(hub))
+    with pytest.raises(UserError, match="Could not get someone/nothing from the Hugging Face Hub"):
+        load_assets("someone/nothing")
 
 
 def test_load_assets_reports_what_is_missing(broken):
-    no_map = app.load_assets(broken["no-map"])
+    no_map = load_assets(broken["no-map"])
     assert no_map.tsne is None and "vae.tsne" in no_map.no_map and no_map.no_class_means is None
-    no_means = app.load_assets(broken["no-means"])
+    no_means = load_assets(broken["no-means"])
     assert no_means.no_class_means and no_means.tsne is None
     for name, message in [("corrupt", "Could not load the model"), ("missing", "No such checkpoint folder")]:
-        with pytest.raises(app.UserError, match=message):
-            app.load_assets(broken[name])
+        with pytest.raises(UserError, match=message):
+            load_assets(broken[name])
 
 
 def test_a_missing_default_checkpoint_stops_start_up_with_a_message(broken, monkeypatch):
@@ -469,7 +472,7 @@ def test_a_missing_default_checkpoint_stops_start_up_with_a_message(broken, monk
 
 
 def test_handlers_check_inputs_without_a_server(assets):
-    catalog = app.Catalog(assets)
+    catalog = serving.Catalog(assets)
     with pytest.raises(app.gr.Error, match="Temperature"):
         app.sample(catalog, 4, 0, math.nan)
     with pytest.raises(app.gr.Error, match="Temperature"):
@@ -519,17 +522,17 @@ def test_python_app_py_serves_the_default_model(tmp_path):
 def test_cache_files_rewrites_what_gradio_cleaned_up(tmp_path, monkeypatch):
     """Gradio deletes its cached files on shutdown but keeps the folders: a later identical call writes again."""
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
-    first = app.cache_files({"a.png": b"one", "b.gif": b"two"})
+    first = serving.cache_files({"a.png": b"one", "b.gif": b"two"})
     assert [Path(p).read_bytes() for p in first] == [b"one", b"two"]
     for path in first:
         Path(path).unlink()
-    assert app.cache_files({"a.png": b"one", "b.gif": b"two"}) == first
+    assert serving.cache_files({"a.png": b"one", "b.gif": b"two"}) == first
     assert all(Path(p).is_file() for p in first)
-    assert app.cache_files({"a.png": b"other", "b.gif": b"two"})[0] != first[0], "named by content"
+    assert serving.cache_files({"a.png": b"other", "b.gif": b"two"})[0] != first[0], "named by content"
 
 
 def test_png_writer_round_trips(tmp_path):
     rng = np.random.default_rng(0)
     for array in (rng.integers(0, 256, (28, 28), np.uint8), rng.integers(0, 256, (5, 7, 3), np.uint8)):
-        with Image.open(io.BytesIO(app.png(array))) as img:
+        with Image.open(io.BytesIO(png(array))) as img:
             assert np.array_equal(np.asarray(img), array)

@@ -20,6 +20,7 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
 import app
+from vae.assets import load_assets
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 CHROMIUM_FLAGS = [
@@ -46,7 +47,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def url():
-    demo = app.build_demo(app.load_assets(app.DEFAULT_CHECKPOINT))
+    demo = app.build_demo(load_assets(app.DEFAULT_CHECKPOINT))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -142,7 +143,7 @@ def test_click_through_the_tabs(url, browser, tmp_path):
     nearest = WebDriverWait(browser, TIMEOUT).until(
         lambda d: d.find_element(By.CSS_SELECTOR, "#nearest textarea, #nearest input").get_attribute("value") or False
     )
-    assert nearest in app.load_assets(app.DEFAULT_CHECKPOINT).class_names
+    assert nearest in load_assets(app.DEFAULT_CHECKPOINT).class_names
     browser.save_screenshot(str(tmp_path / "digit.png"))
 
     # About: the explanation and this model's metrics.

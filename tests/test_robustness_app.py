@@ -1,7 +1,7 @@
 """The app against what a careless or hostile caller sends, and against bad side files in a model folder.
 
-Fast tests call app.py's functions directly: metrics and cards holding anything, error messages that must
-not echo a 5 MB input back, the output store's disk budget. The slow ones start one real server
+Fast tests call the functions of app.py and vae.serving directly: metrics and cards holding anything, error
+messages that must not echo a 5 MB input back, the output store's disk budget. The slow ones start one real server
 (`python app.py` in a subprocess, with its own Gradio cache, a lowered output budget and its log in a file)
 and send it a seeded, bounded fuzz pass over every endpoint through Gradio's raw HTTP API (which, unlike
 gradio_client, can send NaN, Infinity, integers past a float's range and payloads of any shape), then a
@@ -36,6 +36,10 @@ from PIL import Image
 from test_app import bad_files, free_port
 
 import app
+from vae import serving
+from vae.assets import Assets, load_assets
+from vae.errors import UserError
+from vae.latent import INTERPOLATIONS, START_POINTS
 
 ROOT = Path(__file__).resolve().parent.parent
 HUGE = "x" * 5_000_000  # a 5 MB string: what an error message must not send back
@@ -52,8 +56,8 @@ MAX_RSS_GROWTH_MB = 150  # per test: Gradio keeps up to ~0.6 MB per session (SES
 
 
 @pytest.fixture(scope="module")
-def assets() -> app.Assets:
-    return app.load_assets(app.DEFAULT_CHECKPOINT)
+def assets() -> Assets:
+    return load_assets(app.DEFAULT_CHECKPOINT)
 
 
 JUNK_METRICS = [
@@ -77,7 +81,7 @@ def test_status_and_about_survive_any_metrics(assets, metrics):
     broken = dataclasses.replace(assets, metrics=metrics)
     line = app.status(broken)
     assert line.startswith(f"**{assets.name}**") and len(line) < 2000
-    text = app.about(app.Catalog(broken))
+    text = app.about(serving.Catalog(broken))
     assert "What is a VAE?" in text and len(text) < 100_000
     if isinstance(metrics, dict) and metrics.get("test_loss") == 93.9:
         assert "test −ELBO 93.90" in line, "a number is still shown"
@@ -85,13 +89,13 @@ def test_status_and_about_survive_any_metrics(assets, metrics):
 
 @pytest.mark.parametrize("card", [None, b"\x89PNG\r\n", 42, {"a": 1}, "# A card\n\n" + "text " * 100_000])
 def test_about_survives_any_card(assets, card):
-    text = app.about(app.Catalog(dataclasses.replace(assets, card=card)))
+    text = app.about(serving.Catalog(dataclasses.replace(assets, card=card)))
     assert "What is a VAE?" in text
 
 
 def test_about_without_a_card_shows_the_metrics_that_are_numbers(assets):
     metrics = {"test_loss": 93.93, "test_kl": "23", "iw_samples": 1000, "test_iw_nll": 90.38, "test_recon": math.nan}
-    text = app.about(app.Catalog(dataclasses.replace(assets, card="", metrics=metrics)))
+    text = app.about(serving.Catalog(dataclasses.replace(assets, card="", metrics=metrics)))
     assert "| test negative ELBO (nats / image) | 93.93 |" in text and "k=1000 | 90.38 |" in text
     assert "KL" not in text and "reconstruction" not in text
 
@@ -103,10 +107,10 @@ def test_start_up_and_checkpoint_switch_survive_bad_side_files(assets, tmp_path)
     shutil.copytree(app.DEFAULT_CHECKPOINT, folder, ignore=shutil.ignore_patterns(".*"))
     (folder / "metrics.json").write_text(json.dumps({"test_loss": "93.9", "test_kl": [1], "iw_samples": {}}))
     (folder / "README.md").write_bytes(b"---\nlicense: [\n---\n\x00\xff\xfe" + os.urandom(2000))
-    bad = app.load_assets(folder)
+    bad = load_assets(folder)
     demo = app.build_demo(bad, {"default": str(app.DEFAULT_CHECKPOINT)})
     assert demo is not None
-    status, class_a, class_b, *_ = app.select_checkpoint(app.Catalog(assets, {"bad": str(folder)}), "bad")
+    status, class_a, class_b, *_ = app.select_checkpoint(serving.Catalog(assets, {"bad": str(folder)}), "bad")
     assert "bad" in status and class_a["value"] == "3" and class_b["value"] == "7"
 
 
@@ -128,8 +132,10 @@ def test_default_pair_for_few_classes():
 def error_of(function, *args) -> str:
     try:
         function(*args)
-    except app.gr.Error as err:
+    except app.gr.Error as err:  # from a handler of app.py
         return err.message
+    except UserError as err:  # from vae.serving
+        return str(err)
     raise AssertionError(f"{function.__name__} accepted {str(args)[:100]}")
 
 
@@ -138,12 +144,12 @@ ECHOED = [HUGE, [HUGE], {"a": [HUGE] * 3}, [[[[[[[[[[[[1]]]]]]]]]]]], 10**400, -
 
 @pytest.mark.parametrize("value", ECHOED, ids=["5MB", "list", "dict", "nested", "huge-int", "-huge-int", "1e308"])
 def test_errors_cut_the_value_they_echo(assets, value):
-    catalog = app.Catalog(assets)
+    catalog = serving.Catalog(assets)
     messages = {
-        "check_int": error_of(app.check_int, value, "Steps", 2, 32),
-        "check_float": error_of(app.check_float, value, "Temperature", 0.0, 2.0),
-        "check_choice": error_of(app.check_choice, value, "Interpolation", ("linear", "spherical")),
-        "check_class": error_of(app.check_class, value, "Class A", assets),
+        "check_int": error_of(serving.check_int, value, "Steps", 2, 32),
+        "check_float": error_of(serving.check_float, value, "Temperature", 0.0, 2.0),
+        "check_choice": error_of(serving.check_choice, value, "Interpolation", ("linear", "spherical")),
+        "check_class": error_of(serving.check_class, value, "Class A", assets),
         "catalog": error_of(catalog.get, value),
         "sample": error_of(app.sample, catalog, value, 0, 1.0),
         "walk": error_of(app.latent_walk, catalog, value, "7", 4, "linear", "mean", 0),
@@ -157,7 +163,7 @@ def test_errors_cut_the_value_they_echo(assets, value):
 
 def test_image_payloads_must_be_uploads(assets):
     """A path the caller made up (a file of the server's, a device) is refused before anything opens it."""
-    catalog = app.Catalog(assets)
+    catalog = serving.Catalog(assets)
     for path in (str(app.DEFAULT_CHECKPOINT / "samples.png"), "/etc/passwd", "/dev/zero", "/proc/self/fd/0"):
         for payload in ({"path": path}, {"composite": {"path": path}}):
             assert "upload" in error_of(app.encode, catalog, payload, "7"), path
@@ -187,9 +193,9 @@ def disk_use(folder: Path, skip: set[str] = frozenset()) -> tuple[int, int]:
 def small_budget(monkeypatch, tmp_path, bytes_: int = 6 * 2**20, files: int = 1500) -> Path:
     """A store in tmp_path with small budgets, still above what the KEEP_NEWEST newest requests can hold."""
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
-    monkeypatch.setattr(app, "OUTPUT_BYTES", bytes_)
-    monkeypatch.setattr(app, "OUTPUT_FILES", files)
-    return tmp_path / app.OUTPUTS
+    monkeypatch.setattr(serving, "OUTPUT_BYTES", bytes_)
+    monkeypatch.setattr(serving, "OUTPUT_FILES", files)
+    return tmp_path / serving.OUTPUTS
 
 
 def request_files(rng: random.Random, i: int) -> dict[str, bytes]:
@@ -205,16 +211,16 @@ def test_output_store_stays_under_its_budgets(monkeypatch, tmp_path):
     history = []
     for i in range(60):
         files = request_files(rng, i)
-        paths = app.cache_files(files)
+        paths = serving.cache_files(files)
         history.append((files, paths))
         assert all(Path(p).read_bytes() == data for p, data in zip(paths, files.values(), strict=True))
         used, count = disk_use(outputs)
-        assert used <= app.OUTPUT_BYTES and count <= app.OUTPUT_FILES, f"call {i}: {used} bytes, {count} files"
-    for _, paths in history[-app.KEEP_NEWEST :]:
+        assert used <= serving.OUTPUT_BYTES and count <= serving.OUTPUT_FILES, f"call {i}: {used} bytes, {count} files"
+    for _, paths in history[-serving.KEEP_NEWEST :]:
         assert all(Path(p).is_file() for p in paths), "the newest requests' files are kept"
     files, paths = history[0]
     assert not Path(paths[0]).exists(), "the oldest were pruned"
-    assert app.cache_files(files) == paths and all(Path(p).is_file() for p in paths), "and are written again"
+    assert serving.cache_files(files) == paths and all(Path(p).is_file() for p in paths), "and are written again"
 
 
 def test_output_store_keeps_the_newest_requests_over_the_budget(monkeypatch, tmp_path):
@@ -222,15 +228,15 @@ def test_output_store_keeps_the_newest_requests_over_the_budget(monkeypatch, tmp
     on their way to the client); everything older is."""
     outputs = small_budget(monkeypatch, tmp_path, bytes_=50_000, files=10)
     rng = random.Random(1)
-    paths = [app.cache_files({f"{k}.png": rng.randbytes(5000) for k in range(20)}) for _ in range(10)]
-    assert all(Path(p).is_file() for request in paths[-app.KEEP_NEWEST :] for p in request)
-    assert not any(Path(p).exists() for request in paths[: -app.KEEP_NEWEST] for p in request)
-    assert len(list(outputs.iterdir())) == app.KEEP_NEWEST
+    paths = [serving.cache_files({f"{k}.png": rng.randbytes(5000) for k in range(20)}) for _ in range(10)]
+    assert all(Path(p).is_file() for request in paths[-serving.KEEP_NEWEST :] for p in request)
+    assert not any(Path(p).exists() for request in paths[: -serving.KEEP_NEWEST] for p in request)
+    assert len(list(outputs.iterdir())) == serving.KEEP_NEWEST
 
 
 def test_output_store_counts_what_an_earlier_run_left(monkeypatch, tmp_path):
     """Files left by a server that was killed are found at start-up and pruned like any others, oldest first."""
-    outputs = tmp_path / app.OUTPUTS
+    outputs = tmp_path / serving.OUTPUTS
     rng = random.Random(2)
     for i in range(40):
         folder = outputs / f"{i:040x}"
@@ -240,9 +246,9 @@ def test_output_store_counts_what_an_earlier_run_left(monkeypatch, tmp_path):
         os.utime(folder, (1_000_000 + i, 1_000_000 + i))
     (outputs / "stray.txt").write_text("not a request folder")
     small_budget(monkeypatch, tmp_path, files=500)
-    app.cache_files({"new.png": b"new"})
+    serving.cache_files({"new.png": b"new"})
     used, count = disk_use(outputs)
-    assert used <= app.OUTPUT_BYTES and count <= app.OUTPUT_FILES
+    assert used <= serving.OUTPUT_BYTES and count <= serving.OUTPUT_FILES
     assert (outputs / f"{39:040x}").is_dir() and not (outputs / f"{0:040x}").exists(), "the oldest went first"
 
 
@@ -255,13 +261,13 @@ def test_output_store_is_safe_across_threads(monkeypatch, tmp_path):
         rng = random.Random(seed)
         for i in range(15):
             files = request_files(rng, i)
-            paths = app.cache_files(files)
+            paths = serving.cache_files(files)
             assert Path(paths[-1]).read_bytes() == list(files.values())[-1]
 
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(work, range(4)))
     used, count = disk_use(outputs)
-    assert used <= app.OUTPUT_BYTES and count <= app.OUTPUT_FILES
+    assert used <= serving.OUTPUT_BYTES and count <= serving.OUTPUT_FILES
 
 
 def test_gradio_neither_copies_nor_tracks_the_outputs(assets, tmp_path, monkeypatch):
@@ -275,7 +281,7 @@ def test_gradio_neither_copies_nor_tracks_the_outputs(assets, tmp_path, monkeypa
         client = Client(f"http://127.0.0.1:{port}", verbose=False, download_files=False)
         grid, gallery = client.predict(16, 5, 1.0, api_name="/sample")
         strip, gif = client.predict("3", "7", 4, "linear", "mean", 0, api_name="/walk")
-        outputs = str(tmp_path / app.OUTPUTS)
+        outputs = str(tmp_path / serving.OUTPUTS)
         for item in [grid, gallery[0]["image"], strip, gif]:
             assert item["path"].startswith(outputs + os.sep), item["path"]
             assert httpx.get(item["url"], timeout=30).status_code == 200
@@ -314,7 +320,7 @@ def test_request_limit_refuses_big_bodies_but_not_uploads():
         async def send(message):
             sent.append(message)
 
-        await app.RequestLimit(inner, limit=1000)({"type": "http", "headers": headers}, receive, send)
+        await serving.RequestLimit(inner, limit=1000)({"type": "http", "headers": headers}, receive, send)
         return sent[0]["status"], seen.get("body")
 
     json_type = (b"content-type", b"application/json")
@@ -371,11 +377,12 @@ def server(tmp_path_factory) -> Server:
     folder = tmp_path_factory.mktemp("fuzzed-server")
     cache, log = folder / "gradio", folder / "server.log"
     port = free_port()
-    budget = "; ".join(f"app.{name} = {value}" for name, value in SERVER_BUDGET.items())
+    budget = "; ".join(f"vae.serving.{name} = {value}" for name, value in SERVER_BUDGET.items())
+    code = f"import sys, app, vae.serving; {budget}; app.main(sys.argv[1:])"
     env = {**os.environ, "GRADIO_TEMP_DIR": str(cache), "PYTHONUNBUFFERED": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
     with open(log, "w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-c", f"import sys, app; {budget}; app.main(sys.argv[1:])", "--port", str(port)],
+            [sys.executable, "-c", code, "--port", str(port)],
             cwd=ROOT,
             env=env,
             stdout=out,
@@ -455,14 +462,19 @@ checkpoint = lambda v: v in (None, "", "vae-mnist")  # noqa: E731  (the fuzz nev
 no_file = lambda v: False  # noqa: E731  (the good upload is never in the junk)
 
 SIGNATURES = {  # endpoint → (what each input accepts, in order); the last input is the checkpoint
-    "sample": [whole(1, app.MAX_IMAGES), whole(0, app.MAX_SEED), number(0, app.MAX_TEMPERATURE), checkpoint],
+    "sample": [
+        whole(1, serving.MAX_IMAGES),
+        whole(0, serving.MAX_SEED),
+        number(0, serving.MAX_TEMPERATURE),
+        checkpoint,
+    ],
     "walk": [
         digit_class,
         digit_class,
-        whole(*app.STEPS),
-        one_of(*app.INTERPOLATIONS),
-        one_of(*app.START_POINTS),
-        whole(0, app.MAX_SEED),
+        whole(*serving.STEPS),
+        one_of(*INTERPOLATIONS),
+        one_of(*START_POINTS),
+        whole(0, serving.MAX_SEED),
         checkpoint,
     ],
     "tsne": [checkpoint],
@@ -615,7 +627,7 @@ def run_cases(server: Server, cases: list[Case], outcomes: Counter, wrong: list[
         outcome = call(server, case.api, case.data)
         kind = "refused by Gradio" if case.gradio_may_refuse and outcome.kind == "generic" else outcome.kind
         outcomes[kind] += 1
-        if len(json.dumps({"data": case.data})) > app.MAX_REQUEST_BYTES:  # refused before Gradio reads it
+        if len(json.dumps({"data": case.data})) > serving.MAX_REQUEST_BYTES:  # refused before Gradio reads it
             expected = ("too large",)
         else:
             expected = ("complete",) if case.must_succeed else ("clear", "refused by Gradio")

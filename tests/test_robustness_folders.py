@@ -30,8 +30,9 @@ from huggingface_hub.errors import EntryNotFoundError
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from vae.assets import HUB_FILES, Assets, load_assets
+from vae.assets import Assets, load_assets
 from vae.errors import UserError
+from vae.folder import APP_FILES
 from vae.model import VAE
 
 SOURCE = Path(__file__).resolve().parent.parent / "checkpoints" / "vae-mnist"
@@ -379,7 +380,7 @@ def warm_up(tmp_path_factory):
 
 def copy_of_source(folder: Path) -> Path:
     folder.mkdir()
-    for name in HUB_FILES:
+    for name in APP_FILES:
         shutil.copy(SOURCE / name, folder / name)
     return folder
 

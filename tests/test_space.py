@@ -40,6 +40,8 @@ from test_browser import TIMEOUT, browser, loaded_image, open_tab  # noqa: F401 
 from test_training import HUB_FILES, run_train
 
 import app
+from vae import serving
+from vae.assets import load_assets
 from vae.hub import push_folder
 
 pytestmark = pytest.mark.slow
@@ -300,7 +302,7 @@ def test_every_other_endpoint_answers(client, space, pushed, tmp_path):
         client, space, handle_file(digit), "7", api_name="/encode"
     )
     assert read(model_input).shape == read(reconstruction).shape == (224, 224)
-    assert nearest in [str(d) for d in range(10)] and points["data"][-1][2] == app.YOU and walk_strip
+    assert nearest in [str(d) for d in range(10)] and points["data"][-1][2] == serving.YOU and walk_strip
     assert "t-SNE" in note
 
     canvas = np.zeros((400, 400, 4), np.uint8)  # a black 1 on a transparent sketchpad
@@ -319,7 +321,7 @@ def test_every_other_endpoint_answers(client, space, pushed, tmp_path):
 @pytest.fixture(scope="module")
 def original(pushed):
     """The app in this process on the folder train.py wrote, as `python app.py --checkpoint <folder>` serves it."""
-    demo = app.build_demo(app.load_assets(pushed.folder))
+    demo = app.build_demo(load_assets(pushed.folder))
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **app.LAUNCH_OPTIONS)
     yield f"http://127.0.0.1:{port}"

@@ -17,11 +17,10 @@ from safetensors import safe_open
 
 from vae.architecture import FLOAT_DTYPES, safetensors_header, weights_header
 from vae.errors import UserError, clip, first_line, json_kind, name_list, quote
-from vae.folder import is_local_folder, looks_local
+from vae.folder import APP_FILES, CARD, METRICS, TSNE_FIGURE, TSNE_MAP, WEIGHTS, is_local_folder, looks_local
 from vae.latent import has_class_statistics, typical
 from vae.model import VAE
 
-HUB_FILES = ["config.json", "model.safetensors", "README.md", "metrics.json", "tsne.safetensors", "tsne.png"]
 # Bounds on the side files, checked before they are read: they are shown or searched, never trusted.
 MAX_TEXT_BYTES = 1_000_000  # README.md and metrics.json: a few KB when train.py writes them
 MAX_MAP_POINTS = 10_000  # the largest test set vae.tsne embeds; the app's neighbour search needs points² distances
@@ -72,7 +71,7 @@ def checkpoint_folder(source: str) -> Path:
     from vae.hub import HUB_ERRORS
 
     try:
-        return Path(snapshot_download(source, allow_patterns=HUB_FILES))
+        return Path(snapshot_download(source, allow_patterns=APP_FILES))
     except (*HUB_ERRORS, HFValidationError) as err:  # offline and not cached, no such repo, private without a token
         raise UserError(
             f"Could not get {clip(source)} from the Hugging Face Hub ({type(err).__name__}: {first_line(err)}). "
@@ -82,7 +81,7 @@ def checkpoint_folder(source: str) -> Path:
 
 def read_model(folder: Path, source: str) -> tuple[VAE, str | None]:
     """The VAE, strictly, except that a model saved without class statistics still loads (with a problem)."""
-    weights = folder / "model.safetensors"
+    weights = folder / WEIGHTS
     keys = set(weights_header(weights, clip(source)))  # before from_pretrained: it needs to know about class_means
     missing_stats = not {"class_means", "class_stds"} <= keys
     try:
@@ -97,7 +96,7 @@ def read_model(folder: Path, source: str) -> tuple[VAE, str | None]:
     lost = [name for name in model.state_dict() if name not in keys | {"class_means", "class_stds"}]
     if lost:
         raise UserError(
-            f"Could not load the model in {clip(source)}: its model.safetensors lacks {name_list(lost)}, so it is not "
+            f"Could not load the model in {clip(source)}: its {WEIGHTS} lacks {name_list(lost)}, so it is not "
             "a complete VAE. Export the model again with train.py."
         )
     if missing_stats or not has_class_statistics(model):
@@ -110,7 +109,7 @@ def read_model(folder: Path, source: str) -> tuple[VAE, str | None]:
 
 def read_tsne(folder: Path, model: VAE, source: str) -> tuple[dict[str, torch.Tensor] | None, str | None]:
     """The cached t-SNE map (checked against the model, shapes before values), or None and the reason."""
-    path = folder / "tsne.safetensors"
+    path = folder / TSNE_MAP
     source = clip(source)
     fix = f"run `python -m vae.tsne --checkpoint {source}` to compute it again"
     if not path.is_file():
@@ -132,7 +131,7 @@ def read_tsne(folder: Path, model: VAE, source: str) -> tuple[dict[str, torch.Te
         problem = f"could not be read ({type(err).__name__}: {first_line(err)})"
     if problem:
         return None, (
-            f"The cached t-SNE map {source}/tsne.safetensors {problem}, so the map tab and placing your digit on it "
+            f"The cached t-SNE map {source}/{TSNE_MAP} {problem}, so the map tab and placing your digit on it "
             f"are off: {fix}."
         )
     return tsne, None
@@ -174,17 +173,17 @@ def map_values_problem(tsne: dict[str, torch.Tensor], model: VAE) -> str | None:
 
 def read_figure(folder: Path, source: str) -> tuple[bytes | None, str | None]:
     """tsne.png's bytes, once they have been decoded as a PNG of a sensible size; else None and the reason."""
-    path = folder / "tsne.png"
+    path = folder / TSNE_FIGURE
     source = clip(source)
     off = (
         "so the map tab shows no cached figure (the interactive map still works): run "
         f"`python -m vae.tsne --checkpoint {source}` to draw it again"
     )
     if not path.is_file():
-        return None, f"{source} has no tsne.png, {off}."
+        return None, f"{source} has no {TSNE_FIGURE}, {off}."
     size = path.stat().st_size
     if size > MAX_FIGURE_BYTES:
-        return None, f"{source}/tsne.png is {size:,} bytes, more than a figure of the map takes, {off}."
+        return None, f"{source}/{TSNE_FIGURE} is {size:,} bytes, more than a figure of the map takes, {off}."
     data = path.read_bytes()
     try:
         with Image.open(io.BytesIO(data), formats=["PNG"]) as img:  # reads the header only
@@ -194,10 +193,10 @@ def read_figure(folder: Path, source: str) -> tuple[bytes | None, str | None]:
         with Image.open(io.BytesIO(data), formats=["PNG"]) as img:  # verify() leaves an image unusable
             img.load()  # every pixel: a truncated or damaged image fails here
     except UnidentifiedImageError:  # its message names the in-memory buffer, not the file
-        return None, f"{source}/tsne.png is not a PNG image, {off}."
+        return None, f"{source}/{TSNE_FIGURE} is not a PNG image, {off}."
     except Exception as err:  # Pillow raises many types (OSError, SyntaxError, DecompressionBombError, zlib.error…)
         reason = f"{type(err).__name__}: {first_line(err)}"
-        return None, f"{source}/tsne.png is not a PNG image the app can show ({reason}), {off}."
+        return None, f"{source}/{TSNE_FIGURE} is not a PNG image the app can show ({reason}), {off}."
     return data, None
 
 
@@ -221,8 +220,8 @@ def read_text(path: Path, source: str) -> tuple[str | None, str | None]:
 def read_card(folder: Path, source: str) -> tuple[str, str | None]:
     """The model card's text, without front matter and figures (their relative links would not resolve), or ""
     and why it is not shown."""
-    text, problem = read_text(folder / "README.md", source)
-    fix = "so the About tab shows no model card: put back the README.md train.py wrote, or delete it"
+    text, problem = read_text(folder / CARD, source)
+    fix = f"so the About tab shows no model card: put back the {CARD} train.py wrote, or delete it"
     if problem:
         return "", f"{problem}, {fix}."
     if text is None:
@@ -232,7 +231,7 @@ def read_card(folder: Path, source: str) -> tuple[str, str | None]:
         if front_matter is None:
             return (
                 "",
-                f"{clip(source)}/README.md starts its front matter with --- but never ends it with another, {fix}.",
+                f"{clip(source)}/{CARD} starts its front matter with --- but never ends it with another, {fix}.",
             )
         text = text[front_matter.end() :]
     return text.split("## Figures")[0].strip(), None
@@ -240,8 +239,8 @@ def read_card(folder: Path, source: str) -> tuple[str, str | None]:
 
 def read_metrics(folder: Path, source: str) -> tuple[dict, str | None]:
     """metrics.json with its known figures checked (finite numbers): the bad ones dropped, and why."""
-    text, problem = read_text(folder / "metrics.json", source)
-    where = f"{clip(source)}/metrics.json"
+    text, problem = read_text(folder / METRICS, source)
+    where = f"{clip(source)}/{METRICS}"
     fix = f"run `python -m vae.evaluate --checkpoint {clip(source)} --update-card` to measure them again"
     if text is None:
         return {}, problem and f"{problem}, so no test metrics are shown: {fix}."

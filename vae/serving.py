@@ -1,0 +1,510 @@
+"""What the app needs as a long-running server, apart from its page: the checkpoints on offer, the checks on raw
+inputs, the work each tab asks of the model, the output files and their disk budget, and the process's limits.
+
+Everything a caller sends is checked here first, since an API caller is not held to the page's sliders: a bad value
+is a UserError whose message names the input and its bounds, and repeats the value cut short. The app turns it into
+the message its page and gradio_client show. No layout here: app.py builds the page and wires it to these functions.
+
+Two things tie this module to Gradio, each where it is needed: uploads are read from Gradio's upload folder (the only
+files a caller may name), and output files are written into Gradio's cache and registered as a static path, so that
+Gradio serves them where they are (see OutputStore).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import itertools
+import math
+import os
+import reprlib
+import shutil
+import sys
+import threading
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+import torch
+from gradio.utils import get_upload_folder
+from PIL import Image, ImageOps
+
+from vae.assets import Assets, load_assets
+from vae.errors import UserError, clip
+from vae.imaging import png, prepare_drawing, to_gif, to_grid, to_uint8
+from vae.latent import class_latent, class_walk, nearest_class, place_on_map, walk
+
+# What a caller may ask for.
+MAX_IMAGES = 256  # samples per request
+STEPS = (2, 32)  # frames in a walk
+MAX_TEMPERATURE = 2.0
+MAX_SEED = 2**32 - 1
+MAX_UPLOAD_PIXELS = 4096 * 4096  # larger images are refused before they are decoded
+WORK_SIZE = 1024  # uploads are shrunk to fit this box before centring: plenty for a 28x28 digit
+ECHO = 120  # characters of a caller's value that an error message repeats: a 5 MB class name is not sent back
+# What the tabs compute and show.
+ENCODE_WALK_STEPS = 10
+GRID_WIDTH = 720  # sample grids and walk strips are upscaled (nearest neighbour) to about this width
+GIF_SCALE = 4
+MAP_NEIGHBOURS = 10
+YOU = "your digit"  # the extra class of the point placed on the t-SNE map
+# What the server holds at once.
+CONCURRENCY = 2  # requests computed at once, over all events: one per core of a small Space
+OUTPUTS = "vae-studio"  # the app's folder in Gradio's cache: every PNG and GIF it serves, pruned to the budgets below
+OUTPUT_BYTES = 200 * 2**20  # on disk for them at most: ~180 requests of 256 samples (1.1 MB each in 4 kB blocks)
+OUTPUT_FILES = 50_000  # and at most this many files: about as many as fit in OUTPUT_BYTES at one block each
+KEEP_NEWEST = 2 * CONCURRENCY  # request folders never pruned: those in flight and as many just answered
+MAX_REQUEST_BYTES = 64 * 1024  # a request body other than an upload (the page's calls send under 2 kB)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The checkpoints on offer
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def find_checkpoints(default: Assets, folder: Path) -> dict[str, str]:
+    """Other model folders committed beside the default (e.g. Fashion-MNIST), by name; loaded when chosen."""
+    found = {}
+    for path in sorted(folder.glob("*/config.json")) if folder.is_dir() else []:
+        checkpoint = path.parent
+        if checkpoint.resolve() != Path(default.source).resolve() and checkpoint.name != default.name:
+            found[checkpoint.name] = str(checkpoint)
+    return found
+
+
+class Catalog:
+    """The checkpoints on offer, each loaded on first use and then kept (a model is a few MB)."""
+
+    def __init__(self, default: Assets, others: dict[str, str] | None = None):
+        self.default = default.name
+        self.sources = {default.name: default.source, **(others or {})}
+        self.loaded = {default.name: default}
+        self.lock = threading.Lock()
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.sources)
+
+    def get(self, name) -> Assets:
+        """The checkpoint a caller chose by name (None or "" for the default), or a UserError."""
+        if name is None or name == "":
+            name = self.default
+        if not isinstance(name, str) or name not in self.sources:
+            raise UserError(f"Unknown checkpoint {shown(name)}: choose one of {', '.join(self.sources)}.")
+        if name not in self.loaded:  # loaded ones are served without waiting for the lock
+            with self.lock:  # one load at a time, and each checkpoint once
+                if name not in self.loaded:
+                    self.loaded[name] = load_assets(self.sources[name], name)
+        return self.loaded[name]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Checking raw inputs (what an API caller sends is not limited by the page's sliders)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+SHORT_REPR = reprlib.Repr()  # a few items and levels of a list or dict: big or deeply nested input stays cheap to show
+SHORT_REPR.maxlevel, SHORT_REPR.maxstring, SHORT_REPR.maxother = 3, 40, 40
+
+
+def shown(value) -> str:
+    """A caller's value as an error message repeats it: its repr, cut to about ECHO characters."""
+    try:
+        text = repr(value[: ECHO + 1]) if isinstance(value, str) else SHORT_REPR.repr(value)
+    except Exception:  # an int past Python's 4,300-digit repr limit, and the like
+        text = f"a {type(value).__name__}"
+    return text if len(text) <= ECHO else text[: ECHO - 1] + "…"
+
+
+def check_int(value, name: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        whole = False
+    else:  # an int is compared as it is: JSON has ints past a float's range, which math.isfinite cannot take
+        whole = isinstance(value, int) or (math.isfinite(value) and value == int(value))
+    if not whole or not low <= value <= high:
+        raise UserError(f"{name} must be a whole number from {low} to {high}, got {shown(value)}.")
+    return int(value)
+
+
+def check_float(value, name: str, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:  # NaN fails too
+        raise UserError(f"{name} must be a number from {low} to {high}, got {shown(value)}.")
+    return float(value)
+
+
+def check_choice(value, name: str, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise UserError(f"{name} must be one of {', '.join(choices)}, got {shown(value)}.")
+    return value
+
+
+def check_class(value, name: str, assets: Assets) -> int:
+    """A class name of the checkpoint (or its index) → its index."""
+    names = assets.class_names
+    if isinstance(value, str) and value in names:
+        return names.index(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(names):
+        return value
+    classes = clip(", ".join(map(str, names)), 200)  # a checkpoint may have many classes
+    raise UserError(f"{name} must be one of the classes of {assets.name}: {classes}; got {shown(value)}.")
+
+
+def image_path(payload) -> str:
+    """The uploaded file in an Image payload ({"path": ...}) or a Sketchpad one ({"composite": {...}})."""
+    if isinstance(payload, dict) and "composite" in payload:
+        payload = payload.get("composite")
+    if payload is None:
+        raise UserError("No image: draw a digit on the sketchpad or upload a picture of one.")
+    path = payload.get("path") if isinstance(payload, dict) else None
+    if not isinstance(path, str) or not path:
+        raise UserError("Expected an image file (an upload), got something else.")
+    # Gradio checks that a file payload was uploaded only when it is marked as one ("meta"); an unmarked
+    # {"path": ...} reaches the handler as sent, and could name any file of the server, or a pipe that blocks.
+    # Gradio's upload folder is where every upload lands, so it is the one folder a caller may name.
+    real = Path(os.path.realpath(path))
+    if not real.is_relative_to(os.path.realpath(get_upload_folder())) or not real.is_file():
+        raise UserError("Expected an image file that was uploaded to this app; the path sent is not one.")
+    return path
+
+
+def read_image(payload) -> np.ndarray:
+    """An uploaded or drawn image → an RGB(A) uint8 array at most WORK_SIZE on a side, or a clear UserError."""
+    path = image_path(payload)
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            if width * height > MAX_UPLOAD_PIXELS:
+                raise UserError(
+                    f"The image is {width}x{height} pixels; this app takes images of up to "
+                    f"{MAX_UPLOAD_PIXELS // 1_000_000} megapixels. A digit needs far fewer: shrink it first."
+                )
+            img.draft("RGB", (WORK_SIZE, WORK_SIZE))  # JPEG: decode at a fraction of the size directly
+            img = ImageOps.exif_transpose(img)  # photos from phones
+            img.thumbnail((WORK_SIZE, WORK_SIZE))
+            has_alpha = img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
+            return np.asarray(img.convert("RGBA" if has_alpha else "RGB"))
+    except UserError:
+        raise
+    except Image.DecompressionBombError:  # a header claiming billions of pixels: PIL refuses it at open
+        raise UserError(
+            f"The image is larger than this app takes ({MAX_UPLOAD_PIXELS // 1_000_000} megapixels at most). "
+            "A digit needs far fewer: shrink it first."
+        ) from None
+    except Exception as err:  # PIL raises many kinds for files that are not images or are cut short
+        raise UserError(
+            f"That file is not an image this app can read ({type(err).__name__}). Upload a PNG, JPEG, WebP, "
+            "GIF or BMP picture of a digit."
+        ) from None
+
+
+def finite(value) -> bool:
+    """Whether a value is a finite number: metrics.json may hold strings, lists, NaN or ints past a float's range."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def numbers(metrics) -> dict[str, int | float]:
+    """The metrics that are finite numbers: the only ones the page formats."""
+    return {key: value for key, value in metrics.items() if finite(value)} if isinstance(metrics, dict) else {}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Output files: PNGs and GIFs written once into the app's folder of Gradio's cache, served from there, pruned
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class OutputStore:
+    """The app's output files on disk: one folder per distinct request under `root`, named by the hash of its
+    files, pruned least recently used first to OUTPUT_BYTES on disk and OUTPUT_FILES files, at any request rate.
+
+    Left to Gradio's delete_cache (files older than an hour, removed hourly), one client looping over /sample
+    with 256 images (257 files, 1.1 MB on disk a call) left 13 GB and 2.8 M files an hour.
+    - The index (folder → bytes, files) is kept in memory: a call costs O(1) bookkeeping besides the files it
+      writes and deletes. What an earlier run left in `root` (a killed server) is counted once, at opening.
+    - A folder is counted before its files are written and old folders are deleted before the lock is
+      released, so the disk holds at most the budgets, in whole blocks as du counts them, unless the
+      KEEP_NEWEST newest folders alone exceed them (4 x 1.1 MB at most).
+    - The KEEP_NEWEST newest folders are never pruned (the client of a request just answered has still to
+      fetch its files), nor one whose files are being written. A pruned folder asked for again is written
+      again. Pinned folders (the t-SNE figures a page links to when it is built) are counted, never pruned.
+    - `root` is one of Gradio's static paths, so Gradio serves the files where they are: it neither copies
+      them nor records their paths for delete_cache (it would keep every path it ever served: a file pruned
+      here is never found again, so its path would never be dropped).
+    """
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.lock = threading.Lock()
+        self.folders: OrderedDict[str, tuple[int, int]] = OrderedDict()  # name → (bytes, files), oldest first
+        self.pinned: dict[str, tuple[int, int]] = {}
+        self.writing: Counter[str] = Counter()  # folders whose files a call is writing now
+        self.bytes = self.files = 0
+        root.mkdir(parents=True, exist_ok=True)
+        self.block = os.statvfs(root).f_frsize if hasattr(os, "statvfs") else 4096
+        gr.set_static_paths([root])  # Gradio serves the files from here, uncopied and untracked (see above)
+        for _, used, count, name in sorted(self.earlier_folders()):  # oldest first, by modification time
+            self.count(name, used, count)
+        with self.lock:
+            self.prune()
+
+    def earlier_folders(self) -> list[tuple[float, int, int, str]]:
+        """(modified, bytes on disk, files, name) of each folder already in root."""
+        found = []
+        for entry in os.scandir(self.root):
+            if not entry.is_dir(follow_symlinks=False):
+                continue
+            used, count = self.disk_use(entry.stat(follow_symlinks=False)), 0
+            for parent, dirs, names in os.walk(entry.path):
+                for name in dirs + names:
+                    used += self.disk_use(os.lstat(os.path.join(parent, name)))
+                count += len(names)
+            found.append((entry.stat(follow_symlinks=False).st_mtime, used, count, entry.name))
+        return found
+
+    def disk_use(self, stat: os.stat_result) -> int:
+        blocks = getattr(stat, "st_blocks", None)  # 512-byte units, on POSIX
+        return blocks * 512 if blocks is not None else self.whole_blocks(stat.st_size)
+
+    def whole_blocks(self, size: int) -> int:
+        return -(-size // self.block) * self.block
+
+    def footprint(self, files: dict[str, bytes]) -> tuple[int, int]:
+        """Bytes on disk and files of a folder holding `files`: each file in whole blocks, and the folder's own
+        blocks (128 bytes an entry is generous for a name and the temporary name it is written under)."""
+        used = sum(self.whole_blocks(len(data)) for data in files.values())
+        return used + self.whole_blocks(128 * len(files)) + self.block, len(files)
+
+    def count(self, name: str, used: int, files: int) -> None:
+        self.folders[name] = (used, files)
+        self.bytes += used
+        self.files += files
+
+    def prune(self) -> None:
+        """Delete the least recently used folders while over a budget, but not the KEEP_NEWEST newest nor those
+        being written. Called under the lock; the oldest folder is nearly always the one deleted, so O(1) a folder."""
+        while self.bytes > OUTPUT_BYTES or self.files > OUTPUT_FILES:
+            prunable = itertools.islice(self.folders, max(0, len(self.folders) - KEEP_NEWEST))
+            name = next((name for name in prunable if name not in self.writing), None)
+            if name is None:
+                return
+            used, files = self.folders.pop(name)
+            shutil.rmtree(self.root / name, ignore_errors=True)
+            self.bytes -= used
+            self.files -= files
+
+    def put(self, files: dict[str, bytes], pin: bool = False) -> list[str]:
+        """Named contents → their paths, in a folder named by their hash. Each file is written beside its name
+        and renamed into place, so no reader sees half a file; one already there is not written again."""
+        digest = hashlib.sha256()
+        for name, data in files.items():
+            digest.update(name.encode() + b"\0" + data)
+        key = digest.hexdigest()[:40]
+        with self.lock:
+            if key in self.folders:
+                self.folders.move_to_end(key)
+            elif key not in self.pinned:
+                self.count(key, *self.footprint(files))
+            if pin and key in self.folders:
+                self.pinned[key] = self.folders.pop(key)
+            self.writing[key] += 1
+            self.prune()
+        try:
+            folder = self.root / key
+            folder.mkdir(parents=True, exist_ok=True)
+            paths = []
+            for name, data in files.items():
+                path = folder / name
+                if not path.is_file():
+                    writing = folder / f".{name}.{os.getpid()}-{threading.get_ident()}"
+                    writing.write_bytes(data)
+                    os.replace(writing, path)
+                paths.append(str(path))
+            os.utime(folder)  # recency on disk, for the order in which a restarted server prunes
+        finally:
+            with self.lock:
+                self.writing -= Counter({key: 1})
+        return paths
+
+
+STORES: dict[Path, OutputStore] = {}  # one per Gradio cache (GRADIO_TEMP_DIR is read when a file is written)
+STORES_LOCK = threading.Lock()
+
+
+def cache_files(files: dict[str, bytes], pin: bool = False) -> list[str]:
+    """Named contents → files in the app's folder of Gradio's cache (see OutputStore), served from there."""
+    root = Path(get_upload_folder()) / OUTPUTS  # Gradio's cache: GRADIO_TEMP_DIR, else the temp directory's gradio/
+    with STORES_LOCK:
+        if root not in STORES:
+            STORES[root] = OutputStore(root)
+    return STORES[root].put(files, pin)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The work of each tab: checked values → vae.latent / vae.imaging → files in the app's cache and values to show
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def grid_scale(images: int, nrow: int, width: int) -> int:
+    """The nearest-neighbour factor that brings a grid of `nrow` columns to about GRID_WIDTH pixels."""
+    return max(1, min(8, round(GRID_WIDTH / (min(images, nrow) * (width + 2) + 2))))
+
+
+def strip(images: torch.Tensor) -> bytes:
+    """Images (N, C, H, W) in one row, upscaled, as a PNG."""
+    return png(to_grid(images, nrow=len(images), scale=grid_scale(len(images), len(images), images.shape[-1])))
+
+
+def sample_files(assets: Assets, n: int, seed: int, temperature: float) -> tuple[str, list[str]]:
+    """n images decoded from z ~ N(0, temperature² I) → a square-ish grid and each image alone, as PNG files."""
+    images = assets.model.sample(n, seed=seed, temperature=temperature)  # (n, C, H, W)
+    nrow = math.ceil(math.sqrt(n))
+    grid = to_grid(images, nrow=nrow, scale=grid_scale(n, nrow, images.shape[-1]))
+    pixels = to_uint8(images).transpose(0, 2, 3, 1)  # (n, H, W, C)
+    singles = {f"sample-{i}.png": png(p.squeeze(-1) if p.shape[-1] == 1 else p) for i, p in enumerate(pixels)}
+    grid_path, *singles_paths = cache_files({"samples.png": png(grid), **singles})
+    return grid_path, singles_paths
+
+
+def walk_files(assets: Assets, a: int, b: int, steps: int, mode: str, start: str, seed: int) -> tuple[str, str]:
+    """The walk from class a to class b → a strip of its frames (PNG) and an animation (GIF)."""
+    if assets.no_class_means:
+        raise UserError(assets.no_class_means)
+    images = class_walk(assets.model, a, b, steps, mode, start, seed, assets.bank)  # (steps, C, H, W)
+    # Files named by class index: names such as Fashion-MNIST's "T-shirt/top" cannot be file names.
+    files = {f"walk-{a}-{b}.png": strip(images), "walk.gif": to_gif(images, scale=GIF_SCALE)}
+    strip_path, gif_path = cache_files(files)
+    return strip_path, gif_path
+
+
+def tsne_figure(assets: Assets) -> str | None:
+    """The checkpoint's cached t-SNE figure as a file in Gradio's cache. Gradio serves only files in its cache,
+    the working directory or the temp directory, and a Hub checkpoint lives in the Hugging Face cache."""
+    return cache_files({"tsne.png": assets.tsne_figure}, pin=True)[0] if assets.tsne_figure else None
+
+
+@dataclass
+class Encoded:
+    """One image as the model sees it, and what the Your digit tab shows of it."""
+
+    model_input: str  # PNG: the image made MNIST-like, upscaled
+    reconstruction: str  # PNG: decoded from its posterior mean
+    nearest: str  # the class whose mean latent is nearest; "" without class means
+    points: pd.DataFrame | None  # the t-SNE map with the image's point (class YOU); None without a map
+    walk: str | None  # PNG: the walk from it to the target class; None without class means
+    notes: str  # where it lands on the map, and what is off
+
+
+def encode_image(assets: Assets, image: np.ndarray, target: int | None) -> Encoded:
+    """An image (H, W[, C]) uint8 → its input, reconstruction, nearest class, place on the map and a walk to
+    `target` (a class index; None when the checkpoint has no class means)."""
+    model = assets.model
+    x = prepare_drawing(image, model.image_shape)  # (1, C, H, W), MNIST-style
+    if not x.any():
+        raise UserError("The image is blank: draw a digit (any colour on a plain background) or upload one.")
+    with torch.no_grad():
+        mu, _ = model.encode(x.to(model.device))  # (1, D)
+        reconstruction = model.decode(mu)
+    scale = max(1, 224 // model.image_shape[-1])
+    files = {
+        name: png(to_grid(t, nrow=1, scale=scale, padding=0))
+        for name, t in (("input.png", x), ("rec.png", reconstruction))
+    }
+    notes, nearest = [], ""
+    if assets.no_class_means is None:
+        nearest = assets.class_names[nearest_class(model, mu[0])]
+        files[f"to-{target}.png"] = strip(walk(model, mu[0], class_latent(model, target), ENCODE_WALK_STEPS))
+    else:
+        notes.append(assets.no_class_means)
+    points, note = map_with_point(assets, mu[0])
+    notes.append(note)
+    model_input, reconstruction_path, *walk_path = cache_files(files)
+    return Encoded(model_input, reconstruction_path, nearest, points, (walk_path or [None])[0], "\n\n".join(notes))
+
+
+def map_with_point(assets: Assets, z: torch.Tensor) -> tuple[pd.DataFrame | None, str]:
+    """The t-SNE map's points with one for the latent z (D,) added, as class YOU, and a note that says where it
+    is; without a map, None and why."""
+    if assets.tsne is None:
+        return None, assets.no_map
+    x, y = place_on_map(z, assets.tsne["latents"], assets.tsne["coords"], MAP_NEIGHBOURS).tolist()
+    you = pd.DataFrame({"x": [x], "y": [y], "class": [YOU]})
+    points = pd.concat([assets.map_points, you], ignore_index=True)
+    note = f"On the t-SNE map at ({x:.1f}, {y:.1f}): among its {MAP_NEIGHBOURS} nearest test images in latent space."
+    return points, note
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The server process: request sizes and process-wide settings, made only by `python app.py`
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class RequestLimit:
+    """ASGI middleware for `python app.py`: a request body over MAX_REQUEST_BYTES, other than a file upload
+    (multipart, which max_file_size bounds), is refused with 413 before Gradio reads it.
+
+    Gradio's API takes JSON of any size, and keeps each session's last inputs in memory until app.SESSIONS newer
+    sessions push them out (each raw API call is a session of its own): 25 calls with a 5 MB class name grew
+    the server by 125 MB, for good. With the limit it keeps at most SESSIONS x 64 kB of inputs.
+    """
+
+    def __init__(self, app, limit: int = MAX_REQUEST_BYTES):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        headers = dict(scope.get("headers") or [])
+        if scope["type"] != "http" or headers.get(b"content-type", b"").startswith(b"multipart/form-data"):
+            return await self.app(scope, receive, send)
+        length = headers.get(b"content-length")
+        if length is not None:  # the server reads no more than it says
+            if not length.isdigit() or int(length) > self.limit:
+                return await self.refuse(send)
+            return await self.app(scope, receive, send)
+        body = b""  # chunked, or no body: read it here, up to the limit, and hand it on
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            body += message.get("body", b"")
+            if len(body) > self.limit:
+                return await self.refuse(send)
+            if not message.get("more_body"):
+                break
+        first = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def replay():  # then the real receive: event streams watch it for the client going away
+            return first.pop() if first else await receive()
+
+        return await self.app(scope, replay, send)
+
+    async def refuse(self, send) -> None:
+        text = f"Request body too large: this app takes at most {self.limit} bytes besides uploads.".encode()
+        headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(text)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": text})
+
+
+def tune_server_process() -> None:
+    """Settings for the whole process, made only when serving (`python app.py`), not when tests import app.
+
+    - One torch thread: the model is tiny, a second intra-op thread only adds contention (64 samples take
+      80 ms instead of 3 ms on a busy 2-core machine), and the queue runs CONCURRENCY requests side by side.
+    - Two glibc malloc arenas (as MALLOC_ARENA_MAX=2 would, unless the environment sets it): glibc gives
+      every thread that allocates its own arena, and Gradio serves from a pool of up to 40 threads; under
+      load the server then grew by 30-60 MB per 200 requests, and by 2-5 MB with two arenas.
+    - matplotlib's backend named: Gradio imports matplotlib on the first request to set it, and choosing
+      one itself costs 0.5 s more.
+    """
+    torch.set_num_threads(1)
+    if "MALLOC_ARENA_MAX" not in os.environ and sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").mallopt(-8, 2)  # -8 is M_ARENA_MAX in glibc's malloc.h
+        except (OSError, AttributeError):  # not glibc: nothing to cap
+            pass
+    os.environ.setdefault("MPLBACKEND", "Agg")
