@@ -10,7 +10,7 @@ import signal
 import sys
 
 from vae.config import parse_config
-from vae.errors import Interrupted, UserError
+from vae.errors import Interrupted, UserError, command
 
 
 def resume_command(argv: list[str]) -> str:
@@ -18,6 +18,7 @@ def resume_command(argv: list[str]) -> str:
     return shlex.join(["python", "train.py", *args])
 
 
+@command
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     try:
@@ -31,8 +32,6 @@ def main(argv: list[str] | None = None) -> None:
             ) from None
 
         train(config)
-    except UserError as err:
-        sys.exit(f"error: {err}")
     except Interrupted as stop:  # SIGINT / SIGTERM: stopped at a step boundary, temporary files removed
         saved = f"epoch {stop.resume_epoch}" if stop.resume_epoch else "no epoch yet"
         print(

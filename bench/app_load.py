@@ -1,6 +1,6 @@
 """The launched app under load, in two wirings of its queue: 20 gradio_client clients at once, 10 mixed calls each.
 
-python bench/app_load.py [--clients 20] [--calls 10] [--rounds 4] [--checkpoint checkpoints/vae-mnist]
+python -m bench.app_load [--clients 20] [--calls 10] [--rounds 4] [--checkpoint checkpoints/vae-mnist]
 
 Two servers of the same app run side by side on two ports, and take the same load in turn:
 - one group (`python app.py`, the app as it ships): every event joins the concurrency group app.MODEL_WORK,
@@ -33,7 +33,6 @@ import os
 import random
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -44,8 +43,7 @@ from gradio_client import Client, handle_file
 from PIL import Image
 from safetensors.torch import load_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from app_startup import RESULTS, ROOT, free_port, start_app, stop, wait_ready  # noqa: E402
+from bench.app_startup import RESULTS, ROOT, free_port, start_app, stop, wait_ready
 
 KINDS = ("sample", "walk", "encode")
 VARIANTS = {  # name → (how it is started: start_app's `program`, what it is)

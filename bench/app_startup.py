@@ -1,6 +1,6 @@
 """How fast the app is ready, and what /sample and /walk cost on the server.
 
-python bench/app_startup.py [--runs 3] [--calls 30] [--checkpoint checkpoints/vae-mnist]
+python -m bench.app_startup [--runs 3] [--calls 30] [--checkpoint checkpoints/vae-mnist]
 
 1. Ready: `python app.py` started as a subprocess → its first successful /sample response (64 images),
    the median of --runs fresh starts. Target on a 2-core machine: 8 s.

@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
+from vae.config import DEFAULT_CONFIG, TrainConfig, parse_config, read_yaml
+from vae.folder import HISTORY
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "bench" / "results"
-if str(ROOT) not in sys.path:  # `python bench/x.py` puts bench/ on the path, not the repository root
-    sys.path.insert(0, str(ROOT))
-
-from vae.config import DEFAULT_CONFIG, TrainConfig, parse_config, read_yaml  # noqa: E402
 
 
 def bench_parser(name: str, doc: str) -> argparse.ArgumentParser:
@@ -57,42 +54,17 @@ def our_config(overrides: dict) -> TrainConfig:
     return parse_config(argv)
 
 
-class TimedBatches(list):
-    """An epoch's list of index batches that clocks its own iteration: from taking the first batch to the
-    loop asking for one more after the last, i.e. exactly the trainer's training loop."""
-
-    def __init__(self, batches: list, log: list[dict]):
-        super().__init__(batches)
-        self.log, self.images = log, sum(len(index) for index in batches)
-
-    def __iter__(self):
-        wall, cpu = time.perf_counter(), time.process_time()
-        yield from super().__iter__()
-        self.log.append({"images": self.images, "wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu})
-
-
-@contextlib.contextmanager
-def clock_training_loop():
-    """Record wall and CPU seconds of every epoch's training loop of `vae.training.train`, without editing it.
-
-    The trainer loops over `epoch_batches(...)`; this hands it `TimedBatches` instead. CPU seconds (all threads
-    of this process) are far less disturbed than wall seconds by other processes on a shared machine.
-    Yields the list the epochs are appended to; it stays empty if the trainer stops calling epoch_batches.
-    """
-    import vae.training
-
-    original, log = vae.training.epoch_batches, []
-    vae.training.epoch_batches = lambda *args, **kwargs: TimedBatches(original(*args, **kwargs), log)
-    try:
-        yield log
-    finally:
-        vae.training.epoch_batches = original
-
-
 def read_history(output_dir: str | Path) -> list[dict]:
     """The per-epoch records the trainer wrote to OUTPUT_DIR/metrics.jsonl."""
-    lines = (Path(output_dir) / "metrics.jsonl").read_text().splitlines()
+    lines = (Path(output_dir) / HISTORY).read_text().splitlines()
     return [json.loads(line) for line in lines if line.strip()]
+
+
+def images_per_cpu_second(record: dict) -> float:
+    """Training images per CPU second of an epoch's training loop (this process's CPU clock, all its threads), from
+    the trainer's record: CPU seconds are far less disturbed than wall seconds by other processes on a shared
+    machine. The images are those the wall-clock figures count: images_per_sec x epoch_seconds."""
+    return record["images_per_sec"] * record["epoch_seconds"] / record["epoch_cpu_seconds"]
 
 
 def median(values: list[float]) -> float:

@@ -1,7 +1,7 @@
 """How close our trainer comes to this machine's limit: its FLOP/s against plain matrix multiplies.
 
-python bench/flops.py --data-dir ../shared/data               # 2 epochs of the default recipe
-python bench/flops.py --data-dir ../shared/data --epochs 1 --threads 1
+python -m bench.flops --data-dir ../shared/data               # 2 epochs of the default recipe
+python -m bench.flops --data-dir ../shared/data --epochs 1 --threads 1
 
 The default recipe (configs/mnist.yaml: hidden_dims, latent_dim, batch_size) trains through
 `vae.training.train`; its images per second (the trainer's own clock over the training loop, from
@@ -15,8 +15,8 @@ Biases, activations, the loss and Adam add work but no FLOPs counted here: they 
 The limit: the same GEMMs (same shapes, same transposes as nn.Linear) with torch.addmm / torch.mm into
 preallocated tensors, back to back, timed before the first epoch and after every epoch (from the trainer's
 `on_epoch_end` hook), so each epoch is compared with the GEMM speed measured on either side of it.
-Both are also timed by the CPU clock (this process's CPU seconds), which other processes on a shared
-machine disturb less; `--threads 1` keeps OpenMP threads from waiting on each other there.
+Both are also timed by the CPU clock (this process's CPU seconds; ours by the trainer, `epoch_cpu_seconds` in
+metrics.jsonl), which other processes on a shared machine disturb less; `--threads 1` keeps OpenMP threads from waiting on each other there.
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ import tempfile
 import time
 
 import torch
-from common import (
+
+from bench.common import (
     bench_parser,
-    clock_training_loop,
+    images_per_cpu_second,
     median,
     our_config,
     print_table,
@@ -38,7 +39,6 @@ from common import (
     start,
     write_results,
 )
-
 from vae.config import TrainConfig
 
 TARGET = 0.7  # our FLOP/s as a fraction of the plain GEMMs'
@@ -142,29 +142,26 @@ def main(argv: list[str] | None = None) -> dict:
         from vae.training import train
 
         measure_gemm()
-        with clock_training_loop() as loops:
-            train(config, on_epoch_end=measure_gemm)
+        train(config, on_epoch_end=measure_gemm)
         history = read_history(output_dir)
     finally:
         shutil.rmtree(output_dir, ignore_errors=True)
 
     epochs, rows = [], []
-    for k, (record, before, after) in enumerate(zip(history, gemm_flops[:-1], gemm_flops[1:], strict=True)):
+    for record, before, after in zip(history, gemm_flops[:-1], gemm_flops[1:], strict=True):
         ours, limit = record["images_per_sec"] * per_image, (before[0] + after[0]) / 2
+        # the same per CPU second: less disturbed by other processes
+        ours_cpu, limit_cpu = images_per_cpu_second(record) * per_image, (before[1] + after[1]) / 2
         epoch = {
             "epoch": record["epoch"],
             "images_per_sec": record["images_per_sec"],
             "ours_gflops": round(ours / 1e9, 2),
             "gemm_gflops": round(limit / 1e9, 2),
             "ratio": round(ours / limit, 3),
+            "ours_gflops_per_cpu_sec": round(ours_cpu / 1e9, 2),
+            "gemm_gflops_per_cpu_sec": round(limit_cpu / 1e9, 2),
+            "cpu_ratio": round(ours_cpu / limit_cpu, 3),
         }
-        if len(loops) == len(history):  # the same per CPU second: less disturbed by other processes
-            ours_cpu, limit_cpu = loops[k]["images"] / loops[k]["cpu"] * per_image, (before[1] + after[1]) / 2
-            epoch.update(
-                ours_gflops_per_cpu_sec=round(ours_cpu / 1e9, 2),
-                gemm_gflops_per_cpu_sec=round(limit_cpu / 1e9, 2),
-                cpu_ratio=round(ours_cpu / limit_cpu, 3),
-            )
         epochs.append(epoch)
         rows.append([record["epoch"], *(epoch.get(key, float("nan")) for key in COLUMNS)])
     summary = {key: round(median([e[key] for e in epochs]), 3) for key in COLUMNS if key in epochs[0]}
@@ -182,7 +179,7 @@ def main(argv: list[str] | None = None) -> dict:
     if "cpu_ratio" in summary:
         print(f"ours / plain GEMMs, per CPU-second: {summary['cpu_ratio']:.2f} (less disturbed by other processes)")
     results = {
-        "timed": "our training loop (metrics.jsonl; CPU clock around it) vs the same forward+backward GEMMs alone "
+        "timed": "our training loop (metrics.jsonl: epoch_seconds, epoch_cpu_seconds) vs the same forward+backward GEMMs alone "
         "(see bench/flops.py)",
         "threads": torch.get_num_threads(),
         "layers": [{"in": i, "out": o, "grad_input": g} for i, o, g in shapes],

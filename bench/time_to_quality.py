@@ -1,7 +1,7 @@
 """Time to quality: wall time until the default recipe's test negative ELBO first reaches 100 nats.
 
-python bench/time_to_quality.py --data-dir ../shared/data
-python bench/time_to_quality.py --data-dir ../shared/data --threads 1 --max-seconds 600 --no-reference
+python -m bench.time_to_quality --data-dir ../shared/data
+python -m bench.time_to_quality --data-dir ../shared/data --threads 1 --max-seconds 600 --no-reference
 
 Ours: the default config (configs/mnist.yaml, whatever it holds when run) on the CPU through
 `vae.training.train`. The clock starts when `train` is called (data loading, setup, validation and the
@@ -30,11 +30,11 @@ import time
 
 import psutil
 import torch
-from common import bench_parser, clock_training_loop, our_config, print_table, start, write_results
-from reference import make_loaders, make_model, test_loss, train_epoch
 
-from vae.data import load_splits
-from vae.evaluate import as_means, elbo_sums
+from bench.common import bench_parser, our_config, print_table, read_history, start, write_results
+from bench.reference import make_loaders, make_model, test_loss, train_epoch
+from vae.data import DataSettings, load_splits
+from vae.evaluate import elbo_sums
 
 THRESHOLD = 100.0  # nats: test negative ELBO to reach
 TARGET_SECONDS = 120.0
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> tuple[list[dict], Reference | None, dict]:
     output_dir = tempfile.mkdtemp(prefix="bench-ttq-")
     overrides = {"data_dir": args.data_dir, "output_dir": output_dir, "cpu": True, "iw_samples": 0, "tsne_samples": 10}
     config = our_config(overrides)
-    test_images = load_splits(config).test.images  # loaded before the clock starts; the trainer loads its own
+    test_images = load_splits(DataSettings.of(config)).test.images  # before the clock starts; the trainer loads its own
     reference = Reference(args.data_dir) if args.reference else None
     from vae.training import train
 
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> tuple[list[dict], Reference | None, dict]:
         since_process = time.time() - process_start - excluded
         was_training = model.training
         model.eval()
-        loss = as_means(elbo_sums(model, test_images, config.eval_batch_size))["loss"]
+        loss = elbo_sums(model, test_images, config.eval_batch_size).as_means()["loss"]
         model.train(was_training)
         epochs.append(
             {
@@ -115,8 +115,8 @@ def run(args: argparse.Namespace) -> tuple[list[dict], Reference | None, dict]:
                 "test_loss": round(loss, 3),
             }
         )
-        if len(loops) == epoch:  # of which the training loop itself (the rest: setup, validation, checkpoints)
-            epochs[-1]["train_loop_seconds"] = round(loops[-1]["wall"], 2)
+        # of which the training loop itself (the rest: setup, validation, checkpoints), as the trainer recorded it
+        epochs[-1]["train_loop_seconds"] = round(read_history(output_dir)[-1]["epoch_seconds"], 2)
         print(f"  ours epoch {epoch}: {seconds:.1f}s ({cpu_seconds:.1f} CPU-s)  test -ELBO {loss:.2f}")
         if reference is not None:
             reference.catch_up(seconds)
@@ -128,8 +128,7 @@ def run(args: argparse.Namespace) -> tuple[list[dict], Reference | None, dict]:
 
     start, cpu_start = time.perf_counter(), time.process_time()
     try:
-        with clock_training_loop() as loops:
-            train(config, on_epoch_end=on_epoch_end)
+        train(config, on_epoch_end=on_epoch_end)
     except StopTraining:
         pass
     finally:

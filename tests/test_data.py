@@ -3,6 +3,7 @@ errors for every way the data can be missing, and the index batches each process
 
 from __future__ import annotations
 
+import ast
 import shutil
 import urllib.request
 import warnings
@@ -17,14 +18,14 @@ from torchvision import datasets
 
 from vae import UserError
 from vae.config import build_config
-from vae.data import FASHION_CLASSES, RAW_FILES, epoch_batches, load_splits
+from vae.data import FASHION_CLASSES, RAW_FILES, DataSettings, epoch_batches, load_splits
 from vae.imaging import as_float
 
 SLICE = Path(__file__).resolve().parent / "data" / "mnist-slice"  # the committed .gz files behind mnist_dir
 
 
 def load(data_dir: Path, **settings):
-    return load_splits(build_config({"data_dir": str(data_dir), **settings}))
+    return load_splits(DataSettings.of(build_config({"data_dir": str(data_dir), **settings})))
 
 
 def rows(images: torch.Tensor) -> Counter:
@@ -226,6 +227,21 @@ def test_a_folder_without_class_subfolders_of_images_is_a_clear_error(tmp_path, 
 def test_a_missing_image_folder_is_a_clear_error(tmp_path):
     with pytest.raises(UserError, match="Image folder not found: .*nope.*--data-dir"):
         load(tmp_path / "nope", dataset="imagefolder")
+
+
+def test_data_settings_are_the_runs_and_load_without_a_training_config(mnist_dir):
+    """vae.data reads explicit data settings: a run's (DataSettings.of) or any others, never a TrainConfig."""
+    config = build_config({"data_dir": str(mnist_dir), "val_size": 150, "seed": 4, "max_train_samples": 500})
+    settings = DataSettings.of(config)
+    assert settings == DataSettings("mnist", str(mnist_dir), 28, 1, 150, 0.1, 4, 500)
+    assert settings.image_shape == (1, 28, 28)
+    colour = DataSettings.of(build_config({"dataset": "imagefolder", "image_size": 32, "channels": 3}))
+    assert colour.image_shape == (3, 32, 32)
+    splits = load_splits(settings)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (500, 150, 300)
+    tree = ast.parse((Path(__file__).resolve().parent.parent / "vae" / "data.py").read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert "vae.config" not in imported
 
 
 # -- batches -------------------------------------------------------------------------------------------

@@ -10,9 +10,9 @@ import torch
 
 from vae import VAE
 from vae.config import build_config
-from vae.data import load_splits
+from vae.data import DataSettings, load_splits
 from vae.imaging import as_float
-from vae.loss import importance_weighted_nll, negative_elbo
+from vae.loss import ELBOTotals, importance_weighted_nll, negative_elbo
 
 LOGITS = [[2.0, -1.0, 0.5], [-3.0, 0.0, 4.0]]
 PIXELS = [[1.0, 0.0, 0.25], [0.0, 1.0, 0.75]]  # grayscale values in [0, 1] are Bernoulli means
@@ -75,14 +75,14 @@ def one_thread():
 @pytest.fixture(scope="module")
 def digits(mnist_dir) -> torch.Tensor:
     """Sixteen real test digits as floats in [0, 1], (16, 1, 28, 28)."""
-    splits = load_splits(build_config({"data_dir": str(mnist_dir), "val_size": 100}))
+    splits = load_splits(DataSettings.of(build_config({"data_dir": str(mnist_dir), "val_size": 100})))
     return as_float(splits.test.images[:16])
 
 
 @pytest.fixture(scope="module")
 def trained(mnist_dir) -> VAE:
     """A small VAE trained for a few seconds on the 1,200-digit slice: its posterior is far from the prior."""
-    splits = load_splits(build_config({"data_dir": str(mnist_dir), "val_size": 100}))
+    splits = load_splits(DataSettings.of(build_config({"data_dir": str(mnist_dir), "val_size": 100})))
     images = as_float(splits.train.images)
     torch.manual_seed(0)
     model = VAE(hidden_dims=(64,), latent_dim=4)
@@ -167,3 +167,26 @@ def test_importance_weighted_nll_is_fixed_by_the_generator_seed(trained, digits)
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
     assert torch.allclose(a, c, rtol=0.05)  # a different draw of the same estimate
+
+
+def test_elbo_totals_sum_the_parts_of_batches_and_give_the_means_per_image(trained, digits):
+    """The trainer and the evaluation add up batches with ELBOTotals: summing in two batches is summing in one, the
+    loss counted is recon + KL whatever the KL weight, and the fields are named where they are kept."""
+    with torch.no_grad():
+        out = trained(digits, generator=torch.Generator().manual_seed(0))
+    whole = ELBOTotals.zeros(torch.device("cpu"))
+    whole.add(negative_elbo(out.logits, digits, out.mu, out.logvar))
+    halves = ELBOTotals.zeros(torch.device("cpu"))
+    for rows in (slice(0, 5), slice(5, 16)):
+        halves.add(negative_elbo(out.logits[rows], digits[rows], out.mu[rows], out.logvar[rows], kl_weight=0.1))
+    assert ELBOTotals.FIELDS == ("loss", "recon", "kl", "images") and whole.sums.dtype == torch.float64
+    assert whole.images == halves.images == 16
+    assert torch.allclose(whole.sums, halves.sums, rtol=1e-6)
+    means = whole.as_means()
+    parts = negative_elbo(out.logits, digits, out.mu, out.logvar)
+    assert means.keys() == {"loss", "recon", "kl"}
+    assert means["loss"] == pytest.approx(parts.loss.mean().item(), rel=1e-5)
+    assert means["recon"] == pytest.approx(parts.recon.mean().item(), rel=1e-5)
+    assert means["kl"] == pytest.approx(parts.kl.mean().item(), rel=1e-5)
+    reduced = ELBOTotals(whole.sums + halves.sums)  # what an all-reduce over two processes adds up
+    assert reduced.images == 32 and reduced.as_means() == pytest.approx(means)

@@ -20,7 +20,7 @@ import pytest
 
 from vae import UserError
 from vae.config import build_config
-from vae.data import load_splits
+from vae.data import DataSettings, load_splits
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES, LABELS = "train-images-idx3-ubyte", "train-labels-idx1-ubyte"  # the slice: 1,200 training digits
@@ -51,7 +51,7 @@ def with_header(data: bytes, *fields: int) -> bytes:
 
 def load_error(root: Path) -> str:
     with pytest.raises(UserError) as err:
-        load_splits(build_config({"data_dir": str(root), "val_size": 200}))
+        load_splits(DataSettings.of(build_config({"data_dir": str(root), "val_size": 200})))
     message = str(err.value)
     assert "missing" not in message and "downloading" not in message  # the file is there: do not say otherwise
     return message

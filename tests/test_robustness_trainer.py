@@ -325,3 +325,60 @@ def test_train_py_with_only_the_apps_packages_says_what_to_install(tmp_path):
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
     assert_refused(result, "requirements-train.txt")
     assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# --resume with another architecture (redesign issue: the model was built from the new command line before the
+# state was loaded: a size-mismatch traceback, or an ELU-trained model exported as ReLU)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def folder_state(folder: Path) -> dict[str, bytes]:
+    """Every file under FOLDER with its bytes, to see that a refused run changed nothing there."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def elu_run(mnist_dir, tmp_path) -> Path:
+    """A finished 1-epoch run (ELU, latent_dim 2, hidden_dims 64) whose checkpoint --resume can continue."""
+    out = tmp_path / "vae"
+    run_train(mnist_dir, out, "--epochs", "1", "--cpu", "--activation", "elu")
+    return out
+
+
+def assert_resume_refused(mnist_dir: Path, out: Path, *args: str, words: tuple[str, ...]) -> None:
+    before = folder_state(out)
+    result = run_train(mnist_dir, out, "--epochs", "2", "--cpu", *args, "--resume", check=False)
+    assert_refused(result, *words, "--resume", "--output-dir")
+    assert "epoch 2/2" not in result.stdout + result.stderr, "refused before any training"
+    assert folder_state(out) == before, "the refused run changed the output folder"
+
+
+@pytest.mark.slow
+def test_resume_with_another_latent_dim_or_activation_is_refused_naming_each_flag(mnist_dir, elu_run):
+    words = ("--latent-dim 16 vs the checkpoint's 2", "--activation relu vs the checkpoint's elu")
+    assert_resume_refused(mnist_dir, elu_run, "--latent-dim", "16", "--activation", "relu", words=words)
+    assert_resume_refused(
+        mnist_dir, elu_run, "--activation", "relu", words=("--activation relu vs the checkpoint's elu",)
+    )
+    assert_resume_refused(
+        mnist_dir, elu_run, "--hidden-dims", "32", "16", words=("--hidden-dims 32 16 vs the checkpoint's 64",)
+    )
+
+    result = run_train(mnist_dir, elu_run, "--epochs", "2", "--cpu", "--activation", "elu", "--resume")
+    assert "resumed from" in result.stdout + result.stderr
+    assert json.loads((elu_run / "config.json").read_text())["activation"] == "elu"
+
+
+@pytest.mark.slow
+def test_resume_from_a_checkpoint_without_its_architecture_reads_the_earlier_runs_settings(mnist_dir, elu_run):
+    """A checkpoint written before checkpoints recorded their architecture: the earlier run's train_config.yaml (read
+    before the new run replaces it) and the shapes of best_model.safetensors say what it was."""
+    for checkpoint in (elu_run / "training_state").iterdir():
+        (checkpoint / "config.json").unlink(missing_ok=True)
+    words = ("--latent-dim 16 vs the checkpoint's 2", "--activation relu vs the checkpoint's elu")
+    assert_resume_refused(mnist_dir, elu_run, "--latent-dim", "16", "--activation", "relu", words=words)
+
+    result = run_train(mnist_dir, elu_run, "--epochs", "2", "--cpu", "--activation", "elu", "--resume")
+    assert "resumed from" in result.stdout + result.stderr
+    assert json.loads((elu_run / "config.json").read_text())["activation"] == "elu"

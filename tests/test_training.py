@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 from vae import VAE
 from vae.config import build_config
 from vae.data import RAW_FILES
+from vae.evaluate import checkpoint_test_set
 from vae.training import train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,7 +122,7 @@ def test_killed_run_resumes_to_the_same_weights(trained, mnist_dir, tmp_path):
     assert "resumed from" in result.stdout + result.stderr
     assert_same_weights(trained, out)
     lines = lambda folder: [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
-    drop = ("epoch_seconds", "images_per_sec")
+    drop = ("epoch_seconds", "epoch_cpu_seconds", "images_per_sec")  # timings
     assert [{k: v for k, v in r.items() if k not in drop} for r in lines(out)] == [
         {k: v for k, v in r.items() if k not in drop} for r in lines(trained)
     ]
@@ -257,6 +258,26 @@ def test_evaluate_update_card_rewrites_the_test_figures(trained, tmp_path):
         cwd=ROOT, capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode != 0 and "train_config.yaml" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_a_folder_whose_settings_this_version_does_not_know_still_evaluates(trained, tmp_path):
+    """An older or newer train.py's train_config.yaml (a renamed key, a value this version refuses) is read leniently:
+    the test set is still found and --update-card still rewrites the card, swapping the folder in whole."""
+    folder = tmp_path / "vae"
+    shutil.copytree(trained, folder, ignore=shutil.ignore_patterns("training_state"))
+    with open(folder / "train_config.yaml", "a") as settings:
+        settings.write("kl_anneal_epochs: 2.0\nlr_schedule: linear\n")  # renamed since; a schedule this version lacks
+    assert len(checkpoint_test_set(folder)) == 300
+    result = subprocess.run(
+        [sys.executable, "-m", "vae.evaluate", "--checkpoint", str(folder), "--iw-samples", "3", "--update-card"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["iw_samples"] == 3 and "IW bound with k=3" in (folder / "README.md").read_text()
+    assert {p.name for p in folder.iterdir()} == HUB_FILES | {"eval.json"}
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")], "no staging folder left beside it"
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ import gzip
 import struct
 import warnings
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,6 @@ except ModuleNotFoundError as err:  # installed from requirements.txt alone (the
     ) from None
 from tqdm.auto import tqdm
 
-from vae.config import TrainConfig
 from vae.errors import UserError
 from vae.folder import atomic_write
 
@@ -72,6 +71,31 @@ class Splits:
     train: ImageSet
     val: ImageSet
     test: ImageSet
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """What decides the data: the dataset, where it is, and how it is split. A training run's settings hold these
+    fields (`DataSettings.of(train_config)`), so do those an earlier run saved (`vae.config.saved_config`)."""
+
+    dataset: str  # mnist, fashion-mnist or imagefolder
+    data_dir: str  # the dataset root (DATA_DIR/MNIST/raw, ...) or the image folder
+    image_size: int  # imagefolder: images are resized to image_size x image_size
+    channels: int  # imagefolder: 1 (grayscale) or 3 (RGB)
+    val_size: int  # training images held out for validation
+    test_fraction: float  # imagefolder: the share of images held out as the test set
+    seed: int  # fixes the held-out images
+    max_train_samples: int | None  # train on the first N training images only (None: all)
+
+    @classmethod
+    def of(cls, settings) -> DataSettings:
+        """The data settings among `settings`' attributes (a TrainConfig's, or any object with these names)."""
+        return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of the images, known before any is read: MNIST's are 1x28x28."""
+        return (self.channels, self.image_size, self.image_size) if self.dataset == "imagefolder" else (1, 28, 28)
 
 
 def extract_gz(raw: Path) -> None:
@@ -201,16 +225,16 @@ def split(data: ImageSet, holdout: int, seed: int) -> tuple[ImageSet, ImageSet]:
     return data.subset(perm[holdout:]), data.subset(perm[:holdout])
 
 
-def load_splits(config: TrainConfig) -> Splits:
-    """Train / validation / test sets for the config's dataset (validation held out of the training images)."""
-    if config.dataset == "imagefolder":
-        everything = load_imagefolder(config.data_dir, config.image_size, config.channels)
-        train, test = split(everything, max(1, round(config.test_fraction * len(everything))), config.seed + 1)
+def load_splits(settings: DataSettings) -> Splits:
+    """Train / validation / test sets (validation held out of the training images)."""
+    if settings.dataset == "imagefolder":
+        everything = load_imagefolder(settings.data_dir, settings.image_size, settings.channels)
+        train, test = split(everything, max(1, round(settings.test_fraction * len(everything))), settings.seed + 1)
     else:
-        train, test = load_torchvision(config.dataset, config.data_dir)
-    train, val = split(train, config.val_size, config.seed)
-    if config.max_train_samples is not None:
-        train = train.subset(torch.arange(min(config.max_train_samples, len(train))))
+        train, test = load_torchvision(settings.dataset, settings.data_dir)
+    train, val = split(train, settings.val_size, settings.seed)
+    if settings.max_train_samples is not None:
+        train = train.subset(torch.arange(min(settings.max_train_samples, len(train))))
     return Splits(train, val, test)
 
 

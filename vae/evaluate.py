@@ -9,54 +9,37 @@ to report K = 1000 for a model whose training run measured the bound with K = 10
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
-import yaml
 from tqdm.auto import tqdm
 
 from vae.architecture import ModelConfig
-from vae.config import build_config
-from vae.data import ImageSet, load_splits
-from vae.errors import UserError
-from vae.folder import CONFIG, atomic_write_text
+from vae.config import saved_config
+from vae.data import DataSettings, ImageSet, load_splits
+from vae.errors import UserError, command
+from vae.folder import CARD, CONFIG, EVAL, METRICS, TRAIN_CONFIG, atomic_write_text, rewriting
 from vae.imaging import as_float
-from vae.loss import importance_weighted_nll, negative_elbo
+from vae.loss import ELBOTotals, importance_weighted_nll, negative_elbo
 from vae.model import VAE
 
 EVAL_SEED = 1234  # a fixed posterior noise: the same model gets the same numbers every time
 
 
-def sum_dtype(device: torch.device) -> torch.dtype:
-    """float64 for sums over a dataset, except on Apple MPS, which has no float64."""
-    return torch.float32 if device.type == "mps" else torch.float64
-
-
 @torch.no_grad()
-def elbo_sums(model: VAE, images: torch.Tensor, batch_size: int, seed: int = EVAL_SEED) -> torch.Tensor:
-    """Sums of (-ELBO, recon, KL) over uint8 images (N, C, H, W), and N, as one tensor of 4 numbers.
-
-    Sums rather than means so that shards evaluated by several processes add up exactly.
-    """
+def elbo_sums(model: VAE, images: torch.Tensor, batch_size: int, seed: int = EVAL_SEED) -> ELBOTotals:
+    """Sums of -ELBO, its parts and the images over uint8 images (N, C, H, W), one posterior sample each."""
     device = model.device
     generator = torch.Generator(device).manual_seed(seed)
-    totals = torch.zeros(4, dtype=sum_dtype(device), device=device)
+    totals = ELBOTotals.zeros(device)
     for batch in images.split(batch_size):
-        x = as_float(batch.to(device))
+        x = as_float(batch.to(device))  # (B, C, H, W)
         out = model(x, generator=generator)
-        parts = negative_elbo(out.logits, x, out.mu, out.logvar)
-        totals += torch.stack(
-            [parts.loss.sum(), parts.recon.sum(), parts.kl.sum(), torch.tensor(len(x), device=device)]
-        )
+        totals.add(negative_elbo(out.logits, x, out.mu, out.logvar))
     return totals
-
-
-def as_means(totals: torch.Tensor) -> dict[str, float]:
-    loss, recon, kl, n = totals.tolist()
-    return {"loss": loss / n, "recon": recon / n, "kl": kl / n}
 
 
 @torch.no_grad()
@@ -74,7 +57,7 @@ def iw_nll(model: VAE, images: torch.Tensor, k: int, batch_size: int = 50, progr
 def test_metrics(model: VAE, test_images: torch.Tensor, iw_samples: int, batch_size: int) -> dict[str, float]:
     """Everything the model card and metrics.json report about the test set."""
     model.eval()
-    metrics = {f"test_{k}": v for k, v in as_means(elbo_sums(model, test_images, batch_size)).items()}
+    metrics = {f"test_{k}": v for k, v in elbo_sums(model, test_images, batch_size).as_means().items()}
     metrics["test_images"] = len(test_images)
     if iw_samples > 0:
         metrics["test_iw_nll"] = iw_nll(model, test_images, iw_samples)
@@ -82,36 +65,30 @@ def test_metrics(model: VAE, test_images: torch.Tensor, iw_samples: int, batch_s
     return metrics
 
 
-def saved_settings(folder: str | Path) -> dict:
-    """The settings a train.py run recorded in FOLDER/train_config.yaml ({} when there is none)."""
-    path = Path(folder) / "train_config.yaml"
-    return yaml.safe_load(path.read_text()) if path.is_file() else {}
-
-
 def checkpoint_test_set(checkpoint: str | Path, data_dir: str | None = None) -> ImageSet:
-    """The test set a checkpoint folder was trained against, read from its train_config.yaml."""
-    saved = saved_settings(checkpoint)
-    keys = ("dataset", "data_dir", "image_size", "channels", "seed", "test_fraction", "val_size")
-    settings = {k: saved[k] for k in keys if k in saved}
+    """The test set a checkpoint folder was trained against, as its train_config.yaml says (read leniently: the
+    defaults where there is none, or for settings this version does not know); `data_dir` replaces its data_dir."""
+    settings = DataSettings.of(saved_config(Path(checkpoint) / TRAIN_CONFIG))
     if data_dir:
-        settings["data_dir"] = data_dir
-    return load_splits(build_config(settings)).test
+        settings = dataclasses.replace(settings, data_dir=data_dir)
+    return load_splits(settings).test
 
 
 def update_card(folder: Path, figures: dict) -> None:
-    """Replace the test figures in FOLDER's metrics.json with `figures` (from test_metrics) and write its
-    model card again."""
+    """Replace the test figures in FOLDER's metrics.json with `figures` (from test_metrics) and write its model card
+    again: the folder's next version is written beside it and swapped in whole."""
     from vae.hub import write_model_card  # imports huggingface_hub; only this option needs it
 
-    recorded_path = folder / "metrics.json"
-    recorded = json.loads(recorded_path.read_text()) if recorded_path.is_file() else {}
+    recorded = json.loads((folder / METRICS).read_text()) if (folder / METRICS).is_file() else {}
     recorded = {k: v for k, v in recorded.items() if not k.startswith("test_") and k != "iw_samples"} | figures
-    config = build_config(saved_settings(folder))
-    architecture = ModelConfig.from_json(str(folder / CONFIG), str(folder / CONFIG))
-    atomic_write_text(recorded_path, json.dumps(recorded, indent=2) + "\n")
-    write_model_card(folder, config, architecture, recorded)
+    train_config = saved_config(folder / TRAIN_CONFIG)
+    model_config = ModelConfig.from_json(str(folder / CONFIG), str(folder / CONFIG))
+    with rewriting(folder) as staging:
+        atomic_write_text(staging / METRICS, json.dumps(recorded, indent=2) + "\n")
+        write_model_card(staging, train_config, model_config, recorded)
 
 
+@command
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="model folder (or Hub repo id) to evaluate")
@@ -129,13 +106,10 @@ def main(argv: list[str] | None = None) -> dict:
     if args.iw_samples < 0 or args.batch_size < 1:
         parser.error("--iw-samples must be >= 0 and --batch-size >= 1")
     folder = Path(args.checkpoint)
-    if args.update_card and not (folder / "train_config.yaml").is_file():
-        sys.exit(f"error: --update-card needs a model folder written by train.py (with train_config.yaml): {folder}")
-    try:
-        model = VAE.from_pretrained(args.checkpoint)
-        test = checkpoint_test_set(args.checkpoint, args.data_dir)
-    except UserError as err:
-        sys.exit(f"error: {err}")
+    if args.update_card and not (folder / TRAIN_CONFIG).is_file():
+        raise UserError(f"--update-card needs a model folder written by train.py (with {TRAIN_CONFIG}): {folder}")
+    model = VAE.from_pretrained(args.checkpoint)
+    test = checkpoint_test_set(args.checkpoint, args.data_dir)
     device = "cuda" if torch.cuda.is_available() and not args.cpu else "cpu"
     model.to(device)
     start = time.perf_counter()
@@ -146,12 +120,12 @@ def main(argv: list[str] | None = None) -> dict:
         + (f"; IW bound (k={args.iw_samples}) -log p(x) <= {metrics['test_iw_nll']:.2f}" if args.iw_samples else "")
         + f" on {len(test)} test images in {metrics['eval_seconds']:.1f}s"
     )
-    output = args.output or (folder / "eval.json" if folder.is_dir() else Path("eval.json"))
+    output = args.output or (folder / EVAL if folder.is_dir() else Path(EVAL))
     atomic_write_text(output, json.dumps(metrics, indent=2) + "\n")
     print(f"wrote {output}")
     if args.update_card:
         update_card(folder, figures)
-        print(f"updated {folder / 'metrics.json'} and {folder / 'README.md'}")
+        print(f"updated {folder / METRICS} and {folder / CARD}")
     return metrics
 
 

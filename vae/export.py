@@ -1,5 +1,5 @@
 """The end of a training run: the best model, its class statistics, test metrics and figures, as one
-Hub-ready folder (config.json, model.safetensors, README.md, metrics.json, figures, cached t-SNE)."""
+Hub-ready folder (the files vae.folder names: config, weights, card, metrics, figures, cached t-SNE)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from vae.architecture import ModelConfig
 from vae.config import TrainConfig
 from vae.data import ImageSet, Splits
 from vae.evaluate import test_metrics
@@ -22,7 +21,7 @@ from vae.figures import (
     save_figure,
     save_png,
 )
-from vae.folder import atomic_write_text
+from vae.folder import LATENT_GRID, LATENT_WALK, LOSS_CURVE, METRICS, RECONSTRUCTIONS, SAMPLES, atomic_write_text
 from vae.hub import write_model_card
 from vae.latent import posterior_means
 from vae.model import VAE
@@ -42,39 +41,30 @@ def set_class_statistics(model: VAE, train: ImageSet, batch_size: int = 1000) ->
 
 
 def export_model(
-    architecture: ModelConfig,
-    best_state: dict[str, torch.Tensor],
-    splits: Splits,
-    config: TrainConfig,
-    history: list[dict],
-    run_info: dict,
-    output_dir: Path,
+    model: VAE, splits: Splits, config: TrainConfig, history: list[dict], run_info: dict, output_dir: Path
 ) -> dict:
-    """Write the Hub-ready files of the best model into `output_dir` (a new folder, which the trainer then swaps in
-    for the old one as a whole); returns the metrics written to metrics.json."""
-    device = torch.device(run_info["device"])
-    model = VAE(architecture)
-    model.load_state_dict(best_state, strict=True)
-    model.to(device).eval()
+    """Write the Hub-ready files of the trained `model` into `output_dir` (a staging folder, which the trainer then
+    swaps in for the old one as a whole: vae.folder.rewriting); returns the metrics written to metrics.json."""
+    model.eval()
     steps = tqdm(total=5, desc="exporting", leave=False)
     set_class_statistics(model, splits.train, config.eval_batch_size)
     model.save_pretrained(output_dir)  # config.json, model.safetensors (and a card, replaced below)
     steps.update()
     metrics = test_metrics(model, splits.test.images, config.iw_samples, config.eval_batch_size)
     metrics.update(run_info)
-    atomic_write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    atomic_write_text(output_dir / METRICS, json.dumps(metrics, indent=2) + "\n")
     steps.update()
-    save_png(samples_grid(model, 64, seed=config.seed), output_dir / "samples.png")
-    save_png(reconstructions_grid(model, splits.test.images[:12]), output_dir / "reconstructions.png")
-    save_png(latent_walk_grid(model), output_dir / "latent_walk.png")
+    save_png(samples_grid(model, 64, seed=config.seed), output_dir / SAMPLES)
+    save_png(reconstructions_grid(model, splits.test.images[:12]), output_dir / RECONSTRUCTIONS)
+    save_png(latent_walk_grid(model), output_dir / LATENT_WALK)
     if model.latent_dim == 2:
-        save_png(latent_grid(model), output_dir / "latent_grid.png")
+        save_png(latent_grid(model), output_dir / LATENT_GRID)
     if history:
-        save_figure(loss_curve_figure(history), output_dir / "loss_curve.png")
+        save_figure(loss_curve_figure(history), output_dir / LOSS_CURVE)
     steps.update()
     write_tsne(output_dir, model, splits.test, config.tsne_samples, config.seed)
     steps.update()
-    write_model_card(output_dir, config, architecture, metrics)
+    write_model_card(output_dir, config, model.config, metrics)
     steps.update()
     steps.close()
     print(

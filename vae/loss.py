@@ -1,4 +1,5 @@
-"""The VAE objective: the negative evidence lower bound and the importance-weighted bound, in nats."""
+"""The VAE objective: the negative evidence lower bound and the importance-weighted bound, in nats; and the sums of
+its parts over a dataset, which the trainer and the evaluation add up the same way."""
 
 from __future__ import annotations
 
@@ -34,6 +35,43 @@ def negative_elbo(
     recon = bernoulli_nll(logits.float(), x)
     kl = gaussian_kl(mu.float(), logvar.float())
     return ELBOParts(recon + kl_weight * kl, recon, kl)
+
+
+def sum_dtype(device: torch.device) -> torch.dtype:
+    """float64 for sums over a dataset, except on Apple MPS, which has no float64."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+class ELBOTotals:
+    """Sums over images of the negative ELBO (with a KL weight of 1), its two parts, and the number of images.
+
+    Sums rather than means, in one tensor: the shards of several processes add up exactly, with one all-reduce of
+    `sums` (`ELBOTotals(accelerator.reduce(totals.sums, reduction="sum"))`).
+    """
+
+    FIELDS = ("loss", "recon", "kl", "images")  # the order of `sums`
+
+    def __init__(self, sums: torch.Tensor):
+        self.sums = sums  # (4,) in the order of FIELDS
+
+    @classmethod
+    def zeros(cls, device: torch.device) -> ELBOTotals:
+        return cls(torch.zeros(len(cls.FIELDS), dtype=sum_dtype(device), device=device))
+
+    @torch.no_grad()
+    def add(self, parts: ELBOParts) -> None:
+        """Add a batch's per-image terms; `loss` is recon + KL whatever KL weight the batch was trained with."""
+        images = torch.tensor(float(len(parts.recon)), device=parts.recon.device)
+        self.sums += torch.stack([(parts.recon + parts.kl).sum(), parts.recon.sum(), parts.kl.sum(), images])
+
+    @property
+    def images(self) -> float:
+        return self.sums[self.FIELDS.index("images")].item()
+
+    def as_means(self) -> dict[str, float]:
+        """Per-image means: {"loss", "recon", "kl"}."""
+        *sums, n = self.sums.tolist()
+        return {name: total / n for name, total in zip(self.FIELDS, sums, strict=False)}
 
 
 def log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

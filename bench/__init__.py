@@ -1,0 +1,4 @@
+"""Benchmarks of the trainer and the app: each prints a table and writes bench/results/<name>.json.
+
+Run them as modules from the repository root, e.g. `python -m bench.throughput --data-dir ../shared/data`.
+"""
