@@ -2,7 +2,7 @@
 
 from vae.errors import UserError
 
-__all__ = ["VAE", "UserError"]
+__all__ = ["VAE", "ModelConfig", "UserError"]
 
 
 def __getattr__(name: str):
@@ -11,4 +11,8 @@ def __getattr__(name: str):
         from vae.model import VAE
 
         return VAE
+    if name == "ModelConfig":
+        from vae.architecture import ModelConfig
+
+        return ModelConfig
     raise AttributeError(f"module 'vae' has no attribute {name!r}")
