@@ -4,11 +4,22 @@ python app.py                                     # checkpoints/vae-mnist on htt
 python app.py --checkpoint user/vae-mnist         # a model that train.py pushed to the Hugging Face Hub
 VAE_CHECKPOINT=checkpoints/vae-fashion-mnist python app.py --host 0.0.0.0 --port 7861
 
-Every event has an api_name, so gradio_client can call /sample, /walk, /tsne, /encode, /encode_drawing
-and /about. Inputs reach the handlers raw (preprocess=False) and each handler checks them, so an API
-caller gets the same clear message as a user of the page for a count out of range or a file that is
-not an image. Nothing is trained or recomputed here: the model folder carries the class means, the
-t-SNE map and its figure, all computed once by train.py.
+Every event has an api_name, so gradio_client can call /sample, /walk, /slide, /tsne, /encode,
+/encode_drawing and /about.
+
+    /sample (num_images, seed, temperature, checkpoint, class_name="any") → grid, gallery: "any" samples the
+        prior N(0, I) (what /sample gave before it took a class, so calls without one are answered as before);
+        a class name (or index) samples that class's region of latent space (needs steering.safetensors).
+    /slide (start, class_name, seed, offsets, digit=None, checkpoint) → one digit (PNG): start "mean" (the class
+        mean), "sample" (a seeded random point of the class) or "digit" (the posterior mean of the uploaded
+        `digit`), moved by offsets[k] standard deviations along the model's k-th principal direction (a list of
+        numbers from -4 to 4, at most one per direction the model stores, 8 by default; missing ones are 0).
+        Zero offsets give the start point's digit.
+
+Inputs reach the handlers raw (preprocess=False) and each handler checks them, so an API caller gets the same
+clear message as a user of the page for a count out of range or a file that is not an image. Nothing is trained
+or recomputed here: the model folder carries the class means, the t-SNE map and its figure, and the steering
+statistics (class regions, principal directions), all computed once by train.py (or `python -m vae.steering`).
 
 This module is the page: the handlers (raw values checked by vae.serving, the work done by vae.serving), one
 function per tab that lays it out and wires its events, build_demo and main. The checkpoint catalog, the checks,
@@ -37,6 +48,7 @@ from vae.folder import looks_local
 from vae.hub import metrics_table
 from vae.imaging import class_colours
 from vae.latent import INTERPOLATIONS, START_POINTS
+from vae.steering import DIRECTIONS
 
 ROOT = Path(__file__).resolve().parent
 CHECKPOINTS = ROOT / "checkpoints"  # the committed models, offered in the checkpoint dropdown
@@ -49,6 +61,7 @@ SESSIONS = 500  # Gradio keeps ~0.1-0.5 MB of page state per visitor; the app ne
 CSS = """
 .pixelated img, .pixelated canvas { image-rendering: pixelated; }
 #walk-gif img { width: 224px !important; height: 224px !important; object-fit: contain !important; }
+#slide-digit img { width: 224px !important; height: 224px !important; object-fit: contain !important; }
 """
 LAUNCH_OPTIONS = {"css": CSS, "max_file_size": MAX_FILE_SIZE, "show_error": False, "state_session_capacity": SESSIONS}
 
@@ -59,8 +72,9 @@ A variational autoencoder (Kingma & Welling, 2014) learns to squeeze each image 
 numbers, its *latent*, and to rebuild the image from it. The encoder outputs a small Gaussian cloud for
 every image rather than a single point, and training keeps those clouds close to a standard normal
 distribution. That is what makes the latent space smooth: any point drawn from N(0, I) decodes to a
-plausible image (**Samples**), the straight line between two digits passes through digits
-(**Latent walk**), and images of the same class sit together (**t-SNE**, **Your digit**).
+plausible image (**Samples**; choose a class to sample only where that class lives), the straight line
+between two digits passes through digits (**Latent walk**), the directions along which digits vary most
+change them smoothly (**Sliders**), and images of the same class sit together (**t-SNE**, **Your digit**).
 
 This one is a plain stack of `nn.Linear` layers, trained with the studio's `train.py`.
 """
@@ -92,13 +106,17 @@ def user_errors(handler: Callable) -> Callable:
 
 
 @user_errors
-def sample(catalog: serving.Catalog, num_images, seed, temperature, checkpoint=None) -> tuple[str, list[str]]:
-    """Samples tab: images decoded from z ~ N(0, temperature² I) → a grid and the same images one by one."""
+def sample(
+    catalog: serving.Catalog, num_images, seed, temperature, checkpoint=None, class_name=serving.ANY
+) -> tuple[str, list[str]]:
+    """Samples tab: images decoded from z ~ N(0, temperature² I), or from one class's region of latent space → a
+    grid and the same images one by one."""
     assets = catalog.get(checkpoint)
     n = serving.check_int(num_images, "Number of images", 1, serving.MAX_IMAGES)
     seed = serving.check_int(seed, "Seed", 0, serving.MAX_SEED)
     temperature = serving.check_float(temperature, "Temperature", 0.0, serving.MAX_TEMPERATURE)
-    return serving.sample_files(assets, n, seed, temperature)
+    label = serving.check_sample_class(class_name, assets)
+    return serving.sample_files(assets, n, seed, temperature, label)
 
 
 @user_errors
@@ -113,6 +131,34 @@ def latent_walk(
     start = serving.check_choice(start, "Start points", START_POINTS)
     seed = serving.check_int(seed, "Seed", 0, serving.MAX_SEED)
     return serving.walk_files(assets, a, b, steps, mode, start, seed)
+
+
+@user_errors
+def slide(catalog: serving.Catalog, start, class_name, seed, offsets, digit=None, checkpoint=None) -> str:
+    """Sliders tab (/slide): a start point moved along the model's principal directions → the digit decoded there."""
+    assets = catalog.get(checkpoint)
+    offsets = serving.check_offsets(offsets, assets)
+    start = serving.check_choice(start, "Start", serving.SLIDER_STARTS)
+    label = serving.check_class(class_name, "Class", assets) if start != "digit" else 0
+    seed = serving.check_int(seed, "Seed", 0, serving.MAX_SEED)
+    if digit is not None:  # the page sends its upload whatever the start point; an API caller may send anything
+        serving.image_path(digit)
+    return serving.slide_file(assets, serving.slider_start(assets, start, label, seed, digit), offsets)
+
+
+def move_sliders(catalog: serving.Catalog, start, class_name, seed, digit, checkpoint, *values) -> str:
+    """The page's sliders, one value each, → /slide's list of offsets (as many as the checkpoint has directions)."""
+    try:
+        steering = catalog.get(checkpoint).steering
+    except UserError:
+        steering = None  # slide says why
+    offsets = list(values[: len(steering.spreads)] if steering is not None else values)
+    return slide(catalog, start, class_name, seed, offsets, digit, checkpoint)
+
+
+def reset_sliders(catalog: serving.Catalog, start, class_name, seed, digit, checkpoint) -> list:
+    """Reset, or a new start point: every slider back to 0 and the start point's own digit."""
+    return [*[0.0] * DIRECTIONS, slide(catalog, start, class_name, seed, [], digit, checkpoint)]
 
 
 @user_errors
@@ -158,6 +204,8 @@ class CheckpointView(NamedTuple):
     tsne_map: Any
     encode_map: Any  # the Your digit tab's map: cleared, in the checkpoint's colours
     about: Any  # the About tab's text
+    sample_class: Any  # the Samples tab's class: "any" and the checkpoint's classes
+    slider_class: Any  # the Sliders tab's class: the checkpoint's classes
 
 
 @user_errors
@@ -175,6 +223,8 @@ def select_checkpoint(catalog: serving.Catalog, checkpoint) -> CheckpointView:
         tsne_map=gr.update(value=assets.map_points, color_map=colours(assets)),
         encode_map=gr.update(value=None, color_map=colours(assets)),
         about=about(catalog, checkpoint),
+        sample_class=gr.update(choices=[serving.ANY, *names], value=serving.ANY),
+        slider_class=gr.update(choices=names, value=a),
     )
 
 
@@ -235,7 +285,9 @@ def pixel_image(label: str, **options) -> gr.Image:
     return gr.Image(label=label, **({"format": "png"} | options), elem_classes="pixelated", interactive=False)
 
 
-def samples_tab(demo: gr.Blocks, catalog: serving.Catalog, checkpoint: gr.Dropdown) -> None:
+def samples_tab(
+    demo: gr.Blocks, catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Assets
+) -> dict[str, gr.Dropdown]:
     with gr.Tab("Samples"):
         with gr.Row():
             with gr.Column(scale=1):
@@ -244,6 +296,9 @@ def samples_tab(demo: gr.Blocks, catalog: serving.Catalog, checkpoint: gr.Dropdo
                     0, label="Seed", precision=0, minimum=0, maximum=serving.MAX_SEED, elem_id="sample-seed"
                 )
                 temperature = gr.Slider(0.0, serving.MAX_TEMPERATURE, value=1.0, step=0.05, label="Temperature")
+                class_name = gr.Dropdown(
+                    [serving.ANY, *default.class_names], value=serving.ANY, label="Class", elem_id="sample-class"
+                )
                 button = gr.Button("Sample", variant="primary", elem_id="sample-button")
             with gr.Column(scale=3):
                 grid = pixel_image("Samples", elem_id="sample-grid")
@@ -255,10 +310,11 @@ def samples_tab(demo: gr.Blocks, catalog: serving.Catalog, checkpoint: gr.Dropdo
                     height="auto",
                     elem_id="sample-gallery",
                 )
-    inputs, outputs = [num_images, seed, temperature, checkpoint], [grid, gallery]
+    inputs, outputs = [num_images, seed, temperature, checkpoint, class_name], [grid, gallery]
     run = serialized(functools.partial(sample, catalog), outputs)
     button.click(run, inputs, outputs, api_name="sample", **model_work(postprocess=False))
     demo.load(run, inputs, outputs, api_visibility="private", **model_work(postprocess=False))  # a page opens with some
+    return {"sample_class": class_name}
 
 
 def walk_tab(catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Assets) -> dict[str, gr.Dropdown]:
@@ -280,6 +336,66 @@ def walk_tab(catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Assets)
     inputs = [class_a, class_b, steps, interpolation, start, seed, checkpoint]
     button.click(functools.partial(latent_walk, catalog), inputs, [strip, gif], api_name="walk", **model_work())
     return {"class_a": class_a, "class_b": class_b}  # what shows the checkpoint, by CheckpointView's fields
+
+
+def sliders_tab(catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Assets) -> dict[str, gr.Dropdown]:
+    with gr.Tab("Sliders") as tab:
+        gr.Markdown(
+            "Each slider moves the digit along one of the directions in which the test digits' latents vary most "
+            "(their principal components), in standard deviations of that spread."
+        )
+        with gr.Row():
+            with gr.Column(scale=1):
+                starts = [("class mean", "mean"), ("random sample of the class", "sample"), ("your digit", "digit")]
+                start = gr.Radio(starts, value="mean", label="Start from", elem_id="slide-start")
+                class_name = gr.Dropdown(
+                    default.class_names, value=default_pair(default)[0], label="Class", elem_id="slide-class"
+                )
+                seed = gr.Number(0, label="Seed (random sample)", precision=0, minimum=0, maximum=serving.MAX_SEED)
+                digit = gr.Image(
+                    label="Your digit", sources=["upload", "clipboard"], type="filepath", image_mode=None, height=160
+                )
+                reset = gr.Button("Reset", elem_id="slide-reset")
+            with gr.Column(scale=1):
+                sliders = [
+                    gr.Slider(-3.0, 3.0, value=0.0, step=0.1, label=f"direction {k + 1} (σ)", elem_id=f"slide-{k + 1}")
+                    for k in range(DIRECTIONS)
+                ]
+            with gr.Column(scale=1):
+                view = pixel_image("The digit", elem_id="slide-digit", height=260)
+        offsets = gr.JSON(visible=False)  # /slide's offsets: inside the tab, or it would split the row of tabs in two
+    # The page: a slider moved, or a new start point. always_last: while one update runs, only the newest waits.
+    start_point = [start, class_name, seed, digit, checkpoint]
+    moved = [s.input for s in sliders]
+    gr.on(
+        moved,
+        functools.partial(move_sliders, catalog),
+        [*start_point, *sliders],
+        [view],
+        api_visibility="private",
+        trigger_mode="always_last",
+        show_progress="hidden",
+        **model_work(),
+    )
+    again = [reset.click, tab.select, start.input, class_name.input, seed.submit, digit.upload]
+    gr.on(
+        again,
+        functools.partial(reset_sliders, catalog),
+        start_point,
+        [*sliders, view],
+        api_visibility="private",
+        trigger_mode="always_last",
+        **model_work(),
+    )
+    # The API: offsets as one list. Wired to a hidden component that the page never changes, so only calls run it.
+    offsets.change(
+        functools.partial(slide, catalog),
+        [start, class_name, seed, offsets, digit, checkpoint],
+        [view],
+        api_name="slide",
+        **model_work(),
+    )
+    return {"slider_class": class_name}
 
 
 def tsne_tab(catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Assets) -> dict[str, gr.Component]:
@@ -334,22 +450,38 @@ def about_tab(catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Assets
     return text
 
 
+class Studio(gr.Blocks):
+    """gr.Blocks that answers API calls made before an event gained its newest inputs. gradio_client fills in a
+    left-out input with its default itself; Gradio's plain HTTP route (POST /call/NAME {"data": [...]}) refuses a
+    call one input short. Here the last LATER_INPUTS[api_name] inputs may be left out: they reach the handler as
+    None, which it reads as the default ("any" class for /sample)."""
+
+    LATER_INPUTS = {"sample": 1}  # /sample's class_name
+
+    async def preprocess_data(self, block_fn, inputs, state, explicit_call=False):
+        missing = len(block_fn.inputs) - len(inputs)
+        if 0 < missing <= self.LATER_INPUTS.get(block_fn.api_name, 0):
+            inputs = [*inputs, *[None] * missing]
+        return await super().preprocess_data(block_fn, inputs, state, explicit_call)
+
+
 def build_demo(default: Assets, others: dict[str, str] | None = None) -> gr.Blocks:
     """The studio for `default` (and the other checkpoints by name → folder or Hub id), queue on."""
     catalog = serving.Catalog(default, others)
-    with gr.Blocks(title="MNIST VAE studio", delete_cache=(3600, 3600)) as demo:
+    with Studio(title="MNIST VAE studio", delete_cache=(3600, 3600)) as demo:
         gr.Markdown("# MNIST VAE studio\nA variational autoencoder: sample it, walk between digits, draw your own.")
         with gr.Row():
             checkpoint = gr.Dropdown(
                 catalog.names, value=default.name, label="Checkpoint", visible=len(catalog.names) > 1, scale=1
             )
             status_text = gr.Markdown(status(default))
-        samples_tab(demo, catalog, checkpoint)
+        samples = samples_tab(demo, catalog, checkpoint, default)
         walk = walk_tab(catalog, checkpoint, default)
+        sliders = sliders_tab(catalog, checkpoint, default)
         tsne = tsne_tab(catalog, checkpoint, default)
         digit = digit_tab(catalog, checkpoint, default)
         about_text = about_tab(catalog, checkpoint, default)
-        shown = CheckpointView(status=status_text, **walk, **tsne, **digit, about=about_text)
+        shown = CheckpointView(status=status_text, **walk, **tsne, **digit, about=about_text, **samples, **sliders)
         select = functools.partial(select_checkpoint, catalog)
         checkpoint.change(select, [checkpoint], list(shown), api_visibility="private", **model_work())
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=serving.CONCURRENCY)

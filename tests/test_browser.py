@@ -7,6 +7,7 @@ each tab are saved in the test's temporary folder.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 from pathlib import Path
@@ -16,8 +17,10 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
+from test_steering_app import STEERED, folders  # noqa: F401 (folders is a fixture)
 
 import app
 from vae.assets import load_assets
@@ -157,3 +160,52 @@ def test_click_through_the_tabs(url, browser, tmp_path):
         "tsne.png",
         "walk.png",
     ]
+
+
+@pytest.fixture(scope="module")
+def steered_url(folders):  # noqa: F811 (the fixture imported above)
+    """The studio for a copy of the committed model with its steering statistics (see tests/test_steering_app.py)."""
+    demo = app.build_demo(load_assets(folders[STEERED], STEERED))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **app.LAUNCH_OPTIONS)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+def choose(driver, elem_id: str, option: str) -> None:
+    """Pick `option` in the dropdown #elem_id, as a user does: open its list, click the item."""
+    driver.find_element(By.CSS_SELECTOR, f"#{elem_id} input").click()
+    WebDriverWait(driver, TIMEOUT).until(
+        lambda d: next((li for li in d.find_elements(By.CSS_SELECTOR, "li.item") if li.text.strip() == option), 0)
+    ).click()
+
+
+def test_class_samples_and_sliders(steered_url, browser, tmp_path):
+    """Samples of class 5 (screenshot), then the Sliders tab with its first slider moved (screenshot), saved under
+    $VAE_SCREENSHOTS when it is set."""
+    shots = Path(os.environ.get("VAE_SCREENSHOTS") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    browser.get(steered_url)
+    first = loaded_image(browser, "#sample-grid").get_attribute("src")
+    choose(browser, "sample-class", "5")
+    browser.find_element(By.ID, "sample-button").click()
+    loaded_image(browser, "#sample-grid", not_src=first)
+    assert no_error_shown(browser)
+    browser.save_screenshot(str(shots / "samples-class-5.png"))
+
+    open_tab(browser, "Sliders")
+    start = loaded_image(browser, "#slide-digit").get_attribute("src")  # the start point, shown when the tab opens
+    slider = browser.find_element(By.CSS_SELECTOR, "#slide-1 input[type=range]")
+    slider.send_keys(*[Keys.ARROW_RIGHT] * 15)  # +1.5 σ along the first direction, one input event a step
+    loaded_image(browser, "#slide-digit", not_src=start)
+    value = browser.find_element(By.CSS_SELECTOR, "#slide-1 input[type=number]").get_attribute("value")
+    assert float(value) == pytest.approx(1.5)
+    assert no_error_shown(browser)
+    browser.save_screenshot(str(shots / "sliders.png"))
+    browser.find_element(By.ID, "slide-reset").click()
+    WebDriverWait(browser, TIMEOUT).until(
+        lambda d: float(d.find_element(By.CSS_SELECTOR, "#slide-1 input[type=number]").get_attribute("value")) == 0
+    )
+    assert loaded_image(browser, "#slide-digit").get_attribute("src") == start, "reset: back to the start point"

@@ -40,6 +40,7 @@ from vae import serving
 from vae.assets import Assets, load_assets
 from vae.errors import UserError
 from vae.latent import INTERPOLATIONS, START_POINTS
+from vae.steering import DIRECTIONS, STEERING
 
 ROOT = Path(__file__).resolve().parent.parent
 HUGE = "x" * 5_000_000  # a 5 MB string: what an error message must not send back
@@ -460,6 +461,17 @@ DIGITS = [str(d) for d in range(10)]
 digit_class = lambda v: (isinstance(v, str) and v in DIGITS) or (type(v) is int and 0 <= v <= 9)  # noqa: E731
 checkpoint = lambda v: v in (None, "", "vae-mnist")  # noqa: E731  (the fuzz never sends vae-fashion-mnist)
 no_file = lambda v: False  # noqa: E731  (the good upload is never in the junk)
+# Class samples and the sliders work only for a checkpoint with steering statistics; otherwise each is a clear error.
+STEERED = (app.DEFAULT_CHECKPOINT / STEERING).is_file()
+sample_class = lambda v: v in (None, serving.ANY) or (STEERED and digit_class(v))  # noqa: E731
+
+
+def offsets(v) -> bool:
+    if v is None:
+        return True
+    numbers = isinstance(v, list) and len(v) <= DIRECTIONS
+    return numbers and all(number(-serving.MAX_OFFSET, serving.MAX_OFFSET)(x) for x in v)
+
 
 SIGNATURES = {  # endpoint → (what each input accepts, in order); the last input is the checkpoint
     "sample": [
@@ -467,6 +479,7 @@ SIGNATURES = {  # endpoint → (what each input accepts, in order); the last inp
         whole(0, serving.MAX_SEED),
         number(0, serving.MAX_TEMPERATURE),
         checkpoint,
+        sample_class,
     ],
     "walk": [
         digit_class,
@@ -477,12 +490,20 @@ SIGNATURES = {  # endpoint → (what each input accepts, in order); the last inp
         whole(0, serving.MAX_SEED),
         checkpoint,
     ],
+    "slide": [
+        one_of("mean", "sample"),  # "digit" needs an upload: never in the junk
+        digit_class,
+        whole(0, serving.MAX_SEED),
+        offsets,
+        lambda v: v is None,  # the digit: checked when given, even when the start point does not use it
+        checkpoint,
+    ],
     "tsne": [checkpoint],
     "encode": [no_file, digit_class, checkpoint],
     "encode_drawing": [no_file, digit_class, checkpoint],
     "about": [checkpoint],
 }
-FILE_INPUTS = {("encode", 0), ("encode_drawing", 0)}  # Gradio validates these itself before the handler
+FILE_INPUTS = {("encode", 0), ("encode_drawing", 0), ("slide", 4)}  # Gradio validates these itself before the handler
 
 
 def junk_values(rng: random.Random) -> tuple[list, list]:
@@ -578,7 +599,8 @@ def fuzz_cases(server: Server, folder: Path, seed: int = 0) -> list[Case]:
     Image.fromarray(255 - np.pad(np.full((20, 6), 255, np.uint8), 4)).resize((140, 140)).save(digit)
     image = server.upload(digit)
     good = {
-        "sample": [4, 1, 1.0, "vae-mnist"],
+        "sample": [4, 1, 1.0, "vae-mnist", "any"],
+        "slide": ["mean", "3", 0, [0.5, -1.0], None, "vae-mnist"],
         "walk": ["3", "7", 4, "linear", "mean", 0, "vae-mnist"],
         "tsne": ["vae-mnist"],
         "encode": [image, "7", "vae-mnist"],
@@ -586,13 +608,24 @@ def fuzz_cases(server: Server, folder: Path, seed: int = 0) -> list[Case]:
         "about": ["vae-mnist"],
     }
     always, pool = junk_values(rng)
-    cases = [Case(f"{api} good", api, args, True) for api, args in good.items()]
+    works = {api: api != "slide" or STEERED for api in good}  # the sliders need the checkpoint's steering
+    cases = [Case(f"{api} good", api, args, works[api]) for api, args in good.items()]
+    cases.append(Case("sample without the class", "sample", [4, 1, 1.0, "vae-mnist"], True))  # as before it had one
     for api, accepts in SIGNATURES.items():
         for position, accept in enumerate(accepts):
             for value in always + rng.sample(pool, 4):
                 data = [*good[api][:position], value, *good[api][position + 1 :]]
-                cases.append(Case(f"{api}[{position}]={str(value)[:30]!r}", api, data, accept(value), position))
-    for api, position in [("sample", 3), ("walk", 0), ("walk", 3), ("encode", 1), ("about", 0)]:
+                ok = accept(value) and works[api]
+                cases.append(Case(f"{api}[{position}]={str(value)[:30]!r}", api, data, ok, position))
+    for api, position in [
+        ("sample", 3),
+        ("sample", 4),
+        ("walk", 0),
+        ("walk", 3),
+        ("slide", 3),
+        ("encode", 1),
+        ("about", 0),
+    ]:
         data = [*good[api][:position], HUGE, *good[api][position + 1 :]]
         cases.append(Case(f"{api}[{position}]=5MB", api, data, False, position))
     bad, odd = odd_files(folder)

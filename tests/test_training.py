@@ -40,6 +40,8 @@ HUB_FILES = {
     "loss_curve.png",
     "tsne.png",
     "tsne.safetensors",
+    "steering.safetensors",
+    "class_samples.png",
 }
 
 

@@ -1,5 +1,6 @@
 """A checkpoint folder (or Hub repo) → the model and what the app shows beside it: the cached t-SNE map, the
-metrics, the model card, and what is missing. Fast: nothing is trained or recomputed here."""
+steering statistics (class regions and principal directions), the metrics, the model card, and what is missing.
+Fast: nothing is trained or recomputed here."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from vae.errors import UserError, clip, first_line, json_kind, name_list, quote
 from vae.folder import APP_FILES, CARD, METRICS, TSNE_FIGURE, TSNE_MAP, WEIGHTS, is_local_folder, looks_local
 from vae.latent import has_class_statistics, typical
 from vae.model import VAE
+from vae.steering import Steering, read_steering
 
 # Bounds on the side files, checked before they are read: they are shown or searched, never trusted.
 MAX_TEXT_BYTES = 1_000_000  # README.md and metrics.json: a few KB when train.py writes them
@@ -45,6 +47,8 @@ class Assets:
     card: str  # the model card's text, without front matter and figures
     no_class_means: str | None = None  # why walks and the nearest class are off, if they are
     no_map: str | None = None  # why the t-SNE map is off, if it is
+    steering: Steering | None = None  # class regions and principal directions: class samples and the sliders
+    no_steering: str | None = None  # why class samples and the sliders are off, if they are
     no_figure: str | None = None  # why the cached t-SNE figure is not shown (the interactive map may still be)
     no_card: str | None = None  # why README.md is not shown
     no_metrics: str | None = None  # why metrics.json, or some of its values, are not shown
@@ -58,7 +62,18 @@ class Assets:
     @property
     def problems(self) -> list[str]:
         """What does not work with this checkpoint: shown in the page and printed at start-up."""
-        return [p for p in (self.no_class_means, self.no_map, self.no_figure, self.no_card, self.no_metrics) if p]
+        return [
+            p
+            for p in (
+                self.no_class_means,
+                self.no_map,
+                self.no_steering,
+                self.no_figure,
+                self.no_card,
+                self.no_metrics,
+            )
+            if p
+        ]
 
 
 def checkpoint_folder(source: str) -> Path:
@@ -275,6 +290,7 @@ def load_assets(source: str | Path, name: str | None = None) -> Assets:
     model, no_class_means = read_model(folder, source)
     tsne, no_map = read_tsne(folder, model, source)
     figure, no_figure = read_figure(folder, source) if tsne is not None else (None, None)
+    steering, no_steering = read_steering(folder, model, source)  # never raises: a bad file is a problem
     metrics, no_metrics = read_metrics(folder, source)
     card, no_card = read_card(folder, source)
     assets = Assets(
@@ -287,6 +303,8 @@ def load_assets(source: str | Path, name: str | None = None) -> Assets:
         card=card,
         no_class_means=no_class_means,
         no_map=no_map,
+        steering=steering,
+        no_steering=no_steering,
         no_figure=no_figure,
         no_card=no_card,
         no_metrics=no_metrics,

@@ -1,5 +1,5 @@
 """The end of a training run: the best model, its class statistics, test metrics and figures, as one
-Hub-ready folder (the files vae.folder names: config, weights, card, metrics, figures, cached t-SNE)."""
+Hub-ready folder (the files vae.folder names: config, weights, card, metrics, figures, cached t-SNE, steering)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from vae.folder import LATENT_GRID, LATENT_WALK, LOSS_CURVE, METRICS, RECONSTRUC
 from vae.hub import write_model_card
 from vae.latent import posterior_means
 from vae.model import VAE
+from vae.steering import add_steering
 from vae.tsne import write_tsne
 
 
@@ -46,7 +47,7 @@ def export_model(
     """Write the Hub-ready files of the trained `model` into `output_dir` (a staging folder, which the trainer then
     swaps in for the old one as a whole: vae.folder.rewriting); returns the metrics written to metrics.json."""
     model.eval()
-    steps = tqdm(total=5, desc="exporting", leave=False)
+    steps = tqdm(total=6, desc="exporting", leave=False)
     set_class_statistics(model, splits.train, config.eval_batch_size)
     model.save_pretrained(output_dir)  # config.json, model.safetensors (and a card, replaced below)
     steps.update()
@@ -63,6 +64,8 @@ def export_model(
         save_figure(loss_curve_figure(history), output_dir / LOSS_CURVE)
     steps.update()
     write_tsne(output_dir, model, splits.test, config.tsne_samples, config.seed)
+    steps.update()
+    add_steering(output_dir, model, splits.train, splits.test, seed=config.seed)  # class regions, directions
     steps.update()
     write_model_card(output_dir, config, model.config, metrics)
     steps.update()

@@ -1,4 +1,5 @@
-"""Figures of a trained model: sample grids, reconstructions, latent walks, the 2-D latent grid, t-SNE.
+"""Figures of a trained model: sample grids (of the prior and of each class), reconstructions, latent walks, the 2-D
+latent grid, t-SNE.
 
 Image grids are built as uint8 arrays (crisp, exact pixels, written as PNG); plots with axes and legends are
 matplotlib Figures drawn without pyplot: no display, no global backend to switch, nothing kept after saving.
@@ -18,6 +19,7 @@ from vae.folder import atomic_write
 from vae.imaging import as_float, class_colours, to_grid
 from vae.latent import class_walk
 from vae.model import VAE
+from vae.steering import Steering, sample_class
 
 WALK_PAIRS = [(3, 7), (0, 6), (1, 4), (2, 5), (8, 9)]  # 3 → 7 first: the original tutorial's walk
 
@@ -32,6 +34,14 @@ def save_figure(fig: Figure, path: str | Path) -> None:
 
 def samples_grid(model: VAE, n: int = 64, seed: int = 0, temperature: float = 1.0, scale: int = 2) -> np.ndarray:
     return to_grid(model.sample(n, seed=seed, temperature=temperature), nrow=int(np.ceil(np.sqrt(n))), scale=scale)
+
+
+def class_samples_grid(
+    model: VAE, steering: Steering, per_class: int = 10, seed: int = 0, scale: int = 2
+) -> np.ndarray:
+    """One row per class: `per_class` seeded samples from the class's region of latent space."""
+    rows = [sample_class(model, steering, c, per_class, seed) for c in range(len(model.class_names))]
+    return to_grid(torch.cat(rows), nrow=per_class, scale=scale)
 
 
 @torch.no_grad()

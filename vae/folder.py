@@ -1,8 +1,9 @@
 """The model folder: the only module that knows its file names, and the one way it is written.
 
 A model folder is what train.py writes and the Hub holds: config.json and model.safetensors (VAE.save_pretrained),
-the model card, metrics, figures and the cached t-SNE map. A training run's OUTPUT_DIR is such a folder plus the run's
-train_config.yaml (which marks the folder as train.py's), metrics.jsonl and training_state/.
+the model card, metrics, figures, the cached t-SNE map and the steering statistics. A training run's OUTPUT_DIR is
+such a folder plus the run's train_config.yaml (which marks the folder as train.py's), metrics.jsonl and
+training_state/.
 
 Writing: a folder is never edited in place. Its next version is written whole into a sibling staging folder and
 swapped in by renames (`replace_folder`, or `updating` for a change to an existing folder), so a reader (or a kill)
@@ -36,14 +37,16 @@ TSNE_MAP = "tsne.safetensors"  # the t-SNE map of test latents the app shows
 TSNE_FIGURE = "tsne.png"
 SAMPLES, RECONSTRUCTIONS, LATENT_WALK = "samples.png", "reconstructions.png", "latent_walk.png"
 LATENT_GRID, LOSS_CURVE = "latent_grid.png", "loss_curve.png"
+STEERING = "steering.safetensors"  # class regions and principal directions of the latents (vae.steering)
+CLASS_SAMPLES = "class_samples.png"  # samples of each class, drawn from its region
 EVAL = "eval.json"  # written by python -m vae.evaluate; never uploaded
 STATE_DIR = "training_state"  # the resumable state, inside the folder; never uploaded
 REQUIRED_FILES = (CONFIG, WEIGHTS)  # what save_pretrained writes and from_pretrained needs
 # The files that describe a folder's weights: save_pretrained and push_to_hub carry them along while the weights
 # are unchanged.
 TRAINED_FILES = (CARD, METRICS, HISTORY, TRAIN_CONFIG, SAMPLES, RECONSTRUCTIONS, LATENT_WALK, LATENT_GRID)
-TRAINED_FILES += (LOSS_CURVE, TSNE_FIGURE, TSNE_MAP)
-APP_FILES = [CONFIG, WEIGHTS, CARD, METRICS, TSNE_MAP, TSNE_FIGURE]  # what the app downloads of a Hub model
+TRAINED_FILES += (LOSS_CURVE, TSNE_FIGURE, TSNE_MAP, STEERING, CLASS_SAMPLES)
+APP_FILES = [CONFIG, WEIGHTS, CARD, METRICS, TSNE_MAP, TSNE_FIGURE, STEERING]  # what the app downloads of a Hub model
 HUB_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 

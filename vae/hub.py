@@ -18,6 +18,7 @@ from vae.config import TrainConfig
 from vae.errors import UserError, command, first_line
 from vae.folder import (
     CARD,
+    CLASS_SAMPLES,
     EVAL,
     LATENT_GRID,
     LATENT_WALK,
@@ -37,6 +38,7 @@ DATASET_NAMES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
 IWAE_URL = "https://arxiv.org/abs/1509.00519"
 FIGURES = [
     (SAMPLES, "Random samples, z ~ N(0, I)"),
+    (CLASS_SAMPLES, "Samples of each class, drawn from its region of latent space (one row per class)"),
     (RECONSTRUCTIONS, "Test images (top) and their reconstructions (bottom)"),
     (LATENT_WALK, "Walks between class means in latent space (first row: 3 → 7)"),
     (LATENT_GRID, "The 2-D latent space decoded on a grid"),

@@ -36,12 +36,16 @@ from vae.assets import Assets, load_assets
 from vae.errors import UserError, clip
 from vae.imaging import png, prepare_drawing, to_gif, to_grid, to_uint8
 from vae.latent import class_latent, class_walk, nearest_class, place_on_map, walk
+from vae.steering import class_latents, sample_class, slide
 
 # What a caller may ask for.
 MAX_IMAGES = 256  # samples per request
 STEPS = (2, 32)  # frames in a walk
 MAX_TEMPERATURE = 2.0
 MAX_SEED = 2**32 - 1
+ANY = "any"  # the Samples tab's class choice for samples of the prior, N(0, I): what /sample gave before classes
+MAX_OFFSET = 4.0  # a slider's reach, in standard deviations of the test digits along its direction
+SLIDER_STARTS = ("mean", "sample", "digit")  # a class mean, a random point of the class's region, your digit
 MAX_UPLOAD_PIXELS = 4096 * 4096  # larger images are refused before they are decoded
 WORK_SIZE = 1024  # uploads are shrunk to fit this box before centring: plenty for a 28x28 digit
 ECHO = 120  # characters of a caller's value that an error message repeats: a 5 MB class name is not sent back
@@ -50,6 +54,8 @@ ENCODE_WALK_STEPS = 10
 GRID_WIDTH = 720  # sample grids and walk strips are upscaled (nearest neighbour) to about this width
 GIF_SCALE = 4
 MAP_NEIGHBOURS = 10
+SLIDE_SIZE = 224  # the Sliders tab's digit is upscaled (nearest neighbour) to about this many pixels a side
+DIGIT_LATENTS = 64  # posterior means of uploaded digits kept, so that moving a slider does not encode it again
 YOU = "your digit"  # the extra class of the point placed on the t-SNE map
 # What the server holds at once.
 CONCURRENCY = 2  # requests computed at once, over all events: one per core of a small Space
@@ -150,6 +156,33 @@ def check_class(value, name: str, assets: Assets) -> int:
         return value
     classes = clip(", ".join(map(str, names)), 200)  # a checkpoint may have many classes
     raise UserError(f"{name} must be one of the classes of {assets.name}: {classes}; got {shown(value)}.")
+
+
+def check_sample_class(value, assets: Assets) -> int | None:
+    """The Samples tab's class: ANY (or None, from a caller that leaves it out) → None, else a class index, which
+    needs the checkpoint's steering statistics."""
+    if value is None or value == ANY:
+        return None
+    label = check_class(value, "Class", assets)
+    if assets.steering is None:
+        raise UserError(f"Samples of one class are off for this checkpoint; choose {ANY!r}. {assets.no_steering}")
+    return label
+
+
+def check_offsets(value, assets: Assets) -> list[float]:
+    """The sliders' offsets: a list of at most K finite numbers within ±MAX_OFFSET (missing ones are 0)."""
+    if assets.steering is None:
+        raise UserError(f"The latent sliders are off for this checkpoint. {assets.no_steering}")
+    k = len(assets.steering.spreads)
+    what = f"Offsets must be a list of at most {k} numbers from {-MAX_OFFSET} to {MAX_OFFSET} (standard deviations)"
+    if value is None:
+        return []
+    if not isinstance(value, (list, tuple)) or len(value) > k:
+        raise UserError(f"{what}, got {shown(value)}.")
+    for i, offset in enumerate(value):
+        if isinstance(offset, bool) or not isinstance(offset, (int, float)) or not -MAX_OFFSET <= offset <= MAX_OFFSET:
+            raise UserError(f"{what}; direction {i + 1} is {shown(offset)}.")
+    return [float(offset) for offset in value]
 
 
 def image_path(payload) -> str:
@@ -361,9 +394,15 @@ def strip(images: torch.Tensor) -> bytes:
     return png(to_grid(images, nrow=len(images), scale=grid_scale(len(images), len(images), images.shape[-1])))
 
 
-def sample_files(assets: Assets, n: int, seed: int, temperature: float) -> tuple[str, list[str]]:
-    """n images decoded from z ~ N(0, temperature² I) → a square-ish grid and each image alone, as PNG files."""
-    images = assets.model.sample(n, seed=seed, temperature=temperature)  # (n, C, H, W)
+def sample_files(
+    assets: Assets, n: int, seed: int, temperature: float, label: int | None = None
+) -> tuple[str, list[str]]:
+    """n images decoded from z ~ N(0, temperature² I), or from the region of class `label` (its mean and covariance,
+    the spread scaled by temperature) → a square-ish grid and each image alone, as PNG files."""
+    if label is None:
+        images = assets.model.sample(n, seed=seed, temperature=temperature)  # (n, C, H, W)
+    else:
+        images = sample_class(assets.model, assets.steering, label, n, seed, temperature)  # (n, C, H, W)
     nrow = math.ceil(math.sqrt(n))
     grid = to_grid(images, nrow=nrow, scale=grid_scale(n, nrow, images.shape[-1]))
     pixels = to_uint8(images).transpose(0, 2, 3, 1)  # (n, H, W, C)
@@ -426,6 +465,49 @@ def encode_image(assets: Assets, image: np.ndarray, target: int | None) -> Encod
     notes.append(note)
     model_input, reconstruction_path, *walk_path = cache_files(files)
     return Encoded(model_input, reconstruction_path, nearest, points, (walk_path or [None])[0], "\n\n".join(notes))
+
+
+def slider_start(assets: Assets, start: str, label: int, seed: int, image) -> torch.Tensor:
+    """Where the sliders start: class `label`'s mean, a seeded random point of its region, or the posterior mean of
+    the uploaded `image` (a payload, read and encoded once, then remembered) → a latent (D,)."""
+    if start == "mean":
+        return assets.steering.class_means[label]
+    if start == "sample":
+        return class_latents(assets.steering, label, 1, seed)[0]
+    path = image_path(image)
+    key = (assets.name, assets.source, path)
+    with DIGIT_LOCK:
+        if key in DIGITS:
+            DIGITS.move_to_end(key)
+            return DIGITS[key]
+    model = assets.model
+    x = prepare_drawing(read_image(image), model.image_shape)  # (1, C, H, W)
+    if not x.any():
+        raise UserError("The image is blank: upload a picture of a digit (any colour on a plain background).")
+    with torch.no_grad():
+        mu = model.encode(x.to(model.device))[0][0].cpu()  # (D,)
+    with DIGIT_LOCK:
+        DIGITS[key] = mu
+        while len(DIGITS) > DIGIT_LATENTS:
+            DIGITS.popitem(last=False)
+    return mu
+
+
+DIGITS: OrderedDict[tuple[str, str, str], torch.Tensor] = OrderedDict()  # (checkpoint, upload) → posterior mean
+DIGIT_LOCK = threading.Lock()
+
+
+def digit_png(assets: Assets, z: torch.Tensor) -> bytes:
+    """One latent (D,) decoded → a PNG of the digit, upscaled by a whole factor to about SLIDE_SIZE pixels."""
+    model = assets.model
+    with torch.no_grad():
+        x = model.decode(z[None].to(model.device)).cpu()  # (1, C, H, W)
+    return png(to_grid(x, nrow=1, scale=max(1, SLIDE_SIZE // model.image_shape[-1]), padding=0))
+
+
+def slide_file(assets: Assets, start: torch.Tensor, offsets: list[float]) -> str:
+    """The start latent moved by offsets[k] standard deviations along direction k → a PNG file of the digit."""
+    return cache_files({"slide.png": digit_png(assets, slide(assets.steering, start, offsets))})[0]
 
 
 def map_with_point(assets: Assets, z: torch.Tensor) -> tuple[pd.DataFrame | None, str]:
