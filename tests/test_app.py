@@ -6,6 +6,7 @@ choose a checkpoint without the t-SNE cache, one without class means, a corrupt 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -16,8 +17,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import gradio as gr
 import httpx
 import numpy as np
 import pytest
@@ -84,11 +87,19 @@ def broken(tmp_path_factory) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def server(assets, broken):
     """The demo launched on a free local port; yields its URL."""
-    demo = app.build_demo(assets, broken)
+    with launched(app.build_demo(assets, broken)) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def launched(demo: gr.Blocks) -> Iterator[str]:
+    """A demo served on a free local port, as python app.py serves it; yields its URL (no trailing slash)."""
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **app.LAUNCH_OPTIONS)
-    yield f"http://127.0.0.1:{port}"
-    demo.close()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        demo.close()
 
 
 @pytest.fixture(scope="module")

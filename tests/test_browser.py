@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
+from test_app import launched
 from test_steering_app import STEERED, folders  # noqa: F401 (folders is a fixture)
 
 import app
@@ -50,13 +50,8 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def url():
-    demo = app.build_demo(load_assets(app.DEFAULT_CHECKPOINT))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **app.LAUNCH_OPTIONS)
-    yield f"http://127.0.0.1:{port}/"
-    demo.close()
+    with launched(app.build_demo(load_assets(app.DEFAULT_CHECKPOINT))) as base:
+        yield base + "/"
 
 
 @pytest.fixture
@@ -165,13 +160,8 @@ def test_click_through_the_tabs(url, browser, tmp_path):
 @pytest.fixture(scope="module")
 def steered_url(folders):  # noqa: F811 (the fixture imported above)
     """The studio for a copy of the committed model with its steering statistics (see tests/test_steering_app.py)."""
-    demo = app.build_demo(load_assets(folders[STEERED], STEERED))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **app.LAUNCH_OPTIONS)
-    yield f"http://127.0.0.1:{port}/"
-    demo.close()
+    with launched(app.build_demo(load_assets(folders[STEERED], STEERED))) as base:
+        yield base + "/"
 
 
 def choose(driver, elem_id: str, option: str) -> None:

@@ -19,7 +19,7 @@ import torch
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
-from test_app import clear_digits, free_port, read
+from test_app import clear_digits, launched, read
 
 import app
 from bench.app_startup import call as timed_call
@@ -56,11 +56,8 @@ def assets(folders):
 
 @pytest.fixture(scope="module")
 def server(assets, folders):
-    demo = app.build_demo(assets, {PLAIN: str(folders[PLAIN])})
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **app.LAUNCH_OPTIONS)
-    yield f"http://127.0.0.1:{port}"
-    demo.close()
+    with launched(app.build_demo(assets, {PLAIN: str(folders[PLAIN])})) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
