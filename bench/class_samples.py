@@ -1,7 +1,7 @@
 """Samples of a chosen class (issue 12), judged by an independent digit classifier: for each class, the share of
 its samples the classifier calls that class, and their diversity against real test digits of the class.
 
-python -m bench.class_samples --data-dir /work/shared/data [--checkpoint checkpoints/vae-mnist] [--samples 500]
+python -m bench.class_samples --data-dir data [--checkpoint checkpoints/vae-mnist] [--samples 500]
 
 The classifier (an MLP, 784-512-10, 5 seeded epochs on all 60,000 training digits) is trained here and never
 shipped; it must reach 97% on the test set to judge anything. Diversity is the mean pairwise L2 distance between
@@ -13,6 +13,7 @@ least 0.8 of the real digits'.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 
 import torch
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"\n{args.samples} samples per class from {args.checkpoint} at temperature {args.temperature}:")
     print_table(["class", "accuracy", "sample dist", "real dist", "ratio", "targets met"], rows)
     results = {
-        "checkpoint": str(args.checkpoint),
+        "checkpoint": os.path.relpath(args.checkpoint, ROOT),  # as typed from the repository folder
         "samples_per_class": args.samples,
         "temperature": args.temperature,
         "seed": args.seed,
