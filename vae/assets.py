@@ -276,6 +276,7 @@ def read_metrics(folder: Path, source: str) -> tuple[dict, str | None]:
 
 
 def is_finite_number(value) -> bool:
+    """Whether a value is a finite number: metrics.json may hold strings, lists, NaN or ints past a float's range."""
     try:
         return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
     except OverflowError:  # an integer too big for a float: it would not print with :.2f either

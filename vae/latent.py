@@ -47,12 +47,25 @@ def has_class_statistics(model: VAE) -> bool:
     return bool(model.class_means.abs().sum() > 0)
 
 
+def neighbour_agreement(latents: torch.Tensor, labels: torch.Tensor, k: int = 10) -> torch.Tensor:
+    """For each latent (N, D), the share (N,) of its k nearest other latents that have its label. Distances are
+    taken a block of rows at a time, so N may be a whole training set."""
+    k = min(k, len(latents) - 1)
+    if k < 1:
+        return torch.ones(len(latents))
+    latents, shared = latents.float(), []
+    for start in range(0, len(latents), 1024):
+        dist = torch.cdist(latents[start : start + 1024], latents)  # (B, N)
+        rows = torch.arange(len(dist))
+        dist[rows, rows + start] = float("inf")  # not itself
+        nearest = dist.topk(k, largest=False).indices  # (B, k)
+        shared.append((labels[nearest] == labels[start : start + 1024, None]).float().mean(dim=1))
+    return torch.cat(shared)
+
+
 def typical(latents: torch.Tensor, labels: torch.Tensor, k: int = 10) -> torch.Tensor:
     """Mask (N,) of the examples whose k nearest other latents mostly share their label: clear examples."""
-    dist = torch.cdist(latents.float(), latents.float())  # (N, N)
-    dist.fill_diagonal_(float("inf"))
-    nearest = dist.topk(min(k, len(latents) - 1), largest=False).indices  # (N, k)
-    return (labels[nearest] == labels[:, None]).float().mean(dim=1) > 0.5
+    return neighbour_agreement(latents, labels, k) > 0.5
 
 
 def class_latent(

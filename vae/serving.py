@@ -32,7 +32,7 @@ import torch
 from gradio.utils import get_upload_folder
 from PIL import Image, ImageOps
 
-from vae.assets import Assets, load_assets
+from vae.assets import Assets, is_finite_number, load_assets
 from vae.errors import UserError, clip
 from vae.imaging import png, prepare_drawing, to_gif, to_grid, to_uint8
 from vae.latent import class_latent, class_walk, nearest_class, place_on_map, walk
@@ -233,19 +233,11 @@ def read_image(payload) -> np.ndarray:
         ) from None
 
 
-def finite(value) -> bool:
-    """Whether a value is a finite number: metrics.json may hold strings, lists, NaN or ints past a float's range."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:
-        return False
-
-
 def numbers(metrics) -> dict[str, int | float]:
     """The metrics that are finite numbers: the only ones the page formats."""
-    return {key: value for key, value in metrics.items() if finite(value)} if isinstance(metrics, dict) else {}
+    return (
+        {key: value for key, value in metrics.items() if is_finite_number(value)} if isinstance(metrics, dict) else {}
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save
 
 from vae.errors import UserError, clip, command, first_line
 from vae.folder import CLASS_SAMPLES, STEERING, atomic_write  # STEERING: also imported from here
-from vae.latent import posterior_means
+from vae.latent import neighbour_agreement, posterior_means
 from vae.model import VAE
 
 if TYPE_CHECKING:  # vae.data imports torchvision, which the app (requirements.txt) does not install
@@ -67,18 +67,6 @@ def fix_command(source: str) -> str:
 # Fitting
 
 
-def clear_examples(latents: torch.Tensor, labels: torch.Tensor, k: int = NEIGHBOURS) -> torch.Tensor:
-    """Mask (N,) of the latents whose k nearest others are at least CLEAR_AGREEMENT of their own label."""
-    from sklearn.neighbors import NearestNeighbors  # imported here: only fitting needs it
-
-    k = min(k, len(latents) - 1)
-    if k < 1:
-        return torch.ones(len(latents), dtype=torch.bool)
-    nearest = NearestNeighbors(n_neighbors=k).fit(latents.numpy()).kneighbors(return_distance=False)  # (N, k), not self
-    agreement = (labels[torch.from_numpy(nearest)] == labels[:, None]).float().mean(dim=1)
-    return agreement >= CLEAR_AGREEMENT
-
-
 def gaussian(latents: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean (D,) and Cholesky factor (D, D) of latents (N, D); the prior N(0, I) for a class with no images."""
     if len(latents) == 0:
@@ -97,7 +85,7 @@ def fit_steering(
     dim, classes = model.latent_dim, len(model.class_names)
     latents = posterior_means(model, train.images, batch_size).cpu().float()  # (N, D)
     labels = train.labels.cpu()
-    clear = clear_examples(latents, labels)
+    clear = neighbour_agreement(latents, labels, NEIGHBOURS) >= CLEAR_AGREEMENT
     means, scales = torch.zeros(classes, dim), torch.zeros(classes, dim, dim)
     for c in range(classes):
         members = latents[(labels == c) & clear]
