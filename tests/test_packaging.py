@@ -97,3 +97,17 @@ def test_wheel_holds_the_package_and_the_app_requirements(tmp_path):
         if line.split("#")[0].strip()
     ]
     assert required == app_requirements, "the package needs what the app needs: requirements.txt, one source"
+
+
+def test_importing_the_package_changes_no_global_state():
+    """No module switches matplotlib's backend or touches the umask when imported (figures are drawn without pyplot)."""
+    code = (
+        "import os, matplotlib; matplotlib.use('svg'); os.umask(0o027)\n"
+        "import vae.figures, vae.folder, vae.export, vae.training, vae.steering, app\n"
+        "assert matplotlib.get_backend() == 'svg', matplotlib.get_backend()\n"
+        "assert os.umask(0o022) == 0o027\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
