@@ -4,7 +4,7 @@ python app.py                                     # checkpoints/vae-mnist on htt
 python app.py --checkpoint user/vae-mnist         # a model that train.py pushed to the Hugging Face Hub
 VAE_CHECKPOINT=checkpoints/vae-fashion-mnist python app.py --host 0.0.0.0 --port 7861
 
-Every event has an api_name, so gradio_client can call /sample, /walk, /slide, /tsne, /encode,
+Every event has an api_name, so gradio_client can call /sample, /walk, /slide, /tsne, /pick, /encode,
 /encode_drawing and /about.
 
     /sample (num_images, seed, temperature, checkpoint, class_name="any") → grid, gallery: "any" samples the
@@ -15,6 +15,9 @@ Every event has an api_name, so gradio_client can call /sample, /walk, /slide, /
         `digit`), moved by offsets[k] standard deviations along the model's k-th principal direction (a list of
         numbers from -4 to 4, at most one per direction the model stores, 8 by default; missing ones are 0).
         Zero offsets give the start point's digit.
+    /pick (point, walk_from=None, checkpoint) → map, nearest test digit, decoded digit, caption, walk: point [x, y]
+        on the clickable map (t-SNE coordinates; for a model with a 2-D latent, z on its latent plane), as a click
+        on the t-SNE tab's map picture; with walk_from (another point), the walk from there to point.
 
 Inputs reach the handlers raw (preprocess=False) and each handler checks them, so an API caller gets the same
 clear message as a user of the page for a count out of range or a file that is not an image. Nothing is trained
@@ -148,12 +151,23 @@ def slide(catalog: serving.Catalog, start, class_name, seed, offsets, digit=None
 
 def move_sliders(catalog: serving.Catalog, start, class_name, seed, digit, checkpoint, *values) -> str:
     """The page's sliders, one value each, → /slide's list of offsets (as many as the checkpoint has directions)."""
+    offsets = list(values[: slider_count(catalog, checkpoint)])
+    return slide(catalog, start, class_name, seed, offsets, digit, checkpoint)
+
+
+def slider_count(catalog: serving.Catalog, checkpoint) -> int:
+    """How many sliders the checkpoint moves: one per principal direction it stores (2 for a 2-D latent)."""
     try:
         steering = catalog.get(checkpoint).steering
     except UserError:
         steering = None  # slide says why
-    offsets = list(values[: len(steering.spreads)] if steering is not None else values)
-    return slide(catalog, start, class_name, seed, offsets, digit, checkpoint)
+    return len(steering.spreads) if steering is not None else DIRECTIONS
+
+
+def show_sliders(catalog: serving.Catalog, checkpoint) -> list:
+    """A checkpoint chosen: only its sliders shown."""
+    count = slider_count(catalog, checkpoint)
+    return [gr.update(visible=k < count) for k in range(DIRECTIONS)]
 
 
 def reset_sliders(catalog: serving.Catalog, start, class_name, seed, digit, checkpoint) -> list:
@@ -168,6 +182,52 @@ def tsne_map(catalog: serving.Catalog, checkpoint=None) -> tuple[str | None, pd.
     if assets.tsne is None:
         raise UserError(assets.no_map)
     return serving.tsne_figure(assets), assets.map_points
+
+
+@user_errors
+def pick(catalog: serving.Catalog, point, walk_from=None, checkpoint=None) -> tuple:
+    """t-SNE tab (/pick): a point of the clickable map, and optionally the one clicked before it → the map with both
+    marked, the nearest test digit, the latent there decoded, a caption, and the walk between the two."""
+    assets = catalog.get(checkpoint)
+    point = serving.check_point(point, "Point", assets)
+    before = serving.check_point(walk_from, "Walk from", assets) if walk_from is not None else None
+    found = serving.pick(assets, point, before)
+    return found.picture, found.real, found.decoded, found.caption, found.walk
+
+
+@user_errors
+def click_map(catalog: serving.Catalog, before, checkpoint, event: gr.SelectData) -> tuple:
+    """The page: a click on the map picture → what /pick shows for the point there, walking from the click before;
+    and that point, remembered for the next click."""
+    point = serving.clicked_point(catalog.get(checkpoint), event.index)
+    return *pick(catalog, list(point), before, checkpoint), list(point)
+
+
+def show_map(catalog: serving.Catalog, checkpoint) -> tuple:
+    """A checkpoint chosen: its clickable map, unmarked, and nothing picked yet."""
+    try:
+        assets = catalog.get(checkpoint)
+    except UserError:
+        return gr.update(value=None), None, None, "", None, None  # select_checkpoint says why
+    picture = gr.update(value=serving.map_picture(assets), label=map_label(assets))
+    return picture, None, None, map_hint(assets), None, None
+
+
+def map_label(assets: Assets) -> str:
+    plane = assets.click_map is not None and assets.click_map.kind == "plane"
+    return "The latent plane: click anywhere" if plane else "The t-SNE map: click a point"
+
+
+def map_hint(assets: Assets) -> str:
+    if assets.click_map is None:
+        return assets.no_map or ""
+    if assets.click_map.kind == "plane":
+        return (
+            "This model's latent is 2-D, so the map is the latent plane itself: each digit is decoded from its point "
+            "(z1 to the right, z2 upwards, from the 5% to the 95% quantile of N(0, 1)). Click anywhere to decode "
+            "exactly that point; click again to walk from there."
+        )
+    return "Click a point to see that test digit and its reconstruction; click another to walk between the two."
 
 
 @user_errors
@@ -357,8 +417,17 @@ def sliders_tab(catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Asse
                 )
                 reset = gr.Button("Reset", elem_id="slide-reset")
             with gr.Column(scale=1):
+                count = slider_count(catalog, default.name)
                 sliders = [
-                    gr.Slider(-3.0, 3.0, value=0.0, step=0.1, label=f"direction {k + 1} (σ)", elem_id=f"slide-{k + 1}")
+                    gr.Slider(
+                        -3.0,
+                        3.0,
+                        value=0.0,
+                        step=0.1,
+                        label=f"direction {k + 1} (σ)",
+                        elem_id=f"slide-{k + 1}",
+                        visible=k < count,
+                    )
                     for k in range(DIRECTIONS)
                 ]
             with gr.Column(scale=1):
@@ -387,6 +456,8 @@ def sliders_tab(catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Asse
         trigger_mode="always_last",
         **model_work(),
     )
+    show = functools.partial(show_sliders, catalog)
+    checkpoint.change(show, [checkpoint], sliders, api_visibility="private", **model_work())
     # The API: offsets as one list. Wired to a hidden component that the page never changes, so only calls run it.
     offsets.change(
         functools.partial(slide, catalog),
@@ -400,11 +471,49 @@ def sliders_tab(catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Asse
 
 def tsne_tab(catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Assets) -> dict[str, gr.Component]:
     with gr.Tab("t-SNE") as tab:
-        gr.Markdown("The posterior means of test images, laid out in 2-D by t-SNE when the model was exported.")
+        gr.Markdown(
+            "Where the model puts the test digits. Click the map to decode what lies there. Below it, the t-SNE "
+            "figure drawn when the model was exported, with thumbnails, and the same map to hover over."
+        )
         with gr.Row():
-            figure = gr.Image(serving.tsne_figure(default), label="Cached figure", format="png", interactive=False)
+            picture = gr.Image(
+                serving.map_picture(default),
+                label=map_label(default),
+                format="png",
+                interactive=False,
+                elem_id="click-map",
+                scale=3,
+            )
+            with gr.Column(scale=2):
+                with gr.Row():
+                    real = pixel_image("Nearest test digit", elem_id="pick-real", height=240)
+                    decoded = pixel_image("Decoded", elem_id="pick-decoded", height=240)
+                caption = gr.Markdown(map_hint(default), label="What was clicked", elem_id="pick-caption")
+                walk = pixel_image("Walk from the click before", elem_id="pick-walk")
+        with gr.Row():
+            figure = gr.Image(
+                serving.tsne_figure(default),
+                label="Cached figure",
+                format="png",
+                interactive=False,
+                elem_id="tsne-figure",
+            )
             plot = scatter("Interactive map", default, default.map_points)
+        point, walk_from = gr.JSON(visible=False), gr.JSON(visible=False)  # /pick's inputs: the API's, not the page's
+    before = gr.State(None)  # the page's click before, in map units: the next click walks from it
+    shown = [picture, real, decoded, caption, walk]
     tab.select(functools.partial(tsne_map, catalog), [checkpoint], [figure, plot], api_name="tsne", **model_work())
+
+    def clicked(before, checkpoint, event: gr.SelectData):  # not a partial: Gradio finds `event` by its type hint
+        return click_map(catalog, before, checkpoint, event)
+
+    picture.select(clicked, [before, checkpoint], [*shown, before], api_visibility="private", **model_work())
+    show = functools.partial(show_map, catalog)
+    checkpoint.change(show, [checkpoint], [*shown, before], api_visibility="private", **model_work())
+    # The API: wired to a hidden component that the page never changes, so only calls run it.
+    point.change(
+        functools.partial(pick, catalog), [point, walk_from, checkpoint], shown, api_name="pick", **model_work()
+    )
     return {"tsne_figure": figure, "tsne_map": plot}
 
 
@@ -472,7 +581,12 @@ def build_demo(default: Assets, others: dict[str, str] | None = None) -> gr.Bloc
         gr.Markdown("# MNIST VAE studio\nA variational autoencoder: sample it, walk between digits, draw your own.")
         with gr.Row():
             checkpoint = gr.Dropdown(
-                catalog.names, value=default.name, label="Checkpoint", visible=len(catalog.names) > 1, scale=1
+                catalog.names,
+                value=default.name,
+                label="Checkpoint",
+                visible=len(catalog.names) > 1,
+                scale=1,
+                elem_id="checkpoint",
             )
             status_text = gr.Markdown(status(default))
         samples = samples_tab(demo, catalog, checkpoint, default)

@@ -1,4 +1,4 @@
-"""How fast the app is ready, and what /sample and /walk cost on the server.
+"""How fast the app is ready, and what /sample, /walk and /pick cost on the server.
 
 python -m bench.app_startup [--runs 3] [--calls 30] [--checkpoint checkpoints/vae-mnist]
 
@@ -10,6 +10,8 @@ python -m bench.app_startup [--runs 3] [--calls 30] [--checkpoint checkpoints/va
    checking the inputs, the model, encoding PNGs and the GIF, writing them, Gradio's post-processing.
    Gradio's own "duration" (the handler alone) and the client's round trip are shown beside it.
    Target: 50 ms each.
+3. The same for /pick, a click on the t-SNE map that walks from the click before (the map marked, two digits and
+   a 10-step walk): what a click on the page costs. Target: 50 ms.
 
 Prints a table and writes bench/results/app_startup.json.
 """
@@ -33,7 +35,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-TARGETS = {"ready_s": 8.0, "sample_64_ms": 50.0, "walk_16_ms": 50.0}
+TARGETS = {"ready_s": 8.0, "sample_64_ms": 50.0, "walk_16_ms": 50.0, "pick_walk_ms": 50.0}
 
 
 def free_port() -> int:
@@ -114,7 +116,7 @@ def main() -> None:
     args = parser.parse_args()
 
     ready, log_path = [], Path(tempfile.mkdtemp()) / "app.log"
-    timings: dict[str, list[dict]] = {"sample_64": [], "walk_16": []}
+    timings: dict[str, list[dict]] = {"sample_64": [], "walk_16": [], "pick_walk": []}
     for run in range(args.runs):
         port = free_port()
         base = f"http://127.0.0.1:{port}"
@@ -136,6 +138,8 @@ def main() -> None:
                     start = "sample" if i % 2 else "mean"  # half from class means, half from real examples
                     mode = "spherical" if i % 4 >= 2 else "linear"
                     timings["walk_16"].append(call(http, base, index["walk"], ["3", "7", 16, mode, start, i, None]))
+                    clicks = [[(i % 10) - 5.0, (i % 7) - 3.0], [5.0 - (i % 9), 0.5 * i % 4], None]  # inside any map
+                    timings["pick_walk"].append(call(http, base, index["pick"], clicks))
         finally:
             stop(process)
 
@@ -151,6 +155,9 @@ def main() -> None:
         "walk_16_ms": median(timings["walk_16"], "server_ms"),
         "walk_16_handler_ms": median(timings["walk_16"], "handler_ms"),
         "walk_16_round_trip_ms": median(timings["walk_16"], "round_trip_ms"),
+        "pick_walk_ms": median(timings["pick_walk"], "server_ms"),
+        "pick_walk_handler_ms": median(timings["pick_walk"], "handler_ms"),
+        "pick_walk_round_trip_ms": median(timings["pick_walk"], "round_trip_ms"),
         "calls": args.calls,
         "targets": TARGETS,
         "machine": {"cpus": os.cpu_count(), "load_avg_1m": os.getloadavg()[0], "python": platform.python_version()},
@@ -158,7 +165,7 @@ def main() -> None:
     print()
     print(f"{'measure':<38}{'median':>10}{'target':>10}")
     print(f"{'python app.py → first /sample (s)':<38}{results['ready_s']:>10.2f}{TARGETS['ready_s']:>10.1f}")
-    for name, label in [("sample_64", "/sample, 64 images"), ("walk_16", "/walk, 16 steps")]:
+    for name, label in [("sample_64", "/sample, 64 images"), ("walk_16", "/walk, 16 steps"), ("pick_walk", "/pick")]:
         print(f"{label + ', server (ms)':<38}{results[name + '_ms']:>10.1f}{TARGETS[name + '_ms']:>10.1f}")
         print(f"{'  of which the handler (ms)':<38}{results[name + '_handler_ms']:>10.1f}")
         print(f"{'  client round trip (ms)':<38}{results[name + '_round_trip_ms']:>10.1f}")

@@ -8,6 +8,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
+
+from bench.class_samples import train_classifier
+from vae.config import build_config
+from vae.data import DataSettings, ImageSet, load_splits
 
 ROOT = Path(__file__).resolve().parent.parent
 SLICE = ROOT / "tests" / "data" / "mnist-slice"
@@ -52,3 +57,21 @@ def fashion_dir(tmp_path_factory) -> Path:
     for gz in FASHION_GZ.glob("*.gz"):
         shutil.copy(gz, raw / gz.name)
     return root
+
+
+@pytest.fixture(scope="session")
+def mnist_splits(full_mnist_dir):
+    return load_splits(DataSettings.of(build_config({"data_dir": str(full_mnist_dir)})))
+
+
+@pytest.fixture(scope="session")
+def digit_classifier(mnist_splits):
+    """The class-samples benchmark's MLP, trained on all 60,000 MNIST training images (~98% on the test set, ~10 s);
+    it must reach 97%. It judges what the app decodes: an independent reader of digits."""
+    train, val = mnist_splits.train, mnist_splits.val
+    everything = ImageSet(
+        torch.cat([train.images, val.images]), torch.cat([train.labels, val.labels]), train.class_names
+    )
+    net, accuracy = train_classifier(everything, mnist_splits.test)
+    assert accuracy >= 0.97, f"the classifier itself is too weak to judge the VAE: {accuracy:.3f}"
+    return net

@@ -38,7 +38,7 @@ from vae.imaging import png, to_grid, upscale
 from vae.latent import typical
 
 ROOT = Path(__file__).resolve().parent.parent
-ENDPOINTS = ["/sample", "/walk", "/slide", "/tsne", "/encode", "/encode_drawing", "/about"]
+ENDPOINTS = ["/sample", "/walk", "/slide", "/tsne", "/pick", "/encode", "/encode_drawing", "/about"]
 FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
 

@@ -8,6 +8,7 @@ each tab are saved in the test's temporary folder.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from test_steering_app import STEERED, folders  # noqa: F401 (folders is a fixtu
 
 import app
 from vae.assets import load_assets
+from vae.latent import neighbour_agreement
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 CHROMIUM_FLAGS = [
@@ -120,9 +122,10 @@ def test_click_through_the_tabs(url, browser, tmp_path):
     assert no_error_shown(browser)
     browser.save_screenshot(str(tmp_path / "walk.png"))
 
-    # t-SNE: the cached figure, there at once.
+    # t-SNE: the clickable map and the cached figure, there at once.
     open_tab(browser, "t-SNE")
-    loaded_image(browser, ".tabitem:not([style*='display: none'])")
+    loaded_image(browser, "#click-map")
+    loaded_image(browser, "#tsne-figure")
     browser.save_screenshot(str(tmp_path / "tsne.png"))
 
     # Your digit: draw a 1 with the mouse and encode it.
@@ -199,3 +202,73 @@ def test_class_samples_and_sliders(steered_url, browser, tmp_path):
         lambda d: float(d.find_element(By.CSS_SELECTOR, "#slide-1 input[type=number]").get_attribute("value")) == 0
     )
     assert loaded_image(browser, "#slide-digit").get_attribute("src") == start, "reset: back to the start point"
+
+
+@pytest.fixture(scope="module")
+def map_url(tmp_path_factory):
+    """The studio for copies of the committed MNIST model and the 2-D one, in a folder whose path has spaces."""
+    root = tmp_path_factory.mktemp("browser maps") / "my models"
+    copies = {
+        name: shutil.copytree(app.CHECKPOINTS / name, root / name, ignore=shutil.ignore_patterns(".*"))
+        for name in ("vae-mnist", "vae-mnist-2d")
+    }
+    default = load_assets(copies["vae-mnist"])
+    with launched(app.build_demo(default, {"vae-mnist-2d": str(copies["vae-mnist-2d"])})) as base:
+        yield base + "/"
+
+
+def click_picture(driver, selector: str, px: float, py: float) -> None:
+    """Click the <img> under `selector` where pixel (px, py) of the picture itself is shown (it may be scaled)."""
+    img = loaded_image(driver, selector)
+    width, height, natural = (
+        img.size["width"],
+        img.size["height"],
+        driver.execute_script("return [arguments[0].naturalWidth, arguments[0].naturalHeight]", img),
+    )
+    scale = min(width / natural[0], height / natural[1], 1)  # as Gradio's own click handler computes it
+    left, top = (width - natural[0] * scale) / 2, (height - natural[1] * scale) / 2
+    dx, dy = left + px * scale - width / 2, top + py * scale - height / 2  # Selenium: offsets from the centre
+    ActionChains(driver).move_to_element_with_offset(img, round(dx), round(dy)).click().perform()
+
+
+def caption_says(driver, text: str) -> str:
+    return WebDriverWait(driver, TIMEOUT).until(
+        lambda d: text in (caption := d.find_element(By.ID, "pick-caption").text) and caption, f"no '{text}'"
+    )
+
+
+def test_clicks_on_the_map_and_on_the_latent_plane(map_url, browser, tmp_path):
+    """Click the cluster of 3s on the t-SNE map (screenshot), then the 7s: a walk from the 3 (screenshot); then the
+    2-D model, whose map is the latent plane: a click decodes that point (screenshot), and its Sliders tab has two
+    sliders. Screenshots under $VAE_SCREENSHOTS when it is set."""
+    shots = Path(os.environ.get("VAE_SCREENSHOTS") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    mnist = load_assets(app.CHECKPOINTS / "vae-mnist")
+    coords, labels = mnist.tsne["coords"], mnist.tsne["labels"]
+    clear = neighbour_agreement(coords, labels) == 1.0
+    browser.get(map_url)
+    open_tab(browser, "t-SNE")
+    for digit in (3, 7):
+        points = coords[clear & (labels == digit)]
+        point = points[(points - points.median(0).values).norm(dim=1).argmin()].tolist()
+        click_picture(browser, "#click-map", *mnist.click_map.to_pixel(*point))
+        caption_says(browser, f"is a {digit}")
+        loaded_image(browser, "#pick-decoded")
+        assert no_error_shown(browser)
+        browser.save_screenshot(str(shots / f"map-click-{digit}.png"))
+    assert "walk" in caption_says(browser, "is a 7")
+    assert loaded_image(browser, "#pick-walk").size["width"] > 200
+
+    choose(browser, "checkpoint", "vae-mnist-2d")
+    WebDriverWait(browser, TIMEOUT).until(lambda d: "latent plane" in d.find_element(By.ID, "click-map").text)
+    click_picture(browser, "#click-map", 15.5 * 28, 4.5 * 28)  # the middle of row 4, column 15
+    caption = caption_says(browser, "decoded exactly there")
+    plane = load_assets(app.CHECKPOINTS / "vae-mnist-2d").click_map
+    shown_z = [float(v) for v in re.search(r"z = \((\S+), (\S+)\)", caption).groups()]
+    assert shown_z == pytest.approx(plane.to_map(15.5 * 28, 4.5 * 28), abs=0.03), "within a pixel or two"
+    loaded_image(browser, "#pick-decoded")
+    assert no_error_shown(browser)
+    browser.save_screenshot(str(shots / "latent-plane-click.png"))
+    open_tab(browser, "Sliders")
+    shown = [browser.find_elements(By.ID, f"slide-{k}") for k in range(1, 9)]
+    assert [bool(s) and s[0].is_displayed() for s in shown] == [True, True] + [False] * 6, "one per direction"

@@ -8,12 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
-from bench.class_samples import train_classifier
 from vae import VAE
-from vae.config import build_config
-from vae.data import DataSettings, ImageSet, load_splits
 from vae.evaluate import elbo_sums
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,24 +28,6 @@ def test_committed_checkpoint_is_complete(folder):
     assert len(model.class_names) == 10 and model.class_means.abs().sum() > 0
     metrics = json.loads((folder / "metrics.json").read_text())
     assert {"test_loss", "test_recon", "test_kl", "test_iw_nll"} <= metrics.keys()
-
-
-@pytest.fixture(scope="module")
-def mnist_splits(full_mnist_dir):
-    return load_splits(DataSettings.of(build_config({"data_dir": str(full_mnist_dir)})))
-
-
-@pytest.fixture(scope="module")
-def digit_classifier(mnist_splits) -> nn.Module:
-    """The class-samples benchmark's MLP, trained on all 60,000 MNIST training images (~98% on the test set, ~10 s);
-    it must reach 97%."""
-    train, val = mnist_splits.train, mnist_splits.val
-    everything = ImageSet(
-        torch.cat([train.images, val.images]), torch.cat([train.labels, val.labels]), train.class_names
-    )
-    net, accuracy = train_classifier(everything, mnist_splits.test)
-    assert accuracy >= 0.97, f"the classifier itself is too weak to judge the VAE: {accuracy:.3f}"
-    return net
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -473,6 +474,17 @@ def offsets(v) -> bool:
     return numbers and all(number(-serving.MAX_OFFSET, serving.MAX_OFFSET)(x) for x in v)
 
 
+@functools.cache
+def map_extent():
+    return load_assets(app.DEFAULT_CHECKPOINT).click_map.extent
+
+
+def map_point(v) -> bool:
+    """A point [x, y] inside the default model's clickable map."""
+    pair = isinstance(v, list) and len(v) == 2 and all(number(-math.inf, math.inf)(x) for x in v)
+    return pair and all(math.isfinite(x) for x in v) and map_extent().contains(*v)
+
+
 SIGNATURES = {  # endpoint → (what each input accepts, in order); the last input is the checkpoint
     "sample": [
         whole(1, serving.MAX_IMAGES),
@@ -499,6 +511,7 @@ SIGNATURES = {  # endpoint → (what each input accepts, in order); the last inp
         checkpoint,
     ],
     "tsne": [checkpoint],
+    "pick": [map_point, lambda v: v is None or map_point(v), checkpoint],
     "encode": [no_file, digit_class, checkpoint],
     "encode_drawing": [no_file, digit_class, checkpoint],
     "about": [checkpoint],
@@ -603,6 +616,7 @@ def fuzz_cases(server: Server, folder: Path, seed: int = 0) -> list[Case]:
         "slide": ["mean", "3", 0, [0.5, -1.0], None, "vae-mnist"],
         "walk": ["3", "7", 4, "linear", "mean", 0, "vae-mnist"],
         "tsne": ["vae-mnist"],
+        "pick": [[0.0, 0.0], [5.0, -5.0], "vae-mnist"],
         "encode": [image, "7", "vae-mnist"],
         "encode_drawing": [{"background": None, "layers": [], "composite": image, "id": None}, "7", "vae-mnist"],
         "about": ["vae-mnist"],
@@ -623,6 +637,7 @@ def fuzz_cases(server: Server, folder: Path, seed: int = 0) -> list[Case]:
         ("walk", 0),
         ("walk", 3),
         ("slide", 3),
+        ("pick", 0),
         ("encode", 1),
         ("about", 0),
     ]:

@@ -36,7 +36,7 @@ from safetensors.torch import load_file
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 from test_app import free_port, read
-from test_browser import TIMEOUT, browser, loaded_image, open_tab  # noqa: F401 (browser is a fixture)
+from test_browser import TIMEOUT, browser, click_picture, loaded_image, open_tab  # noqa: F401 (browser is a fixture)
 from test_training import HUB_FILES, run_train
 
 import app
@@ -393,10 +393,14 @@ def test_click_through_the_tabs_on_the_space(space, pushed, browser, tmp_path): 
 
     # t-SNE: selecting the tab fetches the cached figure (from the Hugging Face cache) and the map.
     run_event(browser, space, "the t-SNE tab", lambda: open_tab(browser, "t-SNE"))
-    figure = loaded_image(browser, ".tabitem:not([style*='display: none'])")
+    figure = loaded_image(browser, "#tsne-figure")
     with Image.open(io.BytesIO(pushed.files["tsne.png"])) as png:
         size = list(png.size)
     assert browser.execute_script("return [arguments[0].naturalWidth, arguments[0].naturalHeight]", figure) == size
+    # A click in the middle of the map (drawn from the pushed tsne.safetensors) shows a test digit and its decoding.
+    run_event(browser, space, "a click on the map", lambda: click_picture(browser, "#click-map", 280, 280))
+    loaded_image(browser, "#pick-decoded")
+    assert " is a " in browser.find_element(By.ID, "pick-caption").text  # the nearest test digit and its class
     browser.save_screenshot(str(shots / "tsne.png"))
 
     # Your digit: a picture of a test digit uploaded from disk is encoded at once.

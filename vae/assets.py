@@ -20,6 +20,7 @@ from vae.architecture import FLOAT_DTYPES, safetensors_header, weights_header
 from vae.errors import UserError, clip, first_line, json_kind, name_list, quote
 from vae.folder import APP_FILES, CARD, METRICS, TSNE_FIGURE, TSNE_MAP, WEIGHTS, is_local_folder, looks_local
 from vae.latent import has_class_statistics, typical
+from vae.maps import ClickMap, PlaneMap, TsneMap
 from vae.model import VAE
 from vae.steering import Steering, read_steering
 
@@ -41,7 +42,9 @@ class Assets:
     name: str  # what the checkpoint dropdown shows
     source: str  # the folder or Hub repo id it came from
     model: VAE
-    tsne: dict[str, torch.Tensor] | None  # coords (N, 2), labels (N,), latents (N, D) of test images
+    tsne: (
+        dict[str, torch.Tensor] | None
+    )  # coords (N, 2), labels (N,), latents (N, D), images (N, C, H, W) of test images
     tsne_figure: bytes | None  # tsne.png as drawn by the trainer: served from Gradio's cache, wherever the folder is
     metrics: dict
     card: str  # the model card's text, without front matter and figures
@@ -54,6 +57,7 @@ class Assets:
     no_metrics: str | None = None  # why metrics.json, or some of its values, are not shown
     bank: tuple[torch.Tensor, torch.Tensor] | None = None  # clear real latents and labels: walk start points
     map_points: pd.DataFrame | None = None  # x, y, class: the interactive t-SNE scatter
+    click_map: ClickMap | None = None  # the picture a click decodes from: the latent plane (2-D), else the t-SNE map
 
     @property
     def class_names(self) -> list[str]:
@@ -130,11 +134,13 @@ def read_tsne(folder: Path, model: VAE, source: str) -> tuple[dict[str, torch.Te
     if not path.is_file():
         return None, f"{source} has no cached t-SNE map, so the map tab and placing your digit on it are off: {fix}."
     try:
-        problem = map_problem(safetensors_header(path), model)
+        header = safetensors_header(path)
+        problem = map_problem(header, model)
         if problem is None:
-            with safe_open(path, framework="pt") as f:  # not its thumbnails: the app does not use them
-                tsne = {name: f.get_tensor(name) for name in ("coords", "labels", "latents")}
-            tsne = {
+            names = ["coords", "labels", "latents", *(["images"] if "images" in header else [])]
+            with safe_open(path, framework="pt") as f:
+                tsne = {name: f.get_tensor(name) for name in names}
+            tsne |= {
                 "coords": tsne["coords"].float(),
                 "labels": tsne["labels"].long(),
                 "latents": tsne["latents"].float(),
@@ -172,6 +178,13 @@ def map_problem(header: dict, model: VAE) -> str | None:
             f"has latents {list(latents)} of {latents_type}, where this model's {n:,} points need "
             f"[{n}, {model.latent_dim}] floats: it was computed for another model"
         )
+    if "images" in header:  # the test images themselves (uint8): a click on the map shows the real digit
+        images, images_type = header["images"]
+        if images != (n, *model.image_shape) or images_type != "U8":
+            return (
+                f"has images {list(images)} of {images_type}, where this model's {n:,} points need "
+                f"[{n}, {', '.join(map(str, model.image_shape))}] U8 images: it was computed for another model"
+            )
     return None
 
 
@@ -320,6 +333,10 @@ def load_assets(source: str | Path, name: str | None = None) -> Assets:
                 "class": [model.class_names[i] for i in tsne["labels"].tolist()],
             }
         )
+    if model.latent_dim == 2:  # the latent plane itself is the map: a click decodes exactly the point clicked
+        assets.click_map = PlaneMap(model)
+    elif tsne is not None:
+        assets.click_map = TsneMap(tsne["coords"], tsne["labels"], model.class_names)
     return assets
 
 

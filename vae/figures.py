@@ -17,7 +17,7 @@ from PIL import Image
 
 from vae.folder import atomic_write
 from vae.imaging import as_float, class_colours, to_grid
-from vae.latent import class_walk
+from vae.latent import class_walk, plane_grid
 from vae.model import VAE
 from vae.steering import Steering, sample_class
 
@@ -61,9 +61,7 @@ def latent_walk_grid(model: VAE, pairs=WALK_PAIRS, steps: int = 10, scale: int =
 @torch.no_grad()
 def latent_grid(model: VAE, n: int = 20, scale: int = 2) -> np.ndarray:
     """For a 2-D latent: decode an n x n grid at Normal quantiles, the manifold figure of Kingma & Welling (2014)."""
-    q = torch.distributions.Normal(0, 1).icdf(torch.linspace(0.05, 0.95, n))
-    z = torch.stack(torch.meshgrid(q, q.flip(0), indexing="xy"), dim=-1).reshape(-1, 2)  # (n*n, 2), row = y
-    return to_grid(model.decode(z.to(model.device)), nrow=n, scale=scale, padding=0)
+    return to_grid(model.decode(plane_grid(n).to(model.device)), nrow=n, scale=scale, padding=0)
 
 
 def tsne_figure(

@@ -17,6 +17,7 @@ INTERPOLATIONS = ("linear", "spherical")
 # Drawn start points use this fraction of a class's spread: at the full spread about one draw in four
 # decodes to a digit that its nearest test images say is another class; at half, about one in thirty.
 SAMPLE_SPREAD = 0.5
+PLANE_QUANTILES = (0.05, 0.95)  # the 2-D latent plane is shown from the 5% to the 95% quantile of N(0, 1) on each axis
 
 
 @torch.no_grad()
@@ -40,6 +41,19 @@ def interpolate(z0: torch.Tensor, z1: torch.Tensor, steps: int, mode: str = "lin
     if mode == "spherical":
         return slerp(z0, z1, t)
     return z0 + t[:, None] * (z1 - z0)  # (steps, D)
+
+
+def plane_axis(n: int) -> torch.Tensor:
+    """The n values (n,) of z1 (and of z2) at which a 2-D model's latent plane is decoded: evenly spaced Normal
+    quantiles, so that each cell of the grid holds the same prior mass (Kingma & Welling, 2014, figure 4)."""
+    return torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(*PLANE_QUANTILES, n))
+
+
+def plane_grid(n: int) -> torch.Tensor:
+    """The latents (n*n, 2) of a 2-D model's latent plane as a grid of n x n images, row by row from the top: z1
+    grows to the right, z2 upwards."""
+    q = plane_axis(n)
+    return torch.stack(torch.meshgrid(q, q.flip(0), indexing="xy"), dim=-1).reshape(-1, 2)
 
 
 def has_class_statistics(model: VAE) -> bool:

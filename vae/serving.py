@@ -34,7 +34,7 @@ from PIL import Image, ImageOps
 
 from vae.assets import Assets, is_finite_number, load_assets
 from vae.errors import UserError, clip
-from vae.imaging import png, prepare_drawing, to_gif, to_grid, to_uint8
+from vae.imaging import as_float, png, prepare_drawing, to_gif, to_grid, to_uint8
 from vae.latent import class_latent, class_walk, nearest_class, place_on_map, walk
 from vae.steering import class_latents, sample_class, slide
 
@@ -512,6 +512,105 @@ def map_with_point(assets: Assets, z: torch.Tensor) -> tuple[pd.DataFrame | None
     points = pd.concat([assets.map_points, you], ignore_index=True)
     note = f"On the t-SNE map at ({x:.1f}, {y:.1f}): among its {MAP_NEIGHBOURS} nearest test images in latent space."
     return points, note
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The clickable map: the t-SNE map, or a 2-D model's latent plane (vae.maps)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def check_point(value, name: str, assets: Assets) -> tuple[float, float]:
+    """A point of the checkpoint's clickable map: [x, y], two numbers inside the map (t-SNE units, or z itself)."""
+    clickable = assets.click_map
+    if clickable is None:
+        raise UserError(assets.no_map)
+    extent = clickable.extent
+    pair = isinstance(value, list | tuple) and len(value) == 2 and all(is_finite_number(v) for v in value)
+    if not pair or not extent.contains(*value):
+        units = "z1, z2 of the latent plane" if clickable.kind == "plane" else "t-SNE coordinates"
+        raise UserError(
+            f"{name} must be a point [x, y] of the map ({units}): x from {extent.x[0]:.2f} to {extent.x[1]:.2f} and "
+            f"y from {extent.y[0]:.2f} to {extent.y[1]:.2f}, got {shown(value)}."
+        )
+    return float(value[0]), float(value[1])
+
+
+def map_picture(assets: Assets) -> str | None:
+    """The checkpoint's clickable map without marks, as a file in Gradio's cache (pinned: a page links to it)."""
+    return cache_files({"map.png": png(assets.click_map.image)}, pin=True)[0] if assets.click_map else None
+
+
+def clicked_point(assets: Assets, index) -> tuple[float, float]:
+    """Where a click on the map picture landed: Gradio's [x, y] in the picture's pixels → the point of the map."""
+    clickable = assets.click_map
+    if clickable is None:
+        raise UserError(assets.no_map)
+    if not (isinstance(index, list | tuple) and len(index) == 2 and all(is_finite_number(v) for v in index)):
+        raise UserError("Click on the map picture itself.")  # Gradio sends null for a click beside the picture
+    if not clickable.in_plot(*index):
+        raise UserError("Click inside the map: the legend beside it is not part of it.")
+    return clickable.to_map(*index)
+
+
+@dataclass
+class Picked:
+    """What a click on the map shows."""
+
+    picture: str  # PNG: the map with this click and the one before marked
+    real: str | None  # PNG: the test image nearest the click; None when the map has no images
+    decoded: str  # PNG: the latent there, decoded
+    caption: str  # what was clicked
+    walk: str | None  # PNG: the walk from the click before; None for a first click
+
+
+def latent_at(assets: Assets, point: tuple[float, float]) -> tuple[torch.Tensor, int | None, str]:
+    """A point of the map → the latent (D,) to decode, the test image nearest it (an index into the map, or None
+    without one) and a caption. On the t-SNE map, the latent of the nearest test image (its posterior mean); on a
+    2-D model's plane, exactly the point clicked."""
+    tsne, x, y = assets.tsne, *point
+    if assets.click_map.kind == "plane":
+        z = torch.tensor([x, y])
+        if tsne is None:
+            return z, None, f"z = ({x:.2f}, {y:.2f}), decoded."
+        distance, index = torch.cdist(z[None], tsne["latents"])[0].min(0)
+        name = assets.class_names[int(tsne["labels"][index])]
+        return (
+            z,
+            int(index),
+            (
+                f"z = ({x:.2f}, {y:.2f}), decoded exactly there. The test digit whose latent is nearest "
+                f"({float(distance):.2f} away) is a **{name}**."
+            ),
+        )
+    index = int(torch.cdist(torch.tensor([[x, y]]), tsne["coords"])[0].argmin())
+    name = assets.class_names[int(tsne["labels"][index])]
+    return (
+        tsne["latents"][index],
+        index,
+        (
+            f"The test digit nearest ({x:.1f}, {y:.1f}) on the map is a **{name}**: beside the real digit, its latent "
+            "(the posterior mean) decoded, which is the model's reconstruction of it."
+        ),
+    )
+
+
+def pick(assets: Assets, point: tuple[float, float], before: tuple[float, float] | None = None) -> Picked:
+    """A click on the map (and the click before it) → what it shows: see Picked."""
+    z, index, caption = latent_at(assets, point)
+    files = {
+        "map.png": png(assets.click_map.marked([p for p in (before, point) if p is not None])),
+        "decoded.png": digit_png(assets, z),
+    }
+    images = assets.tsne.get("images") if assets.tsne is not None else None
+    if index is not None and images is not None:
+        files["real.png"] = png(
+            to_grid(as_float(images[index : index + 1]), nrow=1, scale=max(1, SLIDE_SIZE // images.shape[-1]), padding=0)
+        )
+    if before is not None:
+        files["walk.png"] = strip(walk(assets.model, latent_at(assets, before)[0], z, ENCODE_WALK_STEPS))
+        caption += " Below: the walk from your click before this one."
+    paths = dict(zip(files, cache_files(files), strict=True))
+    return Picked(paths["map.png"], paths.get("real.png"), paths["decoded.png"], caption, paths.get("walk.png"))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
