@@ -604,7 +604,9 @@ def pick(assets: Assets, point: tuple[float, float], before: tuple[float, float]
     images = assets.tsne.get("images") if assets.tsne is not None else None
     if index is not None and images is not None:
         files["real.png"] = png(
-            to_grid(as_float(images[index : index + 1]), nrow=1, scale=max(1, SLIDE_SIZE // images.shape[-1]), padding=0)
+            to_grid(
+                as_float(images[index : index + 1]), nrow=1, scale=max(1, SLIDE_SIZE // images.shape[-1]), padding=0
+            )
         )
     if before is not None:
         files["walk.png"] = strip(walk(assets.model, latent_at(assets, before)[0], z, ENCODE_WALK_STEPS))
