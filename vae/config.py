@@ -23,6 +23,8 @@ from vae.folder import atomic_write_text
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "configs" / "mnist.yaml"
 DATASETS = ("mnist", "fashion-mnist", "imagefolder")
+BINARIZE = ("none", "dynamic")  # grayscale pixels read as Bernoulli means, or dynamically binarised MNIST
+OBJECTIVES = ("elbo", "iwae")
 
 
 def option(default, help: str, **limits):
@@ -41,6 +43,13 @@ class TrainConfig:
     val_size: int = option(5000, "training images held out for validation (fixed by the seed)", min=1)
     test_fraction: float = option(0.1, "imagefolder: fraction of images held out as the test set", open=(0, 1))
     max_train_samples: int | None = option(None, "train on the first N training images only", min=1)
+    binarize: str = option(
+        "none",
+        "none: pixels are Bernoulli means (grayscale); dynamic: each training image is drawn again as binary pixels "
+        "~ Bernoulli(intensity) every time it is seen, validation and test images once, with BINARIZE_SEED",
+        choices=BINARIZE,
+    )
+    binarize_seed: int = option(0, "dynamic: the seed of the one binarisation of the validation and test images", min=0)
     # model
     hidden_dims: list[int] = option([512, 256], "encoder layer widths; the decoder mirrors them", min=1)
     latent_dim: int = option(32, "size of the latent z", min=1)
@@ -56,6 +65,12 @@ class TrainConfig:
     min_lr_ratio: float = option(0.0, "cosine: final learning rate as a fraction of lr", min=0.0, max=1.0)
     warmup_steps: int = option(0, "linear learning-rate warm-up steps", min=0)
     kl_warmup_epochs: float = option(0.0, "epochs over which the KL weight rises linearly from 0 to 1", min=0.0)
+    objective: str = option(
+        "elbo",
+        "elbo, or iwae: the importance-weighted bound (Burda et al. 2015) with TRAIN_SAMPLES",
+        choices=OBJECTIVES,
+    )
+    train_samples: int = option(1, "iwae: importance samples per training image (1 gives the ELBO)", min=1, max=5000)
     seed: int = option(0, "seed for the split, the shuffling and the weights", min=0)
     # hardware
     mixed_precision: str = option(
@@ -146,6 +161,11 @@ def build_config(values: dict) -> TrainConfig:
             known = ", ".join(FIELDS)
             raise UserError(f"Unknown config key '{key}'. Known keys: {known}.")
     config = TrainConfig(**{key: check_value(key, value) for key, value in values.items()})
+    if config.train_samples > 1 and config.objective != "iwae":
+        raise UserError(
+            f"--train-samples {config.train_samples} needs --objective iwae: the ELBO uses one sample per image. "
+            "Add --objective iwae, or drop --train-samples."
+        )
     if config.push_to_hub and not config.hub_model_id:
         raise UserError("--push-to-hub needs --hub-model-id user/name to know where to upload.")
     return config

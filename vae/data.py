@@ -86,6 +86,8 @@ class DataSettings:
     test_fraction: float  # imagefolder: the share of images held out as the test set
     seed: int  # fixes the held-out images
     max_train_samples: int | None  # train on the first N training images only (None: all)
+    binarize: str = "none"  # or "dynamic": validation and test images binarised once (the trainer draws training ones)
+    binarize_seed: int = 0  # fixes that one binarisation, so that runs and evaluations compare
 
     @classmethod
     def of(cls, settings) -> DataSettings:
@@ -235,7 +237,17 @@ def load_splits(settings: DataSettings) -> Splits:
     train, val = split(train, settings.val_size, settings.seed)
     if settings.max_train_samples is not None:
         train = train.subset(torch.arange(min(settings.max_train_samples, len(train))))
+    if settings.binarize == "dynamic":  # training images stay grayscale: the trainer draws their pixels each step
+        val = ImageSet(binarized(val.images, settings.binarize_seed + 1), val.labels, val.class_names)
+        test = ImageSet(binarized(test.images, settings.binarize_seed), test.labels, test.class_names)
     return Splits(train, val, test)
+
+
+def binarized(images: torch.Tensor, seed: int) -> torch.Tensor:
+    """uint8 images → one seeded draw of binary pixels ~ Bernoulli(intensity / 255), as uint8 0 or 255: the fixed
+    binarisation of a held-out set (the test set's depends only on its images and the seed)."""
+    draw = torch.rand(images.shape, generator=torch.Generator().manual_seed(seed))
+    return (draw * 255 < images.cpu()).to(torch.uint8) * 255
 
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1) -> list[torch.Tensor]:

@@ -1,6 +1,11 @@
 """Test-set metrics of a trained model: negative ELBO with its parts, and the importance-weighted bound.
 
 python -m vae.evaluate --checkpoint checkpoints/vae-mnist [--iw-samples 1000] [--update-card]
+python -m vae.evaluate --checkpoint checkpoints/vae-mnist-binary --iw-samples 5000   # the papers' test NLL
+
+A folder trained on dynamically binarised MNIST (--binarize dynamic) is measured on the same fixed binarisation of
+the test set it was validated against: its train_config.yaml records the seed. The importance-weighted bound decodes
+K samples per image, 50 images at a time (about 20,000 decoded images, a few hundred MB, in memory at once).
 
 --update-card puts the new test figures into the folder's metrics.json and model card (README.md), e.g.
 to report K = 1000 for a model whose training run measured the bound with K = 100.

@@ -28,6 +28,15 @@ def bernoulli_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, x.flatten(1), reduction="none").sum(dim=1)
 
 
+def bernoulli_nll_samples(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """bernoulli_nll of K samples' logits (K*N, P), sample by sample, against their N images → (K, N), without
+    copying the images K times: -log p(x|z) = Σ softplus(logit) - x · logit, for any x in [0, 1]."""
+    n = len(x)
+    x = x.flatten(1).to(logits.dtype)  # (N, P)
+    dot = torch.einsum("knp,np->kn", logits.view(-1, n, x.shape[1]), x)  # (K, N)
+    return F.softplus(logits).sum(dim=1).view(-1, n) - dot
+
+
 def negative_elbo(
     logits: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, kl_weight: float = 1.0
 ) -> ELBOParts:
@@ -35,6 +44,30 @@ def negative_elbo(
     recon = bernoulli_nll(logits.float(), x)
     kl = gaussian_kl(mu.float(), logvar.float())
     return ELBOParts(recon + kl_weight * kl, recon, kl)
+
+
+def importance_weighted_bound(
+    logits: torch.Tensor,
+    x: torch.Tensor,
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    z: torch.Tensor,
+    kl_weight: float = 1.0,
+) -> ELBOParts:
+    """-L_K, the importance-weighted bound of Burda et al. (2015, eq. 8), for K = len(z) / len(x) samples per image:
+    -log (1/K) Σ_k p(x|z_k) p(z_k)^β / q(z_k|x)^β, with β = kl_weight (1: the bound itself). K = 1 is the ELBO.
+
+    Its gradient weighs each sample by its normalised importance weight. recon and kl are reported as for the ELBO,
+    E_q[-log p(x|z)] over the K samples and the closed-form KL, so that a run's records read the same either way.
+    """
+    n = len(x)
+    k = len(z) // n
+    recon = bernoulli_nll_samples(logits.float(), x)  # (K, N)
+    z = z.float().view(k, n, -1)
+    log_ratio = log_normal(z, mu.float(), logvar.float()) - log_normal(z, torch.zeros_like(z), torch.zeros_like(z))
+    log_w = -recon - kl_weight * log_ratio  # (K, N)
+    loss = -(torch.logsumexp(log_w, dim=0) - math.log(k))
+    return ELBOParts(loss, recon.mean(0), gaussian_kl(mu.float(), logvar.float()))
 
 
 def sum_dtype(device: torch.device) -> torch.dtype:
@@ -96,7 +129,7 @@ def importance_weighted_nll(
         eps = torch.randn(m, n, d, generator=generator, device=mu.device)
         z = mu + eps * torch.exp(0.5 * logvar)  # (m, N, D)
         logits = model.decode_logits(z.reshape(m * n, d)).float()  # (m*N, P)
-        log_px_z = -bernoulli_nll(logits, x.repeat(m, *[1] * (x.dim() - 1))).view(m, n)
+        log_px_z = -bernoulli_nll_samples(logits, x)  # (m, N)
         log_pz = log_normal(z, torch.zeros_like(z), torch.zeros_like(z))  # (m, N)
         log_qz_x = log_normal(z, mu, logvar)  # (m, N)
         log_weights.append(log_px_z + log_pz - log_qz_x)

@@ -44,10 +44,10 @@ ACTIVATIONS = {name: getattr(nn, layer) for name, layer in architecture.ACTIVATI
 
 
 class VAEOutput(NamedTuple):
-    logits: torch.Tensor  # (N, C*H*W) Bernoulli logits of the reconstruction
+    logits: torch.Tensor  # (S*N, C*H*W) Bernoulli logits of the reconstruction, S samples per image (usually 1)
     mu: torch.Tensor  # (N, latent_dim)
     logvar: torch.Tensor  # (N, latent_dim)
-    z: torch.Tensor  # (N, latent_dim) the posterior sample that was decoded
+    z: torch.Tensor  # (S*N, latent_dim) the posterior samples that were decoded
 
 
 def mlp(sizes: list[int], dropout: float, activation: str = "relu") -> nn.Sequential:
@@ -109,11 +109,13 @@ class VAE(nn.Module, PyTorchModelHubMixin, **HUB_METADATA | {"tags": list(HUB_ME
         """Latents (N, latent_dim) → images in [0, 1] shaped (N, C, H, W): the Bernoulli means."""
         return torch.sigmoid(self.decode_logits(z)).view(-1, *self.image_shape)
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> VAEOutput:
-        """Encode, draw one z ~ q(z|x) by reparameterisation, decode to logits."""
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None, samples: int = 1) -> VAEOutput:
+        """Encode, draw `samples` z ~ q(z|x) per image by reparameterisation, decode to logits. With several samples
+        (the importance-weighted bound), z and logits hold samples x N rows, sample by sample."""
         mu, logvar = self.encode(x)
-        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-        z = mu + eps * torch.exp(0.5 * logvar)  # (N, D)
+        shape = mu.shape if samples == 1 else (samples, *mu.shape)
+        eps = torch.randn(shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        z = (mu + eps * torch.exp(0.5 * logvar)).reshape(-1, mu.shape[1])  # (samples * N, D)
         return VAEOutput(self.decode_logits(z), mu, logvar, z)
 
     @torch.no_grad()

@@ -58,7 +58,7 @@ from vae.folder import (
 )
 from vae.hub import check_hub_access, push_folder
 from vae.imaging import as_float
-from vae.loss import ELBOParts, ELBOTotals, negative_elbo
+from vae.loss import ELBOParts, ELBOTotals, importance_weighted_bound, negative_elbo
 from vae.model import VAE
 
 
@@ -240,13 +240,18 @@ def train_epoch(training: Training, epoch: int, signals: StopSignals) -> Trained
 
 
 def train_step(training: Training, index: torch.Tensor, kl_weight: float) -> ELBOParts:
-    """One optimizer step on the training images at `index`; returns their -ELBO terms."""
-    images, accelerator = training.train_set.images, training.accelerator
+    """One optimizer step on the training images at `index`; returns their loss terms (-ELBO, or -L_K for iwae)."""
+    images, accelerator, config = training.train_set.images, training.accelerator, training.config
     rows = images.index_select(0, index.to(images.device))  # faster than images[index]
     x = as_float(rows.to(accelerator.device, non_blocking=True))  # (B, C, H, W)
+    if config.binarize == "dynamic":
+        x = torch.bernoulli(x)  # fresh binary pixels each time an image is seen (the generator is checkpointed)
     with accelerator.autocast():
-        out = training.model(x)
-    parts = negative_elbo(out.logits, x, out.mu, out.logvar, kl_weight)
+        out = training.model(x, samples=config.train_samples)
+    if config.objective == "iwae":
+        parts = importance_weighted_bound(out.logits, x, out.mu, out.logvar, out.z, kl_weight)
+    else:
+        parts = negative_elbo(out.logits, x, out.mu, out.logvar, kl_weight)
     training.optimizer.zero_grad(set_to_none=True)
     accelerator.backward(parts.loss.mean())
     training.optimizer.step()
