@@ -11,26 +11,32 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import secrets
 import signal
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list, gather_object
 from safetensors import SafetensorError
 
 from vae.architecture import ModelConfig, safetensors_header
 from vae.config import saved_config
 from vae.data import DataSettings
-from vae.errors import Interrupted, UserError, name_list
-from vae.folder import CONFIG, STATE_DIR, TRAIN_CONFIG, clean_leftovers
+from vae.errors import Interrupted, UserError, first_line, name_list
+from vae.folder import CONFIG, STATE_DIR, TRAIN_CONFIG, atomic_write_text, clean_leftovers
 
 STOP_CHECK_STEPS = 20  # with several processes, how often they agree on stopping after SIGINT / SIGTERM
 # The files of an epoch checkpoint (training_state/epoch-NNNN/) besides Accelerate's own; progress.json is written
 # last: a checkpoint that has it is complete.
 PROGRESS = "progress.json"  # epoch, best_val_loss, best_epoch, history
 BEST_WEIGHTS = "best_model.safetensors"  # the weights of the best epoch so far, exported at the end
+# Written in OUTPUT_DIR by the main process and read by the others to see that they share the folder, then removed
+# (a killed run's copy is a leftover clean_leftovers removes: its name starts with ".tmp-").
+SHARED_CHECK = ".tmp-shared-check"
 # The settings of the architecture a run may not change on --resume, by the flag that sets each.
 ARCHITECTURE_FLAGS = {
     "hidden_dims": "--hidden-dims",
@@ -45,6 +51,36 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
     last), and renamed away before they are deleted, so every epoch-* folder with progress.json is whole."""
     folders = sorted(p for p in (output_dir / STATE_DIR).glob("epoch-*") if (p / PROGRESS).is_file())
     return folders[-1] if folders else None
+
+
+def check_one_folder(accelerator: Accelerator, output_dir: Path, checkpoint: Path | None) -> None:
+    """With several processes, OUTPUT_DIR must be one folder they all see: the main process writes every file, and
+    each process reads its own random state from the checkpoints. The main process writes a random token there and
+    every process reads it back and names the checkpoint it resumes; all must agree, or every process stops with the
+    same message (one stopping alone would leave the others waiting)."""
+    if accelerator.num_processes == 1:
+        return
+    token = broadcast_object_list([secrets.token_hex(16) if accelerator.is_main_process else None])[0]
+    path = output_dir / SHARED_CHECK
+    if accelerator.is_main_process:
+        atomic_write_text(path, token)
+    accelerator.wait_for_everyone()
+    sees = path.is_file() and path.read_text() == token
+    views = gather_object([(accelerator.process_index, socket.gethostname(), sees, getattr(checkpoint, "name", None))])
+    if accelerator.is_main_process:
+        path.unlink()  # every process has read it: gather_object returns once all have sent their view
+    resumes = views[0][3]
+    strangers = [view for view in views if not view[2] or view[3] != resumes]
+    if strangers:
+        rank, host, seen, other = strangers[0]
+        problem = (
+            "does not see the files process 0 writes there" if not seen else f"would resume {other}, not {resumes}"
+        )
+        raise UserError(
+            f"--output-dir {output_dir} is not one folder shared by every machine of this run: process {rank} on "
+            f"{host} {problem}. Give a path on a file system that every machine mounts at the same place (NFS or a "
+            "cluster file system), then run the same command on every machine."
+        )
 
 
 def checkpoint_architecture(checkpoint: Path, asked: ModelConfig) -> ModelConfig:
@@ -157,6 +193,35 @@ def failures_reported(accelerator: Accelerator, output_dir: Path) -> Iterator[No
             f" in {output_dir / STATE_DIR}: free some disk space or fix the folder's permissions, then run the same "
             "command with --resume."
         ) from None
+
+
+@contextlib.contextmanager
+def lost_peers_reported(accelerator: Accelerator, output_dir: Path, timeout: int) -> Iterator[None]:
+    """With several processes, a collective step that fails because another process is gone (its machine killed or
+    cut off: a closed connection at once, silence after `timeout` seconds) becomes a UserError on each survivor,
+    naming the checkpoint that every machine's --resume continues, instead of a traceback or a wait without end."""
+    try:
+        yield
+    except RuntimeError as err:
+        if accelerator.num_processes == 1 or not is_lost_peer(err):
+            raise
+        if accelerator.is_main_process:
+            clean_leftovers(output_dir)  # the temporary folder of a checkpoint the others never finished
+        latest = latest_checkpoint(output_dir)
+        saved = f"last complete checkpoint: {latest.name} in {latest.parent}" if latest else "no epoch was saved yet"
+        raise UserError(
+            f"Lost contact with another process of this run ({first_line(err)[:200]}): a machine or process "
+            f"stopped, or the network between them failed, or one waited more than --ddp-timeout {timeout} s for "
+            f"the others; {saved}. Start every machine again with the same command and --resume."
+        ) from None
+
+
+def is_lost_peer(err: RuntimeError) -> bool:
+    """An error of torch.distributed's transport (gloo, NCCL, the c10d store), not of the training itself."""
+    if isinstance(err, torch.distributed.DistError):
+        return True
+    text = str(err)
+    return any(mark in text for mark in ("gloo", "NCCL", "c10d", "Connection reset", "Connection closed", "Timed out"))
 
 
 def is_write_failure(err: BaseException) -> bool:

@@ -25,6 +25,8 @@ DEFAULT_CONFIG = ROOT / "configs" / "mnist.yaml"
 DATASETS = ("mnist", "fashion-mnist", "imagefolder")
 BINARIZE = ("none", "dynamic")  # grayscale pixels read as Bernoulli means, or dynamically binarised MNIST
 OBJECTIVES = ("elbo", "iwae")
+TRACKERS = ("tensorboard", "trackio", "wandb")  # Accelerate's names for them; vae.tracking knows their packages
+REPORT_TO = ("none", *TRACKERS, "all")
 
 
 def option(default, help: str, **limits):
@@ -77,9 +79,18 @@ class TrainConfig:
         "no", "no, bf16 or fp16 (on a CPU both are usually slower than no)", choices=("no", "bf16", "fp16")
     )
     cpu: bool = option(False, "train on the CPU even when a GPU is available")
+    ddp_timeout: int = option(
+        1800, "several processes: seconds one waits for the others before the run stops (a lost machine)", min=1
+    )
     # outputs
     output_dir: str = option("outputs/vae-mnist", "where the Hub-ready model folder is written")
     resume: bool = option(False, "continue from the last finished epoch in OUTPUT_DIR")
+    report_to: str = option(
+        "none",
+        "log each epoch's metrics and sample grid to none, tensorboard, trackio, wandb or all",
+        choices=REPORT_TO,
+    )
+    logging_dir: str = option("runs", "tensorboard: event files go to LOGGING_DIR/<output folder name>")
     eval_batch_size: int = option(1000, "images per batch when evaluating", min=1)
     iw_samples: int = option(100, "importance samples per test image for the final IW bound (0: skip)", min=0)
     tsne_samples: int = option(2000, "test images embedded in the t-SNE figure", min=10)

@@ -94,7 +94,7 @@ class ELBOTotals:
     @torch.no_grad()
     def add(self, parts: ELBOParts) -> None:
         """Add a batch's per-image terms; `loss` is recon + KL whatever KL weight the batch was trained with."""
-        images = torch.tensor(float(len(parts.recon)), device=parts.recon.device)
+        images = parts.recon.new_full((), float(len(parts.recon)))  # made on the device: no wait for a GPU
         self.sums += torch.stack([(parts.recon + parts.kl).sum(), parts.recon.sum(), parts.kl.sum(), images])
 
     @property

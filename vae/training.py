@@ -14,17 +14,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import InitProcessGroupKwargs, set_seed
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -33,10 +36,12 @@ from vae.checkpoints import (
     BEST_WEIGHTS,
     PROGRESS,
     StopSignals,
+    check_one_folder,
     check_same_architecture,
     checkpoint_architecture,
     failures_reported,
     latest_checkpoint,
+    lost_peers_reported,
     stop_requested,
 )
 from vae.config import TrainConfig, save_config
@@ -60,6 +65,11 @@ from vae.hub import check_hub_access, push_folder
 from vae.imaging import as_float
 from vae.loss import ELBOParts, ELBOTotals, importance_weighted_bound, negative_elbo
 from vae.model import VAE
+from vae.tracking import check_trackers, finish_tracking, log_epoch, start_tracking, tracker_options
+
+# Set by every launcher of a real multi-process run (torchrun and accelerate's GPU launch: WORLD_SIZE; mpirun: the
+# others), the names Accelerate reads the number of processes from.
+WORLD_SIZE_VARS = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 
 
 class TrainedEpoch(NamedTuple):
@@ -96,12 +106,16 @@ def train(config: TrainConfig, on_epoch_end: Callable[[int, VAE], None] | None =
     check_settings(config)  # everything that can be checked before any work
     accelerator = make_accelerator(config)
     set_seed(config.seed)
-    with accelerator.main_process_first():  # one process downloads or unpacks the data, the others then read it
-        splits = load_splits(DataSettings.of(config))
     output_dir = Path(config.output_dir)
-    with StopSignals() as signals, failures_reported(accelerator, output_dir):
-        run(config, accelerator, splits, signals, on_epoch_end)
-    accelerator.wait_for_everyone()
+    with lost_peers_reported(accelerator, output_dir, config.ddp_timeout):
+        with accelerator.main_process_first():  # one process downloads or unpacks the data, the others then read it
+            splits = load_splits(DataSettings.of(config))
+        try:
+            with StopSignals() as signals, failures_reported(accelerator, output_dir):
+                run(config, accelerator, splits, signals, on_epoch_end)
+        finally:
+            finish_tracking(accelerator)
+        accelerator.wait_for_everyone()
     accelerator.end_training()
     if accelerator.is_main_process and config.push_to_hub:  # after the others are done: a failed upload stops no one
         push_folder(output_dir, config.hub_model_id, config.hub_private)
@@ -109,12 +123,30 @@ def train(config: TrainConfig, on_epoch_end: Callable[[int, VAE], None] | None =
 
 
 def check_settings(config: TrainConfig) -> None:
-    """The output folder, the model's size and the Hub access, checked before any data is loaded."""
+    """The launch, the output folder, the model's size, the trackers' packages and the Hub access, checked before any
+    data is loaded."""
+    check_launch()
     check_output_dir(config.output_dir)
     image_shape = DataSettings.of(config).image_shape
     check_architecture(image_shape, config.hidden_dims, config.latent_dim, "--hidden-dims / --latent-dim")
+    check_trackers(config.report_to)
     if config.push_to_hub:
         check_hub_access(config.hub_model_id)  # fail before hours of training, not after
+
+
+def check_launch() -> None:
+    """A process told where its run meets (MASTER_ADDR) but not how many processes the run has: `accelerate launch
+    --cpu` with --num_processes or --num_machines above 1 starts each process that way (its multi-CPU launch expects
+    mpirun), and every one would train alone as a "main" process writing the same folder."""
+    if os.environ.get("MASTER_ADDR") and not any(os.environ.get(name) for name in WORLD_SIZE_VARS):
+        raise UserError(
+            f"This process was started for a distributed run (MASTER_ADDR={os.environ['MASTER_ADDR']}) but not told "
+            "the number of processes (no WORLD_SIZE), so it would train alone while the others write the same "
+            "folder; `accelerate launch --cpu` with --num_processes or --num_machines above 1 does this. On CPUs "
+            "launch with torchrun (ACCELERATE_USE_CPU=1 torchrun --nnodes N --node_rank R --nproc_per_node P "
+            "--master_addr HOST --master_port PORT train.py ...), on GPUs with accelerate launch --multi_gpu; to "
+            "train in one process, unset MASTER_ADDR."
+        )
 
 
 def run(
@@ -128,11 +160,14 @@ def run(
     output_dir, checkpoint, architecture = prepare_output_dir(config, accelerator, splits.train)
     training = set_up(config, accelerator, architecture, splits)
     restore(training, checkpoint)
+    start_tracking(accelerator, config, training.progress)
     if accelerator.is_main_process:
         accelerator.print(
             f"training on {len(splits.train)} images ({len(splits.val)} validation, {len(splits.test)} test), "
             f"{accelerator.num_processes} process(es) on {accelerator.device}, mixed precision {config.mixed_precision}"
         )
+    if accelerator.num_processes > 1:  # every process, on its machine's console: which shard it trains
+        print(process_line(training), flush=True)
     run_start = time.perf_counter()
     signals.in_loop = True
     for epoch in range(training.progress["epoch"] + 1, config.epochs + 1):
@@ -141,6 +176,7 @@ def run(
         if accelerator.is_main_process:
             atomic_write_text(output_dir / HISTORY, "".join(json.dumps(r) + "\n" for r in training.progress["history"]))
             accelerator.print(epoch_line(record, config.epochs))
+        log_epoch(accelerator, record, accelerator.unwrap_model(training.model), config.seed)
         if on_epoch_end is not None:
             on_epoch_end(epoch, accelerator.unwrap_model(training.model))
     signals.in_loop = False
@@ -148,6 +184,16 @@ def run(
         raise Interrupted(signals.signum, 0)
     if accelerator.is_main_process:
         export(training, splits, output_dir, time.perf_counter() - run_start)
+
+
+def process_line(training: Training) -> str:
+    accelerator = training.accelerator
+    rank, world, local = accelerator.process_index, accelerator.num_processes, accelerator.local_process_index
+    images = len(training.train_set) // world  # epoch_batches deals each process this many of every epoch
+    return (
+        f"process {rank} of {world} on {socket.gethostname()} (local process {local}, {accelerator.device}): "
+        f"shard {rank} of each epoch, {images} images"
+    )
 
 
 def prepare_output_dir(
@@ -174,6 +220,7 @@ def prepare_output_dir(
             start_fresh(output_dir)
         save_config(config, output_dir / TRAIN_CONFIG)
     accelerator.wait_for_everyone()
+    check_one_folder(accelerator, output_dir, checkpoint)  # several machines: the same folder, the same checkpoint
     return output_dir, checkpoint, architecture
 
 
@@ -215,7 +262,10 @@ def train_epoch(training: Training, epoch: int, signals: StopSignals) -> Trained
     config, accelerator = training.config, training.accelerator
     training.model.train()
     world, rank = accelerator.num_processes, accelerator.process_index
-    batches = epoch_batches(len(training.train_set), config.batch_size, config.seed, epoch, rank, world)
+    shard = epoch_batches(len(training.train_set), config.batch_size, config.seed, epoch, rank, world)
+    # The epoch's indices copied to the data's device at once: a copy per step would wait for the GPU each time.
+    order = torch.cat(shard).to(training.train_set.images.device) if shard else torch.empty(0, dtype=torch.long)
+    batches = order.split(config.batch_size)
     totals = ELBOTotals.zeros(accelerator.device)
     bar = tqdm(
         batches,
@@ -242,7 +292,7 @@ def train_epoch(training: Training, epoch: int, signals: StopSignals) -> Trained
 def train_step(training: Training, index: torch.Tensor, kl_weight: float) -> ELBOParts:
     """One optimizer step on the training images at `index`; returns their loss terms (-ELBO, or -L_K for iwae)."""
     images, accelerator, config = training.train_set.images, training.accelerator, training.config
-    rows = images.index_select(0, index.to(images.device))  # faster than images[index]
+    rows = images.index_select(0, index)  # faster than images[index]; index is on the images' device
     x = as_float(rows.to(accelerator.device, non_blocking=True))  # (B, C, H, W)
     if config.binarize == "dynamic":
         x = torch.bernoulli(x)  # fresh binary pixels each time an image is seen (the generator is checkpointed)
@@ -335,6 +385,7 @@ def export(training: Training, splits: Splits, output_dir: Path, train_seconds: 
     run_info = {
         "device": str(accelerator.device),
         "num_processes": accelerator.num_processes,
+        "train_data_device": str(training.train_set.images.device),  # the GPU's when the images fit there
         "mixed_precision": config.mixed_precision,
         "train_wall_seconds": round(train_seconds, 2),
         "best_epoch": progress["best_epoch"],
@@ -350,7 +401,13 @@ def export(training: Training, splits: Splits, output_dir: Path, train_seconds: 
 
 def make_accelerator(config: TrainConfig) -> Accelerator:
     try:
-        return Accelerator(cpu=config.cpu, mixed_precision=config.mixed_precision)
+        return Accelerator(
+            cpu=config.cpu,
+            mixed_precision=config.mixed_precision,
+            # how long a collective step waits for the other processes: a lost machine ends the run, not a hang
+            kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=config.ddp_timeout))],
+            **tracker_options(config),
+        )
     except (ValueError, RuntimeError) as err:
         raise UserError(
             f"Cannot set up --mixed-precision {config.mixed_precision} here: {err}. Use --mixed-precision no or bf16."
