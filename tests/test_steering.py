@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
-from test_checkpoint import digit_classifier, mnist_splits  # noqa: F401  (fixtures: the full-MNIST classifier)
 
 from vae import VAE
 from vae.data import read_split
