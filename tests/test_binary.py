@@ -7,7 +7,6 @@ set; `--objective iwae --train-samples K` trains on the bound of Burda et al. (2
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import subprocess
@@ -131,4 +130,4 @@ def test_settings_without_binarisation_read_as_grey(tmp_path):
     """A folder trained before binarisation existed (no such keys in train_config.yaml) is evaluated as grey."""
     (tmp_path / "train_config.yaml").write_text("dataset: mnist\nepochs: 3\n")
     settings = DataSettings.of(saved_config(tmp_path / "train_config.yaml"))
-    assert dataclasses.asdict(settings)["binarize"] == "none"
+    assert settings.binarize == "none"

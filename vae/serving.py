@@ -36,6 +36,7 @@ from vae.assets import Assets, is_finite_number, load_assets
 from vae.errors import UserError, clip
 from vae.imaging import as_float, png, prepare_drawing, to_gif, to_grid, to_uint8
 from vae.latent import class_latent, class_walk, nearest_class, place_on_map, walk
+from vae.maps import ClickMap
 from vae.steering import class_latents, sample_class, slide
 
 # What a caller may ask for.
@@ -519,14 +520,23 @@ def map_with_point(assets: Assets, z: torch.Tensor) -> tuple[pd.DataFrame | None
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def clickable_map(assets: Assets) -> ClickMap:
+    """The checkpoint's clickable map, or a UserError saying why it has none."""
+    if assets.click_map is None:
+        raise UserError(assets.no_map)
+    return assets.click_map
+
+
+def is_pair(value) -> bool:
+    """[x, y]: a list or tuple of two finite numbers."""
+    return isinstance(value, list | tuple) and len(value) == 2 and all(is_finite_number(v) for v in value)
+
+
 def check_point(value, name: str, assets: Assets) -> tuple[float, float]:
     """A point of the checkpoint's clickable map: [x, y], two numbers inside the map (t-SNE units, or z itself)."""
-    clickable = assets.click_map
-    if clickable is None:
-        raise UserError(assets.no_map)
+    clickable = clickable_map(assets)
     extent = clickable.extent
-    pair = isinstance(value, list | tuple) and len(value) == 2 and all(is_finite_number(v) for v in value)
-    if not pair or not extent.contains(*value):
+    if not is_pair(value) or not extent.contains(*value):
         units = "z1, z2 of the latent plane" if clickable.kind == "plane" else "t-SNE coordinates"
         raise UserError(
             f"{name} must be a point [x, y] of the map ({units}): x from {extent.x[0]:.2f} to {extent.x[1]:.2f} and "
@@ -542,10 +552,8 @@ def map_picture(assets: Assets) -> str | None:
 
 def clicked_point(assets: Assets, index) -> tuple[float, float]:
     """Where a click on the map picture landed: Gradio's [x, y] in the picture's pixels → the point of the map."""
-    clickable = assets.click_map
-    if clickable is None:
-        raise UserError(assets.no_map)
-    if not (isinstance(index, list | tuple) and len(index) == 2 and all(is_finite_number(v) for v in index)):
+    clickable = clickable_map(assets)
+    if not is_pair(index):
         raise UserError("Click on the map picture itself.")  # Gradio sends null for a click beside the picture
     if not clickable.in_plot(*index):
         raise UserError("Click inside the map: the legend beside it is not part of it.")
