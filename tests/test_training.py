@@ -376,3 +376,26 @@ def test_push_without_token_fails_before_training(mnist_dir, tmp_path):
     result = run_train(mnist_dir, out, "--push-to-hub", "--hub-model-id", "someone/x", env=env, check=False)
     assert result.returncode != 0 and "token" in result.stderr and "Traceback" not in result.stderr
     assert not out.exists()
+
+
+def test_keep_on_stop_exports_the_best_weights_so_far_from_the_middle_of_an_epoch(mnist_dir, tmp_path):
+    """The app's Stop: SIGINT in the first epoch (no epoch finished, no checkpoint yet) ends the run after that step
+    and exports the current weights, which beat the initial ones on the validation set."""
+    settings = {"hidden_dims": [64], "latent_dim": 2, "batch_size": 64, "val_size": 200, "iw_samples": 0}
+    config = build_config(settings | {"data_dir": str(mnist_dir), "epochs": 5, "tsne_samples": 100})
+    config.output_dir = str(tmp_path / "stopped run" / "model")
+    steps, ends = [], []
+
+    def on_step(epoch, step, of, images, loss):
+        steps.append((epoch, step, of, images))
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # what the app's LiveRun.stop sends the trainer
+
+    folder = train(config, on_step=on_step, on_train_end=lambda: ends.append(len(steps)), keep_on_stop=True)
+    assert steps == [(1, 1, 16, 64), (1, 2, 16, 64), (1, 3, 16, 64)], "ended at the end of the step it was in"
+    assert ends == [3], "on_train_end once, after the last step, before the export"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["stopped_in_epoch"] == 1 and metrics["best_epoch"] == 1 and metrics["best_val_loss"] < 544
+    assert {"model.safetensors", "config.json", "README.md", "tsne.png"} <= {p.name for p in folder.iterdir()}
+    assert not (folder / "metrics.jsonl").exists(), "no epoch finished: no history"
+    assert VAE.from_pretrained(folder).latent_dim == 2

@@ -102,7 +102,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 @contextlib.contextmanager
 def rewriting(folder: str | Path, keep: tuple[str, ...] | None = None) -> Iterator[Path]:
     """Write the next version of a model folder as a whole: yields a staging folder beside it holding copies of the
-    folder's files named in `keep` (None: all of them, but not the training state) for the block to add to, then
+    folder's files named in `keep` that exist (None: all of them, but not the training state) for the block to add to, then
     swaps it in for the folder, training state kept. If the block raises, the staging folder is removed and the
     folder stays as it was."""
     folder = Path(folder)
@@ -115,8 +115,9 @@ def rewriting(folder: str | Path, keep: tuple[str, ...] | None = None) -> Iterat
         )
     else:
         staging.mkdir(parents=True)
-        for name in keep:
-            shutil.copy2(folder / name, staging / name)
+        for name in keep:  # those there are: a run stopped in its first epoch has no metrics.jsonl yet
+            if (folder / name).is_file():
+                shutil.copy2(folder / name, staging / name)
     try:
         yield staging
     except BaseException:

@@ -97,11 +97,22 @@ class Training:
     best_state: dict[str, torch.Tensor]  # the weights of the best epoch by validation loss, on the CPU
 
 
-def train(config: TrainConfig, on_epoch_end: Callable[[int, VAE], None] | None = None) -> Path:
+def train(
+    config: TrainConfig,
+    on_epoch_end: Callable[[int, VAE], None] | None = None,
+    on_step: Callable[[int, int, int, int, float], None] | None = None,
+    on_train_end: Callable[[], None] | None = None,
+    keep_on_stop: bool = False,
+) -> Path:
     """Train, keep the best model by validation loss, and export a Hub-ready folder; returns its path.
 
     `on_epoch_end(epoch, model)`, if given, is called on every process after each epoch's checkpoint and record
-    (benchmarks use it to measure test loss against wall time).
+    (metrics.jsonl is written by then; benchmarks use it to measure test loss against wall time).
+    `on_step(epoch, step, steps, images, loss)` after every optimizer step (step counts from 1; images and loss: the
+    batch's size and mean loss on this process). `on_train_end()` when the last epoch is done or a stop ended the
+    run, before the export.
+    `keep_on_stop`: SIGINT or SIGTERM ends the run at the next step and exports the best weights so far (the
+    current ones included) instead of raising Interrupted; the app's Stop button works this way.
     """
     check_settings(config)  # everything that can be checked before any work
     accelerator = make_accelerator(config)
@@ -112,7 +123,7 @@ def train(config: TrainConfig, on_epoch_end: Callable[[int, VAE], None] | None =
             splits = load_splits(DataSettings.of(config))
         try:
             with StopSignals() as signals, failures_reported(accelerator, output_dir):
-                run(config, accelerator, splits, signals, on_epoch_end)
+                run(config, accelerator, splits, signals, Hooks(on_epoch_end, on_step, on_train_end, keep_on_stop))
         finally:
             finish_tracking(accelerator)
         accelerator.wait_for_everyone()
@@ -149,13 +160,16 @@ def check_launch() -> None:
         )
 
 
-def run(
-    config: TrainConfig,
-    accelerator: Accelerator,
-    splits: Splits,
-    signals: StopSignals,
-    on_epoch_end: Callable[[int, VAE], None] | None,
-) -> None:
+class Hooks(NamedTuple):
+    """What a caller of `train` adds to the run (see train)."""
+
+    on_epoch_end: Callable[[int, VAE], None] | None = None
+    on_step: Callable[[int, int, int, int, float], None] | None = None
+    on_train_end: Callable[[], None] | None = None
+    keep_on_stop: bool = False
+
+
+def run(config: TrainConfig, accelerator: Accelerator, splits: Splits, signals: StopSignals, hooks: Hooks) -> None:
     """Set up (or restore), train epoch by epoch with a checkpoint after each, and export the best model."""
     output_dir, checkpoint, architecture = prepare_output_dir(config, accelerator, splits.train)
     training = set_up(config, accelerator, architecture, splits)
@@ -171,17 +185,26 @@ def run(
     run_start = time.perf_counter()
     signals.in_loop = True
     for epoch in range(training.progress["epoch"] + 1, config.epochs + 1):
-        record = record_epoch(training, epoch, train_epoch(training, epoch, signals), validate(training))
+        try:
+            trained = train_epoch(training, epoch, signals, hooks.on_step)
+        except Interrupted:
+            if not hooks.keep_on_stop:
+                raise
+            keep_if_better(training, epoch)  # the stopped epoch's weights, if they beat the best finished one
+            break
+        record = record_epoch(training, epoch, trained, validate(training))
         save_checkpoint(training, output_dir)
         if accelerator.is_main_process:
             atomic_write_text(output_dir / HISTORY, "".join(json.dumps(r) + "\n" for r in training.progress["history"]))
             accelerator.print(epoch_line(record, config.epochs))
         log_epoch(accelerator, record, accelerator.unwrap_model(training.model), config.seed)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, accelerator.unwrap_model(training.model))
+        if hooks.on_epoch_end is not None:
+            hooks.on_epoch_end(epoch, accelerator.unwrap_model(training.model))
     signals.in_loop = False
-    if signals.signum is not None:  # a signal during the last validation or checkpoint
+    if signals.signum is not None and not hooks.keep_on_stop:  # a signal during the last validation or checkpoint
         raise Interrupted(signals.signum, 0)
+    if hooks.on_train_end is not None:
+        hooks.on_train_end()
     if accelerator.is_main_process:
         export(training, splits, output_dir, time.perf_counter() - run_start)
 
@@ -257,7 +280,12 @@ def restore(training: Training, checkpoint: Path | None) -> None:
     training.accelerator.print(f"resumed from {checkpoint} (epoch {training.progress['epoch']} of {epochs})")
 
 
-def train_epoch(training: Training, epoch: int, signals: StopSignals) -> TrainedEpoch:
+def train_epoch(
+    training: Training,
+    epoch: int,
+    signals: StopSignals,
+    on_step: Callable[[int, int, int, int, float], None] | None = None,
+) -> TrainedEpoch:
     """One pass over this process's shard of the training set."""
     config, accelerator = training.config, training.accelerator
     training.model.train()
@@ -283,6 +311,8 @@ def train_epoch(training: Training, epoch: int, signals: StopSignals) -> Trained
         totals.add(parts)
         if step % 50 == 0 and not bar.disable:
             bar.set_postfix(loss=f"{parts.loss.mean().item():.1f}")
+        if on_step is not None:
+            on_step(epoch, step + 1, len(batches), len(index), parts.loss.mean().item())
         if stop_requested(signals, accelerator, step):  # the step is done; the epoch is abandoned
             raise Interrupted(signals.signum or signal.SIGTERM, 0)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
@@ -317,6 +347,17 @@ def validate(training: Training) -> dict[str, float]:
     model = accelerator.unwrap_model(training.model)
     totals = elbo_sums(model, images[shard.to(images.device)], training.config.eval_batch_size)
     return ELBOTotals(accelerator.reduce(totals.sums, reduction="sum")).as_means()
+
+
+def keep_if_better(training: Training, epoch: int) -> None:
+    """A run stopped during `epoch`: its current weights become the best if their validation loss beats the best
+    finished epoch's (always when no epoch finished), so that the export is the best model the run reached."""
+    val = validate(training)
+    progress = training.progress
+    progress["stopped_in_epoch"] = epoch
+    if val["loss"] < progress["best_val_loss"]:
+        progress["best_val_loss"], progress["best_epoch"] = val["loss"], epoch
+        training.best_state = weights_on_cpu(training)
 
 
 def record_epoch(training: Training, epoch: int, trained: TrainedEpoch, val: dict[str, float]) -> dict:
@@ -390,6 +431,7 @@ def export(training: Training, splits: Splits, output_dir: Path, train_seconds: 
         "train_wall_seconds": round(train_seconds, 2),
         "best_epoch": progress["best_epoch"],
         "best_val_loss": progress["best_val_loss"],
+        **({"stopped_in_epoch": progress["stopped_in_epoch"]} if "stopped_in_epoch" in progress else {}),
         **({"code_commit": commit} if (commit := code_commit()) else {}),
     }
     best = VAE(accelerator.unwrap_model(training.model).config)

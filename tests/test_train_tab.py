@@ -1,0 +1,275 @@
+"""The Train tab through a real server, called with gradio_client: /train streams the real trainer's progress from a
+child process, /stop_training ends a run with a usable model, a killed trainer comes back as a message, two visitors'
+runs are served one after the other, and a visitor's model reaches /sample, the zip download and the Hub push path.
+
+The data is the committed MNIST slice, copied into a folder whose path has spaces (VAE_DATA_DIR's job on a server).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+from test_app import launched
+
+import app
+from vae import live
+from vae.assets import load_assets
+from vae.errors import UserError
+from vae.visitors import PER_VISITOR, Visitors
+
+pytestmark = pytest.mark.slow
+
+SETTINGS = {"dataset": "MNIST", "latent_dim": 8, "hidden_layers": "256", "epochs": 1, "train_images": 200, "seed": 0}
+OUTPUTS = ("status", "progress", "curve", "samples", "walk", "model_name", "checkpoint", "download")
+
+
+@pytest.fixture(scope="module")
+def studio(mnist_dir, tmp_path_factory):
+    """The studio serving the committed model, its Train tab reading MNIST from "…/my data" (the slice)."""
+    data = tmp_path_factory.mktemp("train tab") / "my data"
+    shutil.copytree(mnist_dir, data)
+    limits = live.Limits(data_dir=data, max_epochs=20, max_seconds=120)
+    with launched(app.build_demo(load_assets(app.DEFAULT_CHECKPOINT), limits=limits)) as url:
+        yield url
+
+
+def new_client(url: str, tmp_path_factory) -> Client:
+    return Client(url, verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")))
+
+
+class Watched:
+    """A /train job and each update it streamed, with the time it arrived."""
+
+    def __init__(self, client: Client, **settings):
+        self.updates: list[tuple[float, dict]] = []
+        self.job = client.submit(**(SETTINGS | settings), api_name="/train")
+        self.thread = threading.Thread(target=self.watch)
+        self.thread.start()
+
+    def watch(self) -> None:
+        seen = 0
+        while not self.job.done():
+            outputs = self.job.outputs()
+            for out in outputs[seen:]:
+                self.add(out)
+            seen = len(outputs)
+            time.sleep(0.02)
+        for out in self.job.outputs()[seen:]:
+            self.add(out)
+
+    def add(self, out) -> None:
+        if len(out) != len(OUTPUTS):
+            print("odd output", out)
+            return
+        self.updates.append((time.monotonic(), dict(zip(OUTPUTS, out, strict=True))))
+
+    def result(self) -> dict:
+        values = self.job.result(timeout=300)
+        self.thread.join()
+        return dict(zip(OUTPUTS, values, strict=True))
+
+    def statuses(self) -> list[str]:
+        return [u["status"] for _, u in self.updates if isinstance(u["status"], str)]
+
+
+@pytest.fixture(scope="module")
+def two_runs(studio, tmp_path_factory):
+    """Two visitors press Train at the same time: (client, watched run) for each, both finished."""
+    clients = [new_client(studio, tmp_path_factory) for _ in range(2)]
+    runs = [Watched(clients[0]), Watched(clients[1], seed=1)]
+    for run in runs:
+        run.result()
+    return list(zip(clients, runs, strict=True))
+
+
+def test_a_run_streams_each_epoch_and_ends_with_a_model_every_tab_can_use(two_runs, studio, tmp_path):
+    client, run = two_runs[0]
+    final = run.result()
+    epochs = [s for s in run.statuses() if s.startswith("Epoch 1: train −ELBO")]
+    assert epochs, f"no update for the epoch: {run.statuses()}"
+    assert any("images/s" in str(u["progress"]) for _, u in run.updates), "a progress bar within the epoch"
+    name = final["model_name"]
+    assert name.startswith("visitor-") and len(name) >= len("visitor-") + 16, "an unguessable name"
+    assert f"**{name}** is ready (done)" in final["status"]
+    assert Path(final["samples"]).is_file() and Path(final["walk"]).is_file(), "the last epoch's pictures"
+    rows = final["curve"]["data"]
+    assert {r[2] for r in rows} == {"train (running mean)", "validation"}
+    # The model: in this visitor's dropdown and selected; /sample and /about answer with it by name.
+    assert final["checkpoint"]["value"] == name
+    assert [c[0] for c in final["checkpoint"]["choices"]] == ["vae-mnist", name], "the server's models, then mine"
+    grid, _ = client.predict(4, 0, 1.0, name, api_name="/sample")
+    assert Path(grid).is_file()
+    assert "visitor-" not in client.predict("vae-mnist", api_name="/about")
+    # The download: the Hub-ready folder train.py writes, as a zip, without the training state.
+    with zipfile.ZipFile(final["download"]["value"]) as archive:
+        files = {Path(n).relative_to(name).as_posix() for n in archive.namelist()}
+    for expected in ("config.json", "model.safetensors", "README.md", "metrics.json", "train_config.yaml", "tsne.png"):
+        assert expected in files
+    assert not any(f.startswith("training_state") for f in files)
+
+
+def test_a_visitors_model_stays_out_of_other_visitors_pages_and_of_checkpoints(two_runs, studio):
+    names = {run.result()["model_name"] for _, run in two_runs}
+    assert len(names) == 2
+    config = httpx.get(f"{studio}/config").json()  # what a new visitor's page starts from
+    dropdown = next(c for c in config["components"] if c.get("props", {}).get("elem_id") == "checkpoint")
+    assert not any(name in str(dropdown["props"]["choices"]) for name in names)
+    first = two_runs[0][1].result()["checkpoint"]["choices"]
+    assert two_runs[1][1].result()["model_name"] not in str(first), "one visitor's dropdown lacks the other's model"
+    assert not any(p.name.startswith("visitor-") for p in app.CHECKPOINTS.iterdir())
+
+
+def test_two_visitors_runs_are_served_one_after_the_other(two_runs):
+    (_, a), (_, b) = two_runs
+    a_end, b_end = a.updates[-1][0], b.updates[-1][0]
+    first, later = (a, b) if a_end < b_end else (b, a)
+    training = [t for t, u in later.updates if "Epoch" in str(u["status"]) or "images/s" in str(u["progress"])]
+    assert training and min(training) > first.updates[-1][0], "the second run trained only after the first ended"
+
+
+def test_stop_ends_a_run_within_two_seconds_with_the_best_weights(studio, tmp_path_factory):
+    client = new_client(studio, tmp_path_factory)
+    run = Watched(client, epochs=20, train_images=1000)
+    deadline = time.monotonic() + 120
+    while not any(s.startswith("Epoch 2:") for s in run.statuses()):
+        assert time.monotonic() < deadline and not run.job.done(), run.statuses()
+        time.sleep(0.05)
+    pressed = time.monotonic()
+    assert client.predict(api_name="/stop_training").startswith("Stopping")
+    final = run.result()
+    ended = next(t for t, u in run.updates if "Writing the model folder" in str(u["status"]))
+    assert ended - pressed < 2.0, f"training went on for {ended - pressed:.1f} s after Stop"
+    assert "(stopped (Stop was pressed) in epoch" in final["status"]
+    with zipfile.ZipFile(final["download"]["value"]) as archive:
+        metrics = json.loads(archive.read(f"{final['model_name']}/metrics.json"))
+    assert 2 <= metrics["stopped_in_epoch"] < 20 and metrics["best_epoch"] <= metrics["stopped_in_epoch"]
+    grid, _ = client.predict(4, 0, 1.0, final["model_name"], api_name="/sample")
+    assert Path(grid).is_file()
+    assert client.predict(api_name="/stop_training") == "You have no run going."
+
+
+def test_a_killed_trainer_comes_back_as_a_message_and_the_server_stays_up(studio, tmp_path_factory):
+    client = new_client(studio, tmp_path_factory)
+    run = Watched(client, epochs=20, train_images=1000)
+    deadline = time.monotonic() + 120
+    while not any(s.startswith("Epoch 1:") for s in run.statuses()):
+        assert time.monotonic() < deadline and not run.job.done(), run.statuses()
+        time.sleep(0.05)
+    trainer_process().kill()  # as the kernel's out-of-memory killer would
+    with pytest.raises(AppError, match="killed by SIGKILL .*out-of-memory"):
+        run.result()
+    assert "⚠️ The training process was killed by SIGKILL" in run.statuses()[-1]
+    grid, _ = client.predict(4, 0, 1.0, "vae-mnist", api_name="/sample")
+    assert Path(grid).is_file()
+
+
+def trainer_process() -> psutil.Process:
+    """The server's training child (multiprocessing's spawn), not its resource tracker or an exited one."""
+    for child in psutil.Process().children():
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE and "spawn_main" in " ".join(child.cmdline()):
+                return child
+        except psutil.Error:
+            continue
+    raise AssertionError("no training process")
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("epochs", 21, "Epochs must be a whole number from 1 to 20, got 21"),
+        ("epochs", 0, "Epochs must be a whole number from 1 to 20"),
+        ("latent_dim", 65, "Latent size must be a whole number from 2 to 64"),
+        ("latent_dim", 1, "Latent size must be a whole number from 2 to 64"),
+        ("hidden_layers", "4096", "Hidden layers must be one of 256, 512 → 256, 1024 → 512"),
+        ("dataset", "CIFAR-10", "Dataset must be one of MNIST, Fashion-MNIST"),
+        ("train_images", 60_000, "Training images must be a whole number from 100 to 59000"),
+        ("seed", -1, "Seed must be a whole number from 0"),
+    ],
+)
+def test_settings_out_of_bounds_are_refused(studio, tmp_path_factory, setting, value, message):
+    client = new_client(studio, tmp_path_factory)
+    with pytest.raises(AppError, match=message):
+        client.predict(**(SETTINGS | {setting: value}), api_name="/train")
+
+
+def test_push_sends_the_model_folder_through_the_trainers_push_path(two_runs, monkeypatch):
+    """The Hub is out of reach here: its client's calls are intercepted in this process (the server's)."""
+    from huggingface_hub import HfApi
+
+    import vae.hub
+
+    client, run = two_runs[0]
+    name = run.result()["model_name"]
+    calls = []
+    monkeypatch.setattr(vae.hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_TOKEN", "hf_from_the_server")
+    monkeypatch.setattr(HfApi, "whoami", lambda self, **kw: {"name": "visitor", "orgs": [], "auth": {}})
+    monkeypatch.setattr(HfApi, "auth_check", lambda self, repo_id, **kw: None)
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: calls.append(("create", repo_id, kw)))
+
+    def upload_folder(self, *, repo_id, folder_path, **kw):
+        calls.append(("upload", repo_id, sorted(p.name for p in Path(folder_path).iterdir())))
+        return None
+
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    answer = client.predict(name, "visitor/my-vae", True, api_name="/push")
+    assert answer == f"Pushed **{name}** to https://huggingface.co/visitor/my-vae"
+    assert calls[0] == ("create", "visitor/my-vae", {"private": True, "exist_ok": True})
+    assert calls[1][0] == "upload" and {"config.json", "model.safetensors", "README.md"} <= set(calls[1][2])
+    with pytest.raises(AppError, match="cannot create repos under 'someone-else'"):
+        client.predict(name, "someone-else/my-vae", True, api_name="/push")
+    with pytest.raises(AppError, match="No model 'visitor-0000000000000000' to push"):
+        client.predict("visitor-0000000000000000", "visitor/my-vae", True, api_name="/push")
+
+
+def test_visitors_models_are_bounded_and_deleted(tmp_path, monkeypatch):
+    """Per visitor at most PER_VISITOR (the oldest goes), all of a visitor's when they leave, any after MAX_AGE."""
+    removed = []
+    visitors = Visitors(tmp_path / "visitors root", on_remove=removed.append)
+
+    def trained(visitor: str) -> str:
+        name, folder = visitors.new_folder(visitor)
+        folder.mkdir(parents=True)
+        (folder / "model.safetensors").write_bytes(b"weights")
+        (folder / "training_state").mkdir()
+        visitors.add(name, visitor, folder)
+        return name
+
+    mine = [trained("alice") for _ in range(PER_VISITOR + 1)]
+    assert visitors.names("alice") == mine[1:] and removed == [mine[0]]
+    assert not (visitors.root / "alice" / mine[0]).exists()
+    assert not (visitors.root / "alice" / mine[1] / "training_state").exists(), "nothing to resume here"
+    bobs = trained("bob")
+    with zipfile.ZipFile(visitors.zip(bobs)) as archive:
+        assert archive.namelist() == [f"{bobs}/model.safetensors"]
+    visitors.forget("alice")
+    assert visitors.names("alice") == [] and not (visitors.root / "alice").exists()
+    assert visitors.names("bob") == [bobs]
+    monkeypatch.setattr("vae.visitors.MAX_AGE", 0.0)
+    visitors.sweep()
+    assert visitors.names("bob") == [] and not (visitors.root / "bob" / bobs).exists()
+    monkeypatch.setattr("vae.visitors.MAX_MODELS", 0)
+    with pytest.raises(UserError, match="as many trained models as it keeps"):
+        visitors.new_folder("carol")
+
+
+def test_server_limits_come_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("VAE_MAX_TRAIN_EPOCHS", "3")
+    monkeypatch.setenv("VAE_MAX_TRAIN_SECONDS", "90")
+    monkeypatch.setenv("VAE_DATA_DIR", str(tmp_path / "data dir"))
+    assert live.Limits.from_env() == live.Limits(tmp_path / "data dir", 3, 90.0)
+    assert live.Limits.from_env(tmp_path / "flag").data_dir == tmp_path / "flag", "--data-dir wins"
+    monkeypatch.setenv("VAE_MAX_TRAIN_EPOCHS", "many")
+    with pytest.raises(UserError, match="VAE_MAX_TRAIN_EPOCHS='many' must be a positive whole number"):
+        live.Limits.from_env()

@@ -1,0 +1,336 @@
+"""Training in the app: `vae.training.train`, the loop train.py runs, in a child process, its progress streamed back.
+
+The Train tab (and /train) starts a run with `LiveRun(settings.config(...))`. The child process
+- trains with one thread at a lower priority, so that the server's process keeps a core for /sample and /walk
+  (bench/app_train_load.py measures them with and without a run);
+- reports through a multiprocessing queue: "step" events within an epoch (at most two a second), an "epoch" event with
+  the epoch's record and two pictures from the current weights (a grid of samples and the walk between the first two
+  classes' means), "export" once training is over, then "done" with the model folder, or "error" with a message;
+- stops on SIGINT at the end of the step it is in: the trainer's keep_on_stop exports the best weights so far.
+A crash of the child (an exception, the kernel's out-of-memory killer) comes back as an "error" event: the server's
+process is not touched by it, and the next run starts a new child.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from vae.config import DEFAULT_CONFIG, TrainConfig, build_config, read_yaml
+from vae.errors import Interrupted, UserError
+
+DATASETS = {"MNIST": "mnist", "Fashion-MNIST": "fashion-mnist"}  # the tab's choice → the trainer's --dataset
+HIDDEN_LAYERS = {"256": [256], "512 → 256": [512, 256], "1024 → 512": [1024, 512]}  # encoder widths; decoder mirrors
+LATENT_DIMS = (2, 64)
+VAL_SIZE = 1000  # held out of the training images for validation (the default recipe's)
+MAX_TRAIN_IMAGES = 60_000 - VAL_SIZE  # the whole training set of MNIST or Fashion-MNIST
+MIN_TRAIN_IMAGES = 100
+TSNE_SAMPLES = 1000  # test digits on the exported t-SNE map: ~5 s on one core where the trainer's 2,000 take ~15 s
+NICENESS = 10  # the child's priority below the server's
+STEP_EVENTS_PER_SECOND = 2
+WALK_STEPS = 10
+
+
+@dataclass(frozen=True)
+class LiveSettings:
+    """What a visitor chooses; the rest is the default recipe (configs/mnist.yaml)."""
+
+    dataset: str  # a key of DATASETS
+    latent_dim: int
+    hidden_layers: str  # a key of HIDDEN_LAYERS
+    epochs: int
+    train_images: int
+    seed: int
+
+    def config(self, data_dir: str | Path, output_dir: str | Path) -> TrainConfig:
+        """The run's TrainConfig: the default recipe (learning rate and its schedule, KL warm-up, batch size, ELU) with
+        the visitor's choices. The KL warm-up is capped at a third of the run, so that a short run ends as a VAE (the
+        KL term at full weight) rather than as an autoencoder."""
+        recipe = read_yaml(DEFAULT_CONFIG)
+        warmup = min(float(recipe.get("kl_warmup_epochs", 0.0)), self.epochs / 3)
+        return build_config(
+            recipe
+            | {
+                "dataset": DATASETS[self.dataset],
+                "data_dir": str(data_dir),
+                "val_size": VAL_SIZE,
+                "max_train_samples": self.train_images,
+                "hidden_dims": HIDDEN_LAYERS[self.hidden_layers],
+                "latent_dim": self.latent_dim,
+                "epochs": self.epochs,
+                "kl_warmup_epochs": warmup,
+                "seed": self.seed,
+                "output_dir": str(output_dir),
+                "iw_samples": 0,  # the card's likelihood is the ELBO; the IW bound is train.py's (minutes on a CPU)
+                "tsne_samples": TSNE_SAMPLES,
+                "cpu": True,  # the server's GPU, if any, serves the other tabs
+            }
+        )
+
+
+class LiveRun:
+    """One training run in a child process: its events, and a way to stop it."""
+
+    def __init__(self, config: TrainConfig, threads: int = 1):
+        context = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing of the server's threads or locks
+        self.queue = context.Queue()
+        self.process = context.Process(target=child, args=(config, self.queue, threads), daemon=True)
+        self.log = log_path(config)
+        self.started = time.monotonic()
+        self.stop_reason: str | None = None
+        self.process.start()
+
+    def stop(self, reason: str) -> None:
+        """Ask the run to stop at the end of its current step (once; later calls keep the first reason)."""
+        if self.stop_reason is None and self.process.is_alive():
+            self.stop_reason = reason
+            os.kill(self.process.pid, signal.SIGINT)
+
+    def events(self, max_seconds: float) -> Iterator[dict]:
+        """The child's events until "done" or "error"; a run past `max_seconds` is stopped (and still exported)."""
+        while True:
+            if time.monotonic() - self.started > max_seconds:
+                self.stop(f"the server's time limit of {max_seconds:.0f} s")
+            try:
+                event = self.queue.get(timeout=0.1)
+            except queue.Empty:
+                if self.process.is_alive():
+                    continue
+                try:  # the child's last words may reach the queue just after it exits
+                    event = self.queue.get(timeout=1.0)
+                except queue.Empty:
+                    print(f"The training process died; the end of {self.log}:\n{log_tail(self.log)}", file=sys.stderr)
+                    yield {"event": "error", "message": died(self.process.exitcode)}
+                    return
+            yield event
+            if event["event"] in ("done", "error"):
+                self.process.join(timeout=10)
+                return
+
+    def close(self) -> None:
+        """The run's watcher went away (the visitor left): stop it, and kill it if it does not end."""
+        self.stop("the page was closed")
+        self.process.join(timeout=30)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+
+
+def log_path(config: TrainConfig) -> Path:
+    """The child's output (the trainer's lines, a traceback), beside the model folder."""
+    return Path(config.output_dir).with_suffix(".log")
+
+
+def log_tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def died(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        name = signal.Signals(-exitcode).name
+        why = " (the system's out-of-memory killer sends SIGKILL)" if exitcode == -signal.SIGKILL else ""
+        return f"The training process was killed by {name}{why}. Try fewer training images or smaller layers."
+    return f"The training process ended unexpectedly (exit code {exitcode}). The server's log has its output."
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The child process
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def child(config: TrainConfig, events: multiprocessing.Queue, threads: int) -> None:
+    """Run `train` and report; every outcome ends in a "done" or an "error" event."""
+    log = log_path(config)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as out:
+        os.dup2(out.fileno(), sys.stdout.fileno())
+        os.dup2(out.fileno(), sys.stderr.fileno())
+    os.nice(NICENESS)
+    os.environ["TQDM_DISABLE"] = "1"  # the bars' lines would only fill the log
+    try:
+        import torch
+
+        from vae.training import train
+
+        torch.set_num_threads(threads)
+        reporter = Reporter(config, events)
+        folder = train(
+            config,
+            on_epoch_end=reporter.epoch_end,
+            on_step=reporter.step,
+            on_train_end=lambda: events.put({"event": "export"}),
+            keep_on_stop=True,
+        )
+        events.put({"event": "done", "folder": str(folder)})
+    except (Interrupted, KeyboardInterrupt):  # stopped before the first step, or while exporting
+        events.put({"event": "error", "message": "The run was stopped before it had a model to keep."})
+    except UserError as err:  # bad or missing data, a full disk: the trainer's own message
+        events.put({"event": "error", "message": str(err)})
+    except MemoryError:
+        events.put({"event": "error", "message": "Training ran out of memory. Try fewer training images."})
+    except Exception as err:  # a bug: the traceback goes to the log, the visitor gets its last line
+        import traceback
+
+        traceback.print_exc()
+        events.put({"event": "error", "message": f"Training failed: {type(err).__name__}: {err}"})
+    finally:
+        events.close()
+        events.join_thread()  # everything put reaches the server before the process ends
+
+
+class Reporter:
+    """The trainer's hooks in the child: progress and pictures → events."""
+
+    def __init__(self, config: TrainConfig, events: multiprocessing.Queue):
+        self.config, self.events = config, events
+        self.first_step: float | None = None  # the clock starts at the first step: data loading is not training
+        self.images = 0  # trained on so far (an image seen in two epochs counts twice)
+        self.sent = 0.0
+        self.loss: float | None = None  # an exponential moving average of the batches' loss
+        self.val_images = None  # loaded at the first epoch's end, for the class means of the walk
+        self.pictures = Path(config.output_dir).parent / f"{Path(config.output_dir).name}-live"
+
+    def step(self, epoch: int, step: int, steps: int, images: int, loss: float) -> None:
+        now = time.monotonic()
+        if self.first_step is None:
+            self.first_step = now
+        self.images += images
+        self.loss = loss if self.loss is None else 0.9 * self.loss + 0.1 * loss
+        if now - self.sent < 1 / STEP_EVENTS_PER_SECOND and step != steps:
+            return
+        self.sent = now
+        done, total = (epoch - 1) * steps + step, self.config.epochs * steps
+        elapsed = now - self.first_step
+        self.events.put(
+            {
+                "event": "step",
+                "epoch": epoch,
+                "epochs": self.config.epochs,
+                "step": step,
+                "steps": steps,
+                "loss": self.loss,
+                "images_per_sec": self.images / elapsed if elapsed > 0 else None,
+                "seconds_left": elapsed / done * (total - done) if done > 1 else None,
+            }
+        )
+
+    def epoch_end(self, epoch: int, model) -> None:
+        import json
+
+        from vae.folder import HISTORY
+
+        record = json.loads((Path(self.config.output_dir) / HISTORY).read_text().splitlines()[-1])
+        samples, walk = self.draw(epoch, model)
+        self.events.put({"event": "epoch", "record": record, "samples": str(samples), "walk": str(walk)})
+
+    def draw(self, epoch: int, model) -> tuple[Path, Path]:
+        """The epoch's pictures from the current weights: 64 samples (the same z every epoch, so the digits are seen to
+        sharpen) and the walk between the means of the first and second class (3 → 7 on ten classes)."""
+        from vae.data import DataSettings, load_splits
+        from vae.figures import samples_grid, save_png
+        from vae.imaging import to_grid
+        from vae.latent import posterior_means, walk
+
+        if self.val_images is None:
+            val = load_splits(DataSettings.of(self.config)).val
+            self.val_images, self.val_labels = val.images, val.labels
+        self.pictures.mkdir(exist_ok=True)
+        samples = self.pictures / f"epoch-{epoch:03d}-samples.png"
+        save_png(samples_grid(model, 64, seed=self.config.seed), samples)
+        mu = posterior_means(model, self.val_images)  # (N, D)
+        a, b = walk_classes(len(model.class_names))
+        means = [mu[self.val_labels == c].mean(dim=0) if (self.val_labels == c).any() else mu.mean(0) for c in (a, b)]
+        frames = walk(model, means[0], means[1], WALK_STEPS)
+        path = self.pictures / f"epoch-{epoch:03d}-walk.png"
+        save_png(to_grid(frames, nrow=WALK_STEPS, scale=2), path)
+        return samples, path
+
+
+def walk_classes(n: int) -> tuple[int, int]:
+    """The classes of the live walk, as the Latent walk tab's default: 3 → 7 on ten classes (the tutorial's walk)."""
+    return (3, 7) if n > 7 else (0, n - 1)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The server's side: its limits, and one run at a time
+# ---------------------------------------------------------------------------------------------------------------------
+
+TRAINING_PACKAGES = ("accelerate", "torchvision", "sklearn", "matplotlib", "tqdm")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the server allows a visitor's run: VAE_MAX_TRAIN_EPOCHS (default 20), VAE_MAX_TRAIN_SECONDS (default 600,
+    after which the run stops and keeps its best weights), and where the data is (VAE_DATA_DIR, app.py --data-dir)."""
+
+    data_dir: Path
+    max_epochs: int = 20
+    max_seconds: float = 600.0
+
+    @classmethod
+    def from_env(cls, data_dir: str | Path | None = None, default_data_dir: str | Path = "data") -> Limits:
+        return cls(
+            Path(data_dir or os.environ.get("VAE_DATA_DIR") or default_data_dir).expanduser(),
+            env_number("VAE_MAX_TRAIN_EPOCHS", cls.max_epochs, int),
+            env_number("VAE_MAX_TRAIN_SECONDS", cls.max_seconds, float),
+        )
+
+
+def env_number(name: str, default, kind):
+    text = os.environ.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or not value > 0 or value != value:
+        raise UserError(f"{name}={text!r} must be a positive {'whole ' if kind is int else ''}number, or unset.")
+    return value
+
+
+def missing_packages() -> list[str]:
+    """The training packages this Python lacks (a server installed from an older requirements.txt)."""
+    import importlib.util
+
+    def missing(name: str) -> bool:
+        try:
+            return importlib.util.find_spec(name) is None
+        except ModuleNotFoundError:  # an import hook that refuses it
+            return True
+
+    return [name for name in TRAINING_PACKAGES if missing(name)]
+
+
+class Runs:
+    """The server's training run (one at a time: the /train event's concurrency limit is 1) and who started it, so
+    that only they can stop it."""
+
+    def __init__(self):
+        self.current: tuple[str, LiveRun] | None = None
+
+    def start(self, visitor: str, config: TrainConfig) -> LiveRun:
+        run = LiveRun(config)
+        self.current = (visitor, run)
+        return run
+
+    def stop(self, visitor: str) -> bool:
+        """Stop the visitor's run, if one is going; whether there was one."""
+        if self.current is None or self.current[0] != visitor:
+            return False
+        self.current[1].stop("Stop was pressed")
+        return True
+
+    def finish(self, run: LiveRun) -> None:
+        if self.current is not None and self.current[1] is run:
+            self.current = None

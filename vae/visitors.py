@@ -1,0 +1,156 @@
+"""Models that visitors train in the page: a temporary folder per visitor, each model in it under an unguessable name.
+
+A model is offered to the visitor who trained it (their checkpoint dropdown) and to whoever knows its name (an API
+caller uses it as /sample's checkpoint); it never appears in another visitor's dropdown and nothing is written under
+checkpoints/. A visitor's models are deleted when they leave (the page's unload event), every model an hour after it
+was trained, the visitor's oldest when they train one more than PER_VISITOR, and no run starts while the server
+holds MAX_MODELS or MAX_BYTES of them.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vae.errors import UserError
+from vae.folder import STATE_DIR, atomic_write, discard
+
+MAX_AGE = 3600.0  # seconds a model is kept after it was trained
+PER_VISITOR = 3
+MAX_MODELS = 30
+MAX_BYTES = 2 * 1024**3  # their folders and zips together; a model of the largest choices takes ~25 MB
+
+
+@dataclass
+class VisitorModel:
+    name: str
+    visitor: str  # the session that trained it
+    folder: Path
+    created: float = field(default_factory=time.monotonic)
+
+
+class Visitors:
+    """The visitors' models on this server, under `root` (by default a temporary folder made for the first run: Gradio
+    serves files from the system's temporary folder)."""
+
+    def __init__(self, root: str | Path | None = None, on_remove=None):
+        self.given_root = Path(root) if root else None
+        self.made_root: Path | None = None
+        self.models: dict[str, VisitorModel] = {}
+        self.on_remove = on_remove  # called with a model's name when it is deleted (the catalog forgets it)
+        self.lock = threading.Lock()
+
+    @property
+    def root(self) -> Path:
+        if self.given_root is not None:
+            return self.given_root
+        if self.made_root is None:
+            self.made_root = Path(tempfile.mkdtemp(prefix="vae-studio-visitors-"))
+        return self.made_root
+
+    def new_folder(self, visitor: str) -> tuple[str, Path]:
+        """A name and a folder (not yet created) for the visitor's next model, or a UserError when the server is full."""
+        self.sweep()
+        with self.lock:
+            if len(self.models) >= MAX_MODELS or self.bytes() >= MAX_BYTES:
+                raise UserError(
+                    f"This server holds as many trained models as it keeps ({len(self.models)}); each is deleted an "
+                    "hour after it was trained. Try again later, or run the studio on your own machine."
+                )
+        name = f"visitor-{secrets.token_hex(8)}"  # 64 random bits: no one finds another visitor's model by trying
+        return name, self.root / visitor_folder(visitor) / name
+
+    def add(self, name: str, visitor: str, folder: Path) -> list[str]:
+        """Keep a finished model (its training state deleted: it cannot be resumed here); returns the names of the
+        visitor's models that were deleted to stay within PER_VISITOR."""
+        discard(folder / STATE_DIR)
+        with self.lock:
+            self.models[name] = VisitorModel(name, visitor, folder)
+            mine = sorted((m for m in self.models.values() if m.visitor == visitor), key=lambda m: m.created)
+            dropped = [m.name for m in mine[:-PER_VISITOR]]
+        for old in dropped:
+            self.remove(old)
+        return dropped
+
+    def names(self, visitor: str) -> list[str]:
+        with self.lock:
+            return [m.name for m in self.models.values() if m.visitor == visitor]
+
+    def folder(self, name: str) -> Path | None:
+        model = self.models.get(name)
+        return model.folder if model else None
+
+    def zip(self, name: str) -> Path:
+        """The model folder as NAME.zip beside it (written once, atomically)."""
+        folder = self.folder(name)
+        if folder is None:
+            raise UserError(f"No model {name!r} here: models are deleted an hour after training.")
+        path = folder.with_suffix(".zip")
+        if not path.is_file():
+
+            def write(tmp: str) -> None:
+                with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+                    for file in sorted(folder.rglob("*")):
+                        if file.is_file():
+                            archive.write(file, Path(name) / file.relative_to(folder))
+
+            atomic_write(path, write)
+        return path
+
+    def remove(self, name: str) -> None:
+        with self.lock:
+            model = self.models.pop(name, None)
+        if model is None:
+            return
+        if self.on_remove is not None:
+            self.on_remove(name)
+        delete_run(model.folder)
+
+    def forget(self, visitor: str) -> None:
+        """The visitor left: their models go."""
+        for name in self.names(visitor):
+            self.remove(name)
+        if self.given_root is not None or self.made_root is not None:
+            shutil.rmtree(self.root / visitor_folder(visitor), ignore_errors=True)
+
+    def sweep(self) -> None:
+        """Delete every model older than MAX_AGE, and whatever else of that age lies in the visitors' folders (the
+        pictures and log of a run that failed)."""
+        now = time.monotonic()
+        with self.lock:
+            old = [m.name for m in self.models.values() if now - m.created > MAX_AGE]
+            kept = {m.folder for m in self.models.values()}
+        for name in old:
+            self.remove(name)
+        if self.made_root is None and self.given_root is None:
+            return
+        for path in self.root.glob("*/*"):
+            if path.with_suffix("") not in kept and time.time() - path.stat().st_mtime > MAX_AGE:
+                delete_path(path)
+
+    def bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.root.rglob("*") if f.is_file()) if self.root.exists() else 0
+
+
+def delete_run(folder: Path) -> None:
+    """A run's model folder and what lies beside it: its zip, its log, its live pictures."""
+    for path in (folder, folder.parent / f"{folder.name}-live", folder.with_suffix(".zip"), folder.with_suffix(".log")):
+        delete_path(path)
+
+
+def delete_path(path: Path) -> None:
+    if path.is_dir():
+        discard(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def visitor_folder(visitor: str) -> str:
+    """A session id as a folder name: only its letters and digits (Gradio's ids are such already)."""
+    return "".join(c for c in visitor if c.isalnum())[:64] or "anonymous"
