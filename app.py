@@ -37,6 +37,7 @@ import html
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -44,18 +45,20 @@ import gradio as gr
 import pandas as pd
 from starlette.middleware import Middleware
 
-from vae import serving
+from vae import live, serving
 from vae.assets import Assets, load_assets
 from vae.errors import UserError, clip, command
-from vae.folder import looks_local
+from vae.folder import discard, looks_local
 from vae.hub import metrics_table
 from vae.imaging import class_colours
 from vae.latent import INTERPOLATIONS, START_POINTS
 from vae.steering import DIRECTIONS
+from vae.visitors import PER_VISITOR, Visitors, delete_run
 
 ROOT = Path(__file__).resolve().parent
 CHECKPOINTS = ROOT / "checkpoints"  # the committed models, offered in the checkpoint dropdown
 DEFAULT_CHECKPOINT = CHECKPOINTS / "vae-mnist"
+DATA_DIR = ROOT / "data"  # where the Train tab reads MNIST and Fashion-MNIST (downloaded there when missing)
 
 MAX_FILE_SIZE = "10mb"  # the upload route refuses bigger files
 QUEUE_SIZE = 64  # requests waiting beyond this are turned away ("queue full") instead of piling up
@@ -249,6 +252,192 @@ def about(catalog: serving.Catalog, checkpoint=None) -> str:
     card = card or (f"## Test metrics\n\n{metrics_table(metrics)}" if metrics else "")
     hub = "" if looks_local(assets.source) else f"\n- This model on the Hub: https://huggingface.co/{assets.source}"
     return f"{ABOUT}\n{card}\n{LINKS}{hub}\n"
+
+
+# The Train tab --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Training:
+    """What the Train tab's handlers share on this server."""
+
+    catalog: serving.Catalog
+    visitors: Visitors
+    limits: live.Limits
+    runs: live.Runs = field(default_factory=live.Runs)
+
+
+class TrainView(NamedTuple):
+    """One update of the Train tab: a value (or gr.skip()) for each of /train's outputs, in train_tab's order."""
+
+    status: Any
+    progress: Any
+    curve: Any
+    samples: Any
+    walk: Any
+    model_name: Any
+    checkpoint: Any
+    download: Any
+
+
+def check_settings(limits: live.Limits, dataset, latent_dim, hidden_layers, epochs, train_images, seed):
+    return live.LiveSettings(
+        serving.check_choice(dataset, "Dataset", tuple(live.DATASETS)),
+        serving.check_int(latent_dim, "Latent size", *live.LATENT_DIMS),
+        serving.check_choice(hidden_layers, "Hidden layers", tuple(live.HIDDEN_LAYERS)),
+        serving.check_int(epochs, "Epochs", 1, limits.max_epochs),
+        serving.check_int(train_images, "Training images", live.MIN_TRAIN_IMAGES, live.MAX_TRAIN_IMAGES),
+        serving.check_int(seed, "Seed", 0, serving.MAX_SEED),
+    )
+
+
+def train(training: Training, dataset, latent_dim, hidden_layers, epochs, train_images, seed, visitor: str):
+    """Train tab (/train): the trainer run in a child process → an update at least once per epoch (the loss curve,
+    samples and the first → second class walk from the current weights, images/s, time left, a progress bar), and at
+    the end the model: named, added to this visitor's checkpoint dropdown and selected, ready as a zip."""
+    try:
+        if missing := live.missing_packages():
+            raise UserError(
+                f"This server cannot train: it lacks {', '.join(missing)}. Install the studio's requirements.txt "
+                "(pip install -r requirements.txt) and restart it."
+            )
+        settings = check_settings(training.limits, dataset, latent_dim, hidden_layers, epochs, train_images, seed)
+        name, folder = training.visitors.new_folder(visitor)
+        config = settings.config(training.limits.data_dir, folder)
+    except UserError as err:
+        raise gr.Error(html.escape(str(err), quote=False), print_exception=False) from None
+    run = training.runs.start(visitor, config)
+    view = LiveView()
+    finished = False
+    try:
+        yield view.update(status=f"Starting the trainer: loading {settings.dataset}…")
+        for event in run.events(training.limits.max_seconds):
+            if event["event"] == "done":
+                finished = True
+                yield finish(training, view, run, name, Path(event["folder"]), visitor)
+                return
+            if event["event"] == "error":
+                finished = True
+                discard(folder)  # what the run wrote of it; its pictures stay on the page (swept with the rest)
+                yield view.update(status=f"⚠️ {event['message']}")
+                raise gr.Error(html.escape(event["message"], quote=False), print_exception=False)
+            yield view.read(event, run.stop_reason)
+    finally:
+        training.runs.finish(run)
+        if not finished:  # the visitor left mid-run: no one is watching, so stop it and drop what it wrote
+            run.close()
+            delete_run(folder)
+
+
+def finish(training: Training, view: LiveView, run: live.LiveRun, name: str, folder: Path, visitor: str) -> TrainView:
+    """The run's model folder → the catalog (by name), the visitor's dropdown (selected), a zip to download."""
+    training.catalog.add(name, folder)
+    dropped = training.visitors.add(name, visitor, folder)
+    metrics = serving.numbers(training.catalog.get(name).metrics)
+    how = (
+        f"stopped ({run.stop_reason}) in epoch {int(metrics['stopped_in_epoch'])}"
+        if "stopped_in_epoch" in metrics
+        else "done"
+    )
+    status = (
+        f"**{name}** is ready ({how}): test −ELBO {metrics.get('test_loss', float('nan')):.2f} nats/image, best epoch "
+        f"{int(metrics.get('best_epoch', 0))}, {metrics.get('train_wall_seconds', 0):.0f} s of training. It is selected "
+        "in the checkpoint dropdown above: every tab now shows it. It is deleted when you leave or after an hour."
+    )
+    if dropped:
+        status += f" Your oldest model ({', '.join(dropped)}) was deleted: the server keeps {PER_VISITOR} per visitor."
+    choices = [*training.catalog.names, *training.visitors.names(visitor)]
+    return view.update(
+        status=status,
+        progress=progress_bar(1.0, "done"),
+        model_name=name,
+        checkpoint=gr.update(choices=choices, value=name, visible=True),
+        download=gr.update(value=str(training.visitors.zip(name)), visible=True),
+    )
+
+
+class LiveView:
+    """The Train tab's outputs, built up from the run's events."""
+
+    def __init__(self):
+        self.rows: list[dict] = []  # the loss curve: (epoch, nats/image, curve)
+        self.samples = self.walk = None
+        self.line = ""
+
+    def read(self, event: dict, stop_reason: str | None) -> TrainView:
+        kind = event["event"]
+        if kind == "step":
+            fraction = ((event["epoch"] - 1) * event["steps"] + event["step"]) / (event["epochs"] * event["steps"])
+            x = event["epoch"] - 1 + event["step"] / event["steps"]
+            self.rows.append({"epoch": round(x, 3), "nats/image": event["loss"], "curve": "train (running mean)"})
+            speed = f"{event['images_per_sec']:,.0f} images/s" if event["images_per_sec"] else ""
+            left = f"about {duration(event['seconds_left'])} left" if event["seconds_left"] is not None else ""
+            label = " · ".join(t for t in (f"epoch {event['epoch']}/{event['epochs']}", speed, left) if t)
+            stopping = f"Stopping ({stop_reason}): the best weights so far become the model…" if stop_reason else ""
+            return self.update(status=stopping or "Training…", progress=progress_bar(fraction, label))
+        if kind == "epoch":
+            record = event["record"]
+            self.rows.append({"epoch": record["epoch"], "nats/image": record["val_loss"], "curve": "validation"})
+            self.samples, self.walk = event["samples"], event["walk"]
+            self.line = (
+                f"Epoch {record['epoch']}: train −ELBO {record['train_loss']:.2f}, validation −ELBO "
+                f"{record['val_loss']:.2f} nats/image, {record['images_per_sec']:,.0f} images/s."
+            )
+            return self.update(status=self.line)
+        if kind == "export":
+            ended = f"Stopped ({stop_reason}): the best weights so far become the model." if stop_reason else self.line
+            return self.update(status=f"{ended} Writing the model folder: figures, t-SNE map, card…")
+        return self.update()
+
+    def update(self, **changes) -> TrainView:
+        curve = pd.DataFrame(self.rows, columns=["epoch", "nats/image", "curve"])
+        view = TrainView(
+            status=gr.skip(),
+            progress=gr.skip(),
+            curve=curve,
+            samples=self.samples,
+            walk=self.walk,
+            model_name=gr.skip(),
+            checkpoint=gr.skip(),
+            download=gr.skip(),
+        )
+        return view._replace(**changes)
+
+
+def progress_bar(fraction: float, label: str) -> str:
+    percent = max(0.0, min(1.0, fraction)) * 100
+    return (
+        f'<div id="train-bar"><progress value="{percent:.1f}" max="100" style="width:100%"></progress>'
+        f"<div>{html.escape(label)} · {percent:.0f}%</div></div>"
+    )
+
+
+def duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
+def stop_training(training: Training, visitor: str) -> str:
+    """Stop (/stop_training): ends this visitor's run at the end of its current step; the best weights so far are
+    exported as its model."""
+    if training.runs.stop(visitor):
+        return "Stopping: the best weights so far become the model…"
+    return "You have no run going."
+
+
+@user_errors
+def push_model(training: Training, model_name, repo_id, private, token: str | None) -> str:
+    """Push (/push): a model trained here → the visitor's Hub repo, through the trainer's own push path."""
+    from huggingface_hub import HfApi
+
+    from vae.hub import check_hub_access, check_repo_id, push_folder
+
+    if not isinstance(model_name, str) or training.visitors.folder(model_name) is None:
+        raise UserError(f"No model {serving.shown(model_name)} to push: train one in this tab first.")
+    repo_id = check_repo_id(repo_id if isinstance(repo_id, str) else None)
+    api = HfApi(token=token)  # the visitor's login on a Space; else HF_TOKEN or the stored token where the app runs
+    check_hub_access(repo_id, api)
+    url = push_folder(training.visitors.folder(model_name), repo_id, private=bool(private), api=api)
+    return f"Pushed **{model_name}** to {url}"
 
 
 class CheckpointView(NamedTuple):
@@ -559,6 +748,94 @@ def about_tab(catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Assets
     return text
 
 
+def train_tab(demo: gr.Blocks, training: Training, checkpoint: gr.Dropdown) -> None:
+    limits = training.limits
+    with gr.Tab("Train"):
+        gr.Markdown(
+            "Train a VAE here, with the same trainer as `train.py`, and watch its samples sharpen. When the run ends "
+            "(or you press Stop, which keeps the best weights so far) the model is selected in the checkpoint "
+            "dropdown above, so every tab shows it. Your models are deleted when you leave or after an hour. "
+            f"One run at a time on this server, at most {limits.max_epochs} epochs and "
+            f"{duration(limits.max_seconds)}; others wait in a queue. The data is read from `{limits.data_dir}` "
+            "(`VAE_DATA_DIR` or `app.py --data-dir`), and downloaded there when missing and the network allows."
+        )
+        with gr.Row():
+            with gr.Column(scale=1):
+                dataset = gr.Radio(list(live.DATASETS), value="MNIST", label="Dataset", elem_id="train-dataset")
+                latent_dim = gr.Slider(*live.LATENT_DIMS, value=16, step=1, label="Latent size", elem_id="train-latent")
+                hidden = gr.Dropdown(list(live.HIDDEN_LAYERS), value="512 → 256", label="Hidden layers (encoder)")
+                epochs = gr.Slider(
+                    1,
+                    limits.max_epochs,
+                    value=min(5, limits.max_epochs),
+                    step=1,
+                    label="Epochs",
+                    elem_id="train-epochs",
+                )
+                images = gr.Slider(
+                    live.MIN_TRAIN_IMAGES,
+                    live.MAX_TRAIN_IMAGES,
+                    value=live.MAX_TRAIN_IMAGES,
+                    step=100,
+                    label="Training images",
+                    elem_id="train-images",
+                )
+                seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=serving.MAX_SEED)
+                with gr.Row():
+                    start = gr.Button("Train", variant="primary", elem_id="train-button")
+                    stop = gr.Button("Stop", variant="stop", elem_id="stop-button")
+            with gr.Column(scale=2):
+                status = gr.Markdown(elem_id="train-status")
+                progress = gr.HTML(elem_id="train-progress")
+                curve = gr.LinePlot(
+                    x="epoch",
+                    y="nats/image",
+                    color="curve",
+                    label="Loss: −ELBO, nats/image",
+                    height=260,
+                    elem_id="train-curve",
+                )
+                with gr.Row():
+                    samples = pixel_image("Samples from the current weights", elem_id="train-samples")
+                    walk = pixel_image("Walk between two class means (3 → 7)", elem_id="train-walk")
+                model_name = gr.Textbox(label="Your model", interactive=False, elem_id="train-model")
+                download = gr.DownloadButton(
+                    "Download the model folder (.zip)", visible=False, elem_id="train-download"
+                )
+                with gr.Accordion("Push it to the Hugging Face Hub", open=False):
+                    if os.environ.get("OAUTH_CLIENT_ID"):  # a Space with hf_oauth: true: visitors push as themselves
+                        gr.LoginButton()
+                    else:  # elsewhere Gradio's login needs a logged-in machine and the network just to start
+                        gr.Markdown("Pushes with the token of the machine the app runs on (`HF_TOKEN`).")
+                    repo_id = gr.Textbox(label="Repo id", placeholder="your-name/vae-mnist")
+                    private = gr.Checkbox(True, label="Private repo")
+                    push = gr.Button("Push", elem_id="push-button")
+                    pushed = gr.Markdown()
+    outputs = TrainView(status, progress, curve, samples, walk, model_name, checkpoint, download)
+
+    # Closures, not partials: Gradio injects gr.Request and gr.OAuthToken by their type hints.
+    def run(dataset, latent_dim, hidden_layers, epochs, train_images, seed, request: gr.Request):
+        yield from train(training, dataset, latent_dim, hidden_layers, epochs, train_images, seed, request.session_hash)
+
+    def halt(request: gr.Request) -> str:
+        return stop_training(training, request.session_hash)
+
+    def upload(model_name, repo_id, private, oauth_token: gr.OAuthToken | None) -> str:
+        return push_model(training, model_name, repo_id, private, oauth_token.token if oauth_token else None)
+
+    def leave(request: gr.Request) -> None:
+        training.visitors.forget(request.session_hash)
+
+    inputs = [dataset, latent_dim, hidden, epochs, images, seed]
+    # One run at a time in the whole server (its own concurrency group: the other tabs keep theirs).
+    start.click(
+        run, inputs, list(outputs), api_name="train", preprocess=False, concurrency_id="train", concurrency_limit=1
+    )
+    stop.click(halt, None, [status], api_name="stop_training", concurrency_id="stop", concurrency_limit=None)
+    push.click(upload, [model_name, repo_id, private], [pushed], api_name="push", preprocess=False)
+    demo.unload(leave)
+
+
 class Studio(gr.Blocks):
     """gr.Blocks that answers API calls made before an event gained its newest inputs. gradio_client fills in a
     left-out input with its default itself; Gradio's plain HTTP route (POST /call/NAME {"data": [...]}) refuses a
@@ -574,9 +851,12 @@ class Studio(gr.Blocks):
         return await super().preprocess_data(block_fn, inputs, state, explicit_call)
 
 
-def build_demo(default: Assets, others: dict[str, str] | None = None) -> gr.Blocks:
-    """The studio for `default` (and the other checkpoints by name → folder or Hub id), queue on."""
+def build_demo(default: Assets, others: dict[str, str] | None = None, limits: live.Limits | None = None) -> gr.Blocks:
+    """The studio for `default` (and the other checkpoints by name → folder or Hub id), queue on; the Train tab within
+    `limits` (default: from the environment, data in DATA_DIR)."""
     catalog = serving.Catalog(default, others)
+    limits = limits or live.Limits.from_env(default_data_dir=DATA_DIR)
+    training = Training(catalog, Visitors(on_remove=catalog.remove), limits)
     with Studio(title="MNIST VAE studio", delete_cache=(3600, 3600)) as demo:
         gr.Markdown("# MNIST VAE studio\nA variational autoencoder: sample it, walk between digits, draw your own.")
         with gr.Row():
@@ -595,6 +875,7 @@ def build_demo(default: Assets, others: dict[str, str] | None = None) -> gr.Bloc
         tsne = tsne_tab(catalog, checkpoint, default)
         digit = digit_tab(catalog, checkpoint, default)
         about_text = about_tab(catalog, checkpoint, default)
+        train_tab(demo, training, checkpoint)
         shown = CheckpointView(status=status_text, **walk, **tsne, **digit, about=about_text, **samples, **sliders)
         select = functools.partial(select_checkpoint, catalog)
         checkpoint.change(select, [checkpoint], list(shown), api_visibility="private", **model_work())
@@ -612,12 +893,16 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--host", help="address to serve on (default: $GRADIO_SERVER_NAME, else 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default: $GRADIO_SERVER_PORT, else the first free from 7860)")
+    parser.add_argument(
+        "--data-dir", help=f"where the Train tab reads (or downloads) MNIST (default: $VAE_DATA_DIR, else {DATA_DIR})"
+    )
     args = parser.parse_args(argv)
+    limits = live.Limits.from_env(args.data_dir, DATA_DIR)
     default = load_assets(args.checkpoint)
     for problem in default.problems:
         print(f"warning: {problem}", file=sys.stderr)
     serving.tune_server_process()
-    demo = build_demo(default, serving.find_checkpoints(default, CHECKPOINTS))
+    demo = build_demo(default, serving.find_checkpoints(default, CHECKPOINTS), limits)
     # A fresh app_kwargs on each launch: Gradio adds its own entries to the dict it is given.
     limit = {"middleware": [Middleware(serving.RequestLimit)]}
     demo.launch(server_name=args.host, server_port=args.port, app_kwargs=limit, **LAUNCH_OPTIONS)

@@ -25,10 +25,10 @@ def main(argv: list[str] | None = None) -> None:
         config = parse_config(argv)
         try:
             from vae.training import train  # after parsing: --help and config errors are instant
-        except ModuleNotFoundError as err:  # the app's requirements.txt alone: no Accelerate, no torchvision
+        except ModuleNotFoundError as err:  # an install without the trainer's packages: no Accelerate, no torchvision
             raise UserError(
                 f"train.py needs {err.name}, which is not installed: the trainer's packages are in "
-                "requirements-train.txt (pip install -r requirements-train.txt)."
+                "requirements.txt (pip install -r requirements.txt)."
             ) from None
 
         train(config)

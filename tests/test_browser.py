@@ -24,6 +24,7 @@ from test_app import launched
 from test_steering_app import STEERED, folders  # noqa: F401 (folders is a fixture)
 
 import app
+from vae import live
 from vae.assets import load_assets
 from vae.latent import neighbour_agreement
 
@@ -272,3 +273,60 @@ def test_clicks_on_the_map_and_on_the_latent_plane(map_url, browser, tmp_path):
     open_tab(browser, "Sliders")
     shown = [browser.find_elements(By.ID, f"slide-{k}") for k in range(1, 9)]
     assert [bool(s) and s[0].is_displayed() for s in shown] == [True, True] + [False] * 6, "one per direction"
+
+
+@pytest.fixture(scope="module")
+def train_url(tmp_path_factory, mnist_dir):
+    """The studio whose Train tab reads the committed MNIST slice from a folder whose path has spaces."""
+    data = tmp_path_factory.mktemp("browser train") / "my data"
+    shutil.copytree(mnist_dir, data)
+    limits = live.Limits(data_dir=data, max_epochs=20, max_seconds=120)
+    with launched(app.build_demo(load_assets(app.DEFAULT_CHECKPOINT), limits=limits)) as base:
+        yield base + "/"
+
+
+def test_train_in_the_page_then_sample_the_new_model(train_url, browser, tmp_path):
+    """Train tab: a 3-epoch run whose status, progress bar, loss curve and sample grid update as it goes (screenshot),
+    ending with the new model selected in the checkpoint dropdown; then the Samples tab samples it."""
+    shots = Path(os.environ.get("VAE_SCREENSHOTS") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    browser.get(train_url)
+    loaded_image(browser, "#sample-grid")  # the page is up
+    open_tab(browser, "Train")
+    epochs = browser.find_element(By.CSS_SELECTOR, "#train-epochs input[type=number]")
+    epochs.send_keys(Keys.CONTROL, "a")
+    epochs.send_keys("3", Keys.ENTER)
+    # Every text the status line and every picture the sample grid shows during the run, as the page shows them.
+    browser.execute_script(
+        """
+        window.seen = {status: [], samples: []};
+        const record = () => {
+            const text = document.querySelector('#train-status').innerText;
+            if (window.seen.status.at(-1) !== text) window.seen.status.push(text);
+            const img = document.querySelector('#train-samples img');
+            if (img && window.seen.samples.at(-1) !== img.src) window.seen.samples.push(img.src);
+        };
+        new MutationObserver(record).observe(document.body, {subtree: true, childList: true, characterData: true,
+                                                             attributes: true});
+        """
+    )
+    browser.find_element(By.ID, "train-button").click()
+    status = lambda d: d.find_element(By.ID, "train-status").text  # noqa: E731
+    WebDriverWait(browser, 180).until(lambda d: "is ready" in status(d), "the run did not end")
+    seen = browser.execute_script("return window.seen")
+    for epoch in (1, 2, 3):
+        assert any(s.startswith(f"Epoch {epoch}: train −ELBO") for s in seen["status"]), seen["status"]
+    assert len(seen["samples"]) >= 3, "a new sample grid each epoch"
+    assert browser.find_elements(By.CSS_SELECTOR, "#train-curve canvas, #train-curve svg"), "the loss curve"
+    assert "done · 100%" in browser.find_element(By.ID, "train-progress").text
+    assert no_error_shown(browser)
+    browser.save_screenshot(str(shots / "train-tab.png"))
+    name = re.search(r"(visitor-[0-9a-f]{16})", status(browser)).group(1)
+    assert browser.find_element(By.CSS_SELECTOR, "#checkpoint input").get_attribute("value") == name
+
+    open_tab(browser, "Samples")
+    shown = loaded_image(browser, "#sample-grid").get_attribute("src")
+    browser.find_element(By.ID, "sample-button").click()
+    loaded_image(browser, "#sample-grid", not_src=shown)
+    assert no_error_shown(browser)
+    assert name in browser.find_element(By.TAG_NAME, "body").text, "the status line names the new model"

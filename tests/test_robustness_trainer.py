@@ -316,14 +316,14 @@ def test_the_other_commands_name_a_corrupt_weights_file(tmp_path, command):
 
 @pytest.mark.slow
 def test_train_py_with_only_the_apps_packages_says_what_to_install(tmp_path):
-    """README's demo install (requirements.txt) has no Accelerate or torchvision: a message, not a traceback."""
+    """An install without Accelerate or torchvision (older than requirements.txt): a message, not a traceback."""
     from test_space import TRAINING_ONLY
 
     (tmp_path / "sitecustomize.py").write_text(TRAINING_ONLY)
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     cmd = [sys.executable, "train.py", "--epochs", "1", "--output-dir", str(tmp_path / "out")]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
-    assert_refused(result, "requirements-train.txt")
+    assert_refused(result, "pip install -r requirements.txt")
     assert not (tmp_path / "out").exists()
 
 

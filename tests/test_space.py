@@ -51,8 +51,9 @@ REPO_ID = "someone/vae-space"
 COMMIT = hashlib.sha1(b"the pushed commit").hexdigest()  # 40 hex digits, as the Hub answers
 START_UP = 120  # seconds for `python app.py` to answer on a busy 2-core machine
 HF_LOCATIONS = ["HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_XET_CACHE", "XDG_CACHE_HOME"]
-# A Space installs requirements.txt alone: the packages only training needs (requirements-train.txt) are made
-# unimportable in the app's process, so a code path of the app that needs one fails here as it would there.
+# The tabs that show a model import none of the trainer's packages (they start fast, and run where those are missing):
+# the packages only training needs are made unimportable in the app's process, so a code path of those tabs that needs
+# one fails here. The Train tab then says what to install (tests/test_train_tab.py).
 TRAINING_ONLY = """
 import sys
 
@@ -62,7 +63,7 @@ BLOCKED = {"torchvision", "accelerate", "sklearn", "scipy", "matplotlib"}
 class NotOnTheSpace:
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in BLOCKED:
-            raise ModuleNotFoundError(f"No module named {name!r}: a Space installs requirements.txt only")
+            raise ModuleNotFoundError(f"No module named {name!r}: blocked, as in an install without the trainer")
 
 
 sys.meta_path.insert(0, NotOnTheSpace())
@@ -274,10 +275,10 @@ def test_the_model_from_the_hub_cache_is_the_trained_one(pushed, space, monkeypa
 
 
 def test_the_space_process_cannot_import_training_packages(space):
-    """The Space's process runs without what requirements.txt leaves out; every endpoint is called through it."""
+    """The Space's process runs without the trainer's packages; every endpoint but /train is called through it."""
     for package in ("torchvision", "accelerate", "sklearn", "matplotlib"):
         result = subprocess.run([sys.executable, "-c", f"import {package}"], env=space.env, capture_output=True)
-        assert b"a Space installs requirements.txt only" in result.stderr, package
+        assert b"blocked, as in an install without the trainer" in result.stderr, package
 
 
 def test_tsne_serves_the_pushed_figure(client, space, pushed):
@@ -424,3 +425,10 @@ def test_click_through_the_tabs_on_the_space(space, pushed, browser, tmp_path): 
     body = browser.find_element(By.TAG_NAME, "body").text
     assert "What is a VAE?" in body and f"{metrics['test_loss']:.2f}" in body
     browser.save_screenshot(str(shots / "about.png"))
+
+
+def test_train_says_what_to_install_where_the_trainer_is_missing(client):
+    """A server installed without the trainer's packages serves every other tab; /train says what it lacks."""
+    settings = {"dataset": "MNIST", "latent_dim": 8, "hidden_layers": "256", "epochs": 1, "train_images": 200}
+    with pytest.raises(AppError, match=r"This server cannot train: it lacks accelerate, torchvision, sklearn, mat"):
+        client.predict(**settings, seed=0, api_name="/train")

@@ -14,11 +14,13 @@ import time
 import zipfile
 from pathlib import Path
 
+import gradio as gr
 import httpx
 import psutil
 import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
+from gradio_client.utils import Status
 from test_app import launched
 
 import app
@@ -52,6 +54,7 @@ class Watched:
 
     def __init__(self, client: Client, **settings):
         self.updates: list[tuple[float, dict]] = []
+        self.queue_ranks: list[int] = []  # the place in the queue the server reported while the job waited
         self.job = client.submit(**(SETTINGS | settings), api_name="/train")
         self.thread = threading.Thread(target=self.watch)
         self.thread.start()
@@ -59,6 +62,9 @@ class Watched:
     def watch(self) -> None:
         seen = 0
         while not self.job.done():
+            status = self.job.status()
+            if status.code == Status.IN_QUEUE and status.rank is not None:
+                self.queue_ranks.append(status.rank)
             outputs = self.job.outputs()
             for out in outputs[seen:]:
                 self.add(out)
@@ -135,6 +141,7 @@ def test_two_visitors_runs_are_served_one_after_the_other(two_runs):
     first, later = (a, b) if a_end < b_end else (b, a)
     training = [t for t, u in later.updates if "Epoch" in str(u["status"]) or "images/s" in str(u["progress"])]
     assert training and min(training) > first.updates[-1][0], "the second run trained only after the first ended"
+    assert later.queue_ranks and max(later.queue_ranks) >= 0, "the waiting visitor was told their place in the queue"
 
 
 def test_stop_ends_a_run_within_two_seconds_with_the_best_weights(studio, tmp_path_factory):
@@ -174,10 +181,10 @@ def test_a_killed_trainer_comes_back_as_a_message_and_the_server_stays_up(studio
 
 
 def trainer_process() -> psutil.Process:
-    """The server's training child (multiprocessing's spawn), not its resource tracker or an exited one."""
+    """The server's training child (python -m vae.live), not an exited one."""
     for child in psutil.Process().children():
         try:
-            if child.status() != psutil.STATUS_ZOMBIE and "spawn_main" in " ".join(child.cmdline()):
+            if child.status() != psutil.STATUS_ZOMBIE and "vae.live" in child.cmdline():
                 return child
         except psutil.Error:
             continue
@@ -273,3 +280,30 @@ def test_server_limits_come_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("VAE_MAX_TRAIN_EPOCHS", "many")
     with pytest.raises(UserError, match="VAE_MAX_TRAIN_EPOCHS='many' must be a positive whole number"):
         live.Limits.from_env()
+
+
+def test_push_on_a_space_uses_the_visitors_login(monkeypatch, tmp_path):
+    """With the login button (a Space), the visitor's OAuth token does the upload, not the server's."""
+    from huggingface_hub import HfApi
+
+    import vae.hub
+    from vae.serving import Catalog
+
+    monkeypatch.setattr(vae.hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(vae.hub, "get_token", lambda: None)  # nothing stored on the server either
+    tokens = []
+    monkeypatch.setattr(HfApi, "whoami", lambda self, **kw: tokens.append(self.token) or {"name": "visitor"})
+    monkeypatch.setattr(HfApi, "auth_check", lambda self, repo_id, **kw: None)
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: tokens.append(self.token))
+    monkeypatch.setattr(HfApi, "upload_folder", lambda self, **kw: tokens.append(self.token))
+    visitors = Visitors(tmp_path / "visitors")
+    name, folder = visitors.new_folder("session")
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(b"weights")
+    visitors.add(name, "session", folder)
+    training = app.Training(Catalog(load_assets(app.DEFAULT_CHECKPOINT)), visitors, live.Limits(tmp_path))
+    assert app.push_model(training, name, "visitor/my-vae", True, "hf_visitors_token").startswith("Pushed")
+    assert tokens == ["hf_visitors_token"] * 3
+    with pytest.raises(gr.Error, match="needs a Hugging Face token and none was found"):
+        app.push_model(training, name, "visitor/my-vae", True, None)

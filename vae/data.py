@@ -20,10 +20,10 @@ from PIL import Image
 
 try:
     from torchvision import datasets
-except ModuleNotFoundError as err:  # installed from requirements.txt alone (the app's): say what to install
+except ModuleNotFoundError as err:  # an install older than requirements.txt: say what to install
     raise ModuleNotFoundError(
         f"No module named {err.name!r}: training, vae.evaluate and vae.tsne need the packages in "
-        "requirements-train.txt (pip install -r requirements-train.txt).",
+        "requirements.txt (pip install -r requirements.txt).",
         name=err.name,
     ) from None
 from tqdm.auto import tqdm

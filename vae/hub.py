@@ -74,7 +74,7 @@ def check_hub_access(repo_id: str | None, api: HfApi | None = None) -> None:
     """Fail early, before training, when an upload could not happen: a bad repo id, no token, offline mode,
     a token the Hub rejects or that cannot write to the repo's namespace, an unreachable Hub."""
     check_repo_id(repo_id)
-    if get_token() is None:
+    if not getattr(api, "token", None) and get_token() is None:  # the app passes a visitor's login in `api`
         raise UserError(
             "--push-to-hub needs a Hugging Face token and none was found. Run `hf auth login` or set the "
             "HF_TOKEN environment variable to a token with write access, then run the same command again."

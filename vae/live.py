@@ -3,7 +3,7 @@
 The Train tab (and /train) starts a run with `LiveRun(settings.config(...))`. The child process
 - trains with one thread at a lower priority, so that the server's process keeps a core for /sample and /walk
   (bench/app_train_load.py measures them with and without a run);
-- reports through a multiprocessing queue: "step" events within an epoch (at most two a second), an "epoch" event with
+- reports as JSON lines on its stdout: "step" events within an epoch (at most two a second), an "epoch" event with
   the epoch's record and two pictures from the current weights (a grid of samples and the walk between the first two
   classes' means), "export" once training is over, then "done" with the model folder, or "error" with a message;
 - stops on SIGINT at the end of the step it is in: the trainer's keep_on_stop exports the best weights so far.
@@ -13,13 +13,16 @@ process is not touched by it, and the next run starts a new child.
 
 from __future__ import annotations
 
-import multiprocessing
+import json
 import os
 import queue
 import signal
+import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+import traceback
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,22 +79,41 @@ class LiveSettings:
 
 
 class LiveRun:
-    """One training run in a child process: its events, and a way to stop it."""
+    """One training run in a child process (`python -m vae.live CONFIG_JSON`): its events, and a way to stop it.
 
-    def __init__(self, config: TrainConfig, threads: int = 1):
-        context = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing of the server's threads or locks
-        self.queue = context.Queue()
-        self.process = context.Process(target=child, args=(config, self.queue, threads), daemon=True)
+    The child writes one JSON event per line to its stdout; the trainer's own lines go to a log beside the model
+    folder. A plain interpreter, not multiprocessing's spawn: that would import the server's main module (app.py,
+    Gradio) in the child again before it could start.
+    """
+
+    def __init__(self, config: TrainConfig):
         self.log = log_path(config)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "vae.live", json.dumps(config.to_dict())],
+            cwd=Path(__file__).resolve().parent.parent,  # where `vae` is importable from, installed or not
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+        self.queue: queue.Queue[dict] = queue.Queue()
+        threading.Thread(target=self.read, daemon=True).start()
         self.started = time.monotonic()
         self.stop_reason: str | None = None
-        self.process.start()
+
+    def read(self) -> None:
+        for line in self.process.stdout:
+            try:
+                self.queue.put(json.loads(line))
+            except json.JSONDecodeError:  # not ours: a library that wrote to stdout before the child redirected it
+                continue
+        self.queue.put({"event": "exit"})
 
     def stop(self, reason: str) -> None:
         """Ask the run to stop at the end of its current step (once; later calls keep the first reason)."""
-        if self.stop_reason is None and self.process.is_alive():
+        if self.stop_reason is None and self.process.poll() is None:
             self.stop_reason = reason
-            os.kill(self.process.pid, signal.SIGINT)
+            self.process.send_signal(signal.SIGINT)
 
     def events(self, max_seconds: float) -> Iterator[dict]:
         """The child's events until "done" or "error"; a run past `max_seconds` is stopped (and still exported)."""
@@ -101,26 +123,25 @@ class LiveRun:
             try:
                 event = self.queue.get(timeout=0.1)
             except queue.Empty:
-                if self.process.is_alive():
-                    continue
-                try:  # the child's last words may reach the queue just after it exits
-                    event = self.queue.get(timeout=1.0)
-                except queue.Empty:
-                    print(f"The training process died; the end of {self.log}:\n{log_tail(self.log)}", file=sys.stderr)
-                    yield {"event": "error", "message": died(self.process.exitcode)}
-                    return
+                continue
+            if event["event"] == "exit":  # its stdout closed with no last word: it died
+                self.process.wait()
+                print(f"The training process died; the end of {self.log}:\n{log_tail(self.log)}", file=sys.stderr)
+                yield {"event": "error", "message": died(self.process.returncode)}
+                return
             yield event
             if event["event"] in ("done", "error"):
-                self.process.join(timeout=10)
+                self.process.wait(timeout=30)
                 return
 
     def close(self) -> None:
         """The run's watcher went away (the visitor left): stop it, and kill it if it does not end."""
         self.stop("the page was closed")
-        self.process.join(timeout=30)
-        if self.process.is_alive():
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
             self.process.kill()
-            self.process.join()
+            self.process.wait()
 
 
 def log_path(config: TrainConfig) -> Path:
@@ -148,51 +169,51 @@ def died(exitcode: int | None) -> str:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def child(config: TrainConfig, events: multiprocessing.Queue, threads: int) -> None:
-    """Run `train` and report; every outcome ends in a "done" or an "error" event."""
+def child(config: TrainConfig, threads: int = 1) -> None:
+    """Run `train` and report on the stdout it was started with; every outcome ends in a "done" or "error" event."""
+    events = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)  # line-buffered: each event at once
     log = log_path(config)
     log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w") as out:
+    with open(log, "w") as out:  # from here on, whatever prints (the trainer, a traceback) goes to the log
         os.dup2(out.fileno(), sys.stdout.fileno())
         os.dup2(out.fileno(), sys.stderr.fileno())
     os.nice(NICENESS)
     os.environ["TQDM_DISABLE"] = "1"  # the bars' lines would only fill the log
+
+    def send(event: dict) -> None:
+        events.write(json.dumps(event) + "\n")
+
     try:
         import torch
 
         from vae.training import train
 
         torch.set_num_threads(threads)
-        reporter = Reporter(config, events)
+        reporter = Reporter(config, send)
         folder = train(
             config,
             on_epoch_end=reporter.epoch_end,
             on_step=reporter.step,
-            on_train_end=lambda: events.put({"event": "export"}),
+            on_train_end=lambda: send({"event": "export"}),
             keep_on_stop=True,
         )
-        events.put({"event": "done", "folder": str(folder)})
+        send({"event": "done", "folder": str(folder)})
     except (Interrupted, KeyboardInterrupt):  # stopped before the first step, or while exporting
-        events.put({"event": "error", "message": "The run was stopped before it had a model to keep."})
+        send({"event": "error", "message": "The run was stopped before it had a model to keep."})
     except UserError as err:  # bad or missing data, a full disk: the trainer's own message
-        events.put({"event": "error", "message": str(err)})
+        send({"event": "error", "message": str(err)})
     except MemoryError:
-        events.put({"event": "error", "message": "Training ran out of memory. Try fewer training images."})
+        send({"event": "error", "message": "Training ran out of memory. Try fewer training images."})
     except Exception as err:  # a bug: the traceback goes to the log, the visitor gets its last line
-        import traceback
-
         traceback.print_exc()
-        events.put({"event": "error", "message": f"Training failed: {type(err).__name__}: {err}"})
-    finally:
-        events.close()
-        events.join_thread()  # everything put reaches the server before the process ends
+        send({"event": "error", "message": f"Training failed: {type(err).__name__}: {err}"})
 
 
 class Reporter:
     """The trainer's hooks in the child: progress and pictures → events."""
 
-    def __init__(self, config: TrainConfig, events: multiprocessing.Queue):
-        self.config, self.events = config, events
+    def __init__(self, config: TrainConfig, send: Callable[[dict], None]):
+        self.config, self.send = config, send
         self.first_step: float | None = None  # the clock starts at the first step: data loading is not training
         self.images = 0  # trained on so far (an image seen in two epochs counts twice)
         self.sent = 0.0
@@ -211,7 +232,7 @@ class Reporter:
         self.sent = now
         done, total = (epoch - 1) * steps + step, self.config.epochs * steps
         elapsed = now - self.first_step
-        self.events.put(
+        self.send(
             {
                 "event": "step",
                 "epoch": epoch,
@@ -225,13 +246,11 @@ class Reporter:
         )
 
     def epoch_end(self, epoch: int, model) -> None:
-        import json
-
         from vae.folder import HISTORY
 
         record = json.loads((Path(self.config.output_dir) / HISTORY).read_text().splitlines()[-1])
         samples, walk = self.draw(epoch, model)
-        self.events.put({"event": "epoch", "record": record, "samples": str(samples), "walk": str(walk)})
+        self.send({"event": "epoch", "record": record, "samples": str(samples), "walk": str(walk)})
 
     def draw(self, epoch: int, model) -> tuple[Path, Path]:
         """The epoch's pictures from the current weights: 64 samples (the same z every epoch, so the digits are seen to
@@ -280,7 +299,7 @@ class Limits:
     @classmethod
     def from_env(cls, data_dir: str | Path | None = None, default_data_dir: str | Path = "data") -> Limits:
         return cls(
-            Path(data_dir or os.environ.get("VAE_DATA_DIR") or default_data_dir).expanduser(),
+            Path(data_dir or os.environ.get("VAE_DATA_DIR") or default_data_dir).expanduser().resolve(),
             env_number("VAE_MAX_TRAIN_EPOCHS", cls.max_epochs, int),
             env_number("VAE_MAX_TRAIN_SECONDS", cls.max_seconds, float),
         )
@@ -334,3 +353,7 @@ class Runs:
     def finish(self, run: LiveRun) -> None:
         if self.current is not None and self.current[1] is run:
             self.current = None
+
+
+if __name__ == "__main__":  # the child of LiveRun: python -m vae.live CONFIG_JSON
+    child(build_config(json.loads(sys.argv[1])))

@@ -89,23 +89,37 @@ class Catalog:
         self.default = default.name
         self.sources = {default.name: default.source, **(others or {})}
         self.loaded = {default.name: default}
+        self.visiting: dict[str, str] = {}  # visitors' models (vae.visitors): served by name, in no shared dropdown
         self.lock = threading.Lock()
 
     @property
     def names(self) -> list[str]:
+        """The checkpoints every visitor's dropdown offers."""
         return list(self.sources)
 
     def get(self, name) -> Assets:
         """The checkpoint a caller chose by name (None or "" for the default), or a UserError."""
         if name is None or name == "":
             name = self.default
-        if not isinstance(name, str) or name not in self.sources:
+        source = (self.sources.get(name) or self.visiting.get(name)) if isinstance(name, str) else None
+        if source is None:
             raise UserError(f"Unknown checkpoint {shown(name)}: choose one of {', '.join(self.sources)}.")
         if name not in self.loaded:  # loaded ones are served without waiting for the lock
             with self.lock:  # one load at a time, and each checkpoint once
                 if name not in self.loaded:
-                    self.loaded[name] = load_assets(self.sources[name], name)
+                    self.loaded[name] = load_assets(source, name)
         return self.loaded[name]
+
+    def add(self, name: str, folder: str | Path) -> None:
+        """A visitor's model, loaded now (so that a bad one is refused here, not by the next tab)."""
+        assets = load_assets(str(folder), name)
+        with self.lock:
+            self.visiting[name], self.loaded[name] = str(folder), assets
+
+    def remove(self, name: str) -> None:
+        with self.lock:
+            self.visiting.pop(name, None)
+            self.loaded.pop(name, None)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
