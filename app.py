@@ -360,7 +360,7 @@ class LiveView:
     """The Train tab's outputs, built up from the run's events."""
 
     def __init__(self):
-        self.rows: list[dict] = []  # the loss curve: (epoch, nats/image, curve)
+        self.rows: list[dict] = []  # the loss curve: epoch (fractional within an epoch), −ELBO, which curve
         self.samples = self.walk = None
         self.line = ""
 
@@ -369,15 +369,17 @@ class LiveView:
         if kind == "step":
             fraction = ((event["epoch"] - 1) * event["steps"] + event["step"]) / (event["epochs"] * event["steps"])
             x = event["epoch"] - 1 + event["step"] / event["steps"]
-            self.rows.append({"epoch": round(x, 3), "nats/image": event["loss"], "curve": "train (running mean)"})
+            self.rows.append({"epoch": round(x, 3), "loss": event["loss"], "curve": "train"})
             speed = f"{event['images_per_sec']:,.0f} images/s" if event["images_per_sec"] else ""
             left = f"about {duration(event['seconds_left'])} left" if event["seconds_left"] is not None else ""
             label = " · ".join(t for t in (f"epoch {event['epoch']}/{event['epochs']}", speed, left) if t)
             stopping = f"Stopping ({stop_reason}): the best weights so far become the model…" if stop_reason else ""
-            return self.update(status=stopping or "Training…", progress=progress_bar(fraction, label))
+            return self.update(
+                status=stopping or self.line or "Training…", progress=progress_bar(fraction, label), curve=gr.skip()
+            )  # the curve: at the epoch's end
         if kind == "epoch":
             record = event["record"]
-            self.rows.append({"epoch": record["epoch"], "nats/image": record["val_loss"], "curve": "validation"})
+            self.rows.append({"epoch": float(record["epoch"]), "loss": record["val_loss"], "curve": "validation"})
             self.samples, self.walk = event["samples"], event["walk"]
             self.line = (
                 f"Epoch {record['epoch']}: train −ELBO {record['train_loss']:.2f}, validation −ELBO "
@@ -390,7 +392,10 @@ class LiveView:
         return self.update()
 
     def update(self, **changes) -> TrainView:
-        curve = pd.DataFrame(self.rows, columns=["epoch", "nats/image", "curve"])
+        # The curve is sent from the first epoch's end on, with both of its lines: the plot fixes its legend and colours
+        # by the lines of the first frame it gets, and an empty frame's columns would reach it as categories.
+        epochs = any(row["curve"] == "validation" for row in self.rows)
+        curve = pd.DataFrame(self.rows, columns=["epoch", "loss", "curve"]) if epochs else gr.skip()
         view = TrainView(
             status=gr.skip(),
             progress=gr.skip(),
@@ -789,15 +794,16 @@ def train_tab(demo: gr.Blocks, training: Training, checkpoint: gr.Dropdown) -> N
                 progress = gr.HTML(elem_id="train-progress")
                 curve = gr.LinePlot(
                     x="epoch",
-                    y="nats/image",
+                    y="loss",
                     color="curve",
-                    label="Loss: −ELBO, nats/image",
-                    height=260,
+                    y_title="−ELBO (nats/image)",
+                    color_map={"train": "#1f77b4", "validation": "#ff7f0e"},
+                    label="Loss: train (blue; a running mean within the epoch) and validation (orange)",
+                    height=330,  # the legend (train, validation) sits below the axes
                     elem_id="train-curve",
                 )
-                with gr.Row():
-                    samples = pixel_image("Samples from the current weights", elem_id="train-samples")
-                    walk = pixel_image("Walk between two class means (3 → 7)", elem_id="train-walk")
+                samples = pixel_image("Samples from the current weights", elem_id="train-samples", height=300)
+                walk = pixel_image("Walk between two class means (3 → 7)", elem_id="train-walk", height=120)
                 model_name = gr.Textbox(label="Your model", interactive=False, elem_id="train-model")
                 download = gr.DownloadButton(
                     "Download the model folder (.zip)", visible=False, elem_id="train-download"

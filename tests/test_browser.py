@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -330,3 +331,9 @@ def test_train_in_the_page_then_sample_the_new_model(train_url, browser, tmp_pat
     loaded_image(browser, "#sample-grid", not_src=shown)
     assert no_error_shown(browser)
     assert name in browser.find_element(By.TAG_NAME, "body").text, "the status line names the new model"
+
+    # Leaving the page (Gradio's unload event) deletes the visitor's models.
+    kept = list(Path(tempfile.gettempdir()).glob(f"vae-studio-visitors-*/*/{name}"))
+    assert len(kept) == 1 and (kept[0] / "model.safetensors").is_file()
+    browser.get("about:blank")
+    WebDriverWait(browser, 120).until(lambda d: not kept[0].exists(), "the model outlived the visit")

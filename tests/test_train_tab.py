@@ -108,8 +108,8 @@ def test_a_run_streams_each_epoch_and_ends_with_a_model_every_tab_can_use(two_ru
     assert name.startswith("visitor-") and len(name) >= len("visitor-") + 16, "an unguessable name"
     assert f"**{name}** is ready (done)" in final["status"]
     assert Path(final["samples"]).is_file() and Path(final["walk"]).is_file(), "the last epoch's pictures"
-    rows = final["curve"]["data"]
-    assert {r[2] for r in rows} == {"train (running mean)", "validation"}
+    rows = final["curve"]["data"]  # epoch, loss, curve
+    assert {r[2] for r in rows} == {"train", "validation"}
     # The model: in this visitor's dropdown and selected; /sample and /about answer with it by name.
     assert final["checkpoint"]["value"] == name
     assert [c[0] for c in final["checkpoint"]["choices"]] == ["vae-mnist", name], "the server's models, then mine"

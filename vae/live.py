@@ -54,8 +54,9 @@ class LiveSettings:
 
     def config(self, data_dir: str | Path, output_dir: str | Path) -> TrainConfig:
         """The run's TrainConfig: the default recipe (learning rate and its schedule, KL warm-up, batch size, ELU) with
-        the visitor's choices. The KL warm-up is capped at a third of the run, so that a short run ends as a VAE (the
-        KL term at full weight) rather than as an autoencoder."""
+        the visitor's choices, on the GPU when the server has one (the app serves its models from the CPU). The KL
+        warm-up is capped at a third of the run, so that a short run ends as a VAE (the KL term at full weight) rather
+        than as an autoencoder."""
         recipe = read_yaml(DEFAULT_CONFIG)
         warmup = min(float(recipe.get("kl_warmup_epochs", 0.0)), self.epochs / 3)
         return build_config(
@@ -73,7 +74,6 @@ class LiveSettings:
                 "output_dir": str(output_dir),
                 "iw_samples": 0,  # the card's likelihood is the ELBO; the IW bound is train.py's (minutes on a CPU)
                 "tsne_samples": TSNE_SAMPLES,
-                "cpu": True,  # the server's GPU, if any, serves the other tabs
             }
         )
 

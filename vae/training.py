@@ -182,6 +182,7 @@ def run(config: TrainConfig, accelerator: Accelerator, splits: Splits, signals: 
         )
     if accelerator.num_processes > 1:  # every process, on its machine's console: which shard it trains
         print(process_line(training), flush=True)
+    commit = code_commit()  # now: the code that trains, which a checkout during a long run would not be by its end
     run_start = time.perf_counter()
     signals.in_loop = True
     for epoch in range(training.progress["epoch"] + 1, config.epochs + 1):
@@ -206,7 +207,7 @@ def run(config: TrainConfig, accelerator: Accelerator, splits: Splits, signals: 
     if hooks.on_train_end is not None:
         hooks.on_train_end()
     if accelerator.is_main_process:
-        export(training, splits, output_dir, time.perf_counter() - run_start)
+        export(training, splits, output_dir, time.perf_counter() - run_start, commit)
 
 
 def process_line(training: Training) -> str:
@@ -419,7 +420,7 @@ def save_checkpoint(training: Training, output_dir: Path) -> None:
     accelerator.wait_for_everyone()
 
 
-def export(training: Training, splits: Splits, output_dir: Path, train_seconds: float) -> None:
+def export(training: Training, splits: Splits, output_dir: Path, train_seconds: float, commit: str | None) -> None:
     """The best epoch's model as a Hub-ready folder, written beside the run's folder and swapped in for it whole
     (main process only)."""
     accelerator, config, progress = training.accelerator, training.config, training.progress
@@ -432,7 +433,7 @@ def export(training: Training, splits: Splits, output_dir: Path, train_seconds: 
         "best_epoch": progress["best_epoch"],
         "best_val_loss": progress["best_val_loss"],
         **({"stopped_in_epoch": progress["stopped_in_epoch"]} if "stopped_in_epoch" in progress else {}),
-        **({"code_commit": commit} if (commit := code_commit()) else {}),
+        **({"code_commit": commit} if commit else {}),
     }
     best = VAE(accelerator.unwrap_model(training.model).config)
     best.load_state_dict(training.best_state, strict=True)

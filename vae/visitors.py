@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import secrets
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -25,6 +26,7 @@ MAX_AGE = 3600.0  # seconds a model is kept after it was trained
 PER_VISITOR = 3
 MAX_MODELS = 30
 MAX_BYTES = 2 * 1024**3  # their folders and zips together; a model of the largest choices takes ~25 MB
+SWEEP_EVERY = 300.0  # seconds between sweeps for models past MAX_AGE
 
 
 @dataclass
@@ -45,6 +47,7 @@ class Visitors:
         self.models: dict[str, VisitorModel] = {}
         self.on_remove = on_remove  # called with a model's name when it is deleted (the catalog forgets it)
         self.lock = threading.Lock()
+        self.sweeper: threading.Thread | None = None  # started with the first model: deletes them when they expire
 
     @property
     def root(self) -> Path:
@@ -72,6 +75,9 @@ class Visitors:
         discard(folder / STATE_DIR)
         with self.lock:
             self.models[name] = VisitorModel(name, visitor, folder)
+            if self.sweeper is None:
+                self.sweeper = threading.Thread(target=self.sweep_forever, name="visitors-sweeper", daemon=True)
+                self.sweeper.start()
             mine = sorted((m for m in self.models.values() if m.visitor == visitor), key=lambda m: m.created)
             dropped = [m.name for m in mine[:-PER_VISITOR]]
         for old in dropped:
@@ -133,6 +139,14 @@ class Visitors:
         for path in self.root.glob("*/*"):
             if path.with_suffix("") not in kept and time.time() - path.stat().st_mtime > MAX_AGE:
                 delete_path(path)
+
+    def sweep_forever(self) -> None:
+        while True:
+            time.sleep(SWEEP_EVERY)
+            try:
+                self.sweep()
+            except OSError as err:  # a folder someone else removed: the next sweep tries again
+                print(f"warning: sweeping the visitors' models: {err}", file=sys.stderr)
 
     def bytes(self) -> int:
         return sum(f.stat().st_size for f in self.root.rglob("*") if f.is_file()) if self.root.exists() else 0
