@@ -23,9 +23,9 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 from test_app import launched
 from test_steering_app import STEERED, folders  # noqa: F401 (folders is a fixture)
+from test_train_tab import training_studio
 
 import app
-from vae import live
 from vae.assets import load_assets
 from vae.latent import neighbour_agreement
 
@@ -279,10 +279,7 @@ def test_clicks_on_the_map_and_on_the_latent_plane(map_url, browser, tmp_path):
 @pytest.fixture(scope="module")
 def train_url(tmp_path_factory, mnist_dir):
     """The studio whose Train tab reads the committed MNIST slice from a folder whose path has spaces."""
-    data = tmp_path_factory.mktemp("browser train") / "my data"
-    shutil.copytree(mnist_dir, data)
-    limits = live.Limits(data_dir=data, max_epochs=20, max_seconds=120)
-    with launched(app.build_demo(load_assets(app.DEFAULT_CHECKPOINT), limits=limits)) as base:
+    with training_studio(mnist_dir, tmp_path_factory) as base:
         yield base + "/"
 
 
