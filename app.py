@@ -494,7 +494,8 @@ def default_pair(assets: Assets) -> tuple[str | None, str | None]:
     names = assets.class_names
     if not names:  # nothing to walk between (load_assets refuses such a checkpoint; the page still builds)
         return None, None
-    return (names[3], names[7]) if len(names) > 7 else (names[0], names[-1])  # 3 → 7: the original tutorial's walk
+    a, b = live.walk_classes(len(names))  # 3 → 7: the original tutorial's walk; the Train tab shows the same
+    return names[a], names[b]
 
 
 def colours(assets: Assets) -> dict[str, str]:

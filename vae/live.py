@@ -87,7 +87,7 @@ class LiveRun:
     """
 
     def __init__(self, config: TrainConfig):
-        self.log = log_path(config)
+        self.log = log_path(Path(config.output_dir))
         self.process = subprocess.Popen(
             [sys.executable, "-m", "vae.live", json.dumps(config.to_dict())],
             cwd=Path(__file__).resolve().parent.parent,  # where `vae` is importable from, installed or not
@@ -144,9 +144,14 @@ class LiveRun:
             self.process.wait()
 
 
-def log_path(config: TrainConfig) -> Path:
+def log_path(folder: Path) -> Path:
     """The child's output (the trainer's lines, a traceback), beside the model folder."""
-    return Path(config.output_dir).with_suffix(".log")
+    return folder.with_suffix(".log")
+
+
+def pictures_dir(folder: Path) -> Path:
+    """Where a run's live pictures go, beside its model folder."""
+    return folder.parent / f"{folder.name}-live"
 
 
 def log_tail(path: Path, lines: int = 20) -> str:
@@ -172,7 +177,7 @@ def died(exitcode: int | None) -> str:
 def child(config: TrainConfig, threads: int = 1) -> None:
     """Run `train` and report on the stdout it was started with; every outcome ends in a "done" or "error" event."""
     events = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)  # line-buffered: each event at once
-    log = log_path(config)
+    log = log_path(Path(config.output_dir))
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as out:  # from here on, whatever prints (the trainer, a traceback) goes to the log
         os.dup2(out.fileno(), sys.stdout.fileno())
@@ -219,7 +224,7 @@ class Reporter:
         self.sent = 0.0
         self.loss: float | None = None  # an exponential moving average of the batches' loss
         self.val_images = None  # loaded at the first epoch's end, for the class means of the walk
-        self.pictures = Path(config.output_dir).parent / f"{Path(config.output_dir).name}-live"
+        self.pictures = pictures_dir(Path(config.output_dir))
 
     def step(self, epoch: int, step: int, steps: int, images: int, loss: float) -> None:
         now = time.monotonic()

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from vae.errors import UserError
 from vae.folder import STATE_DIR, atomic_write, discard
+from vae.live import log_path, pictures_dir
 
 MAX_AGE = 3600.0  # seconds a model is kept after it was trained
 PER_VISITOR = 3
@@ -154,7 +155,7 @@ class Visitors:
 
 def delete_run(folder: Path) -> None:
     """A run's model folder and what lies beside it: its zip, its log, its live pictures."""
-    for path in (folder, folder.parent / f"{folder.name}-live", folder.with_suffix(".zip"), folder.with_suffix(".log")):
+    for path in (folder, pictures_dir(folder), folder.with_suffix(".zip"), log_path(folder)):
         delete_path(path)
 
 
