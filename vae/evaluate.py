@@ -14,6 +14,7 @@ to report K = 1000 for a model whose training run measured the bound with K = 10
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import time
@@ -26,7 +27,18 @@ from vae.architecture import ModelConfig
 from vae.config import saved_config
 from vae.data import DataSettings, ImageSet, load_splits
 from vae.errors import UserError, command
-from vae.folder import CARD, CONFIG, EVAL, METRICS, TRAIN_CONFIG, atomic_write_text, rewriting
+from vae.folder import (
+    CARD,
+    CONFIG,
+    EVAL,
+    METRICS,
+    TRAIN_CONFIG,
+    atomic_write_text,
+    can_write_in,
+    is_local_folder,
+    rewriting,
+    writing,
+)
 from vae.imaging import as_float
 from vae.loss import ELBOTotals, importance_weighted_nll, negative_elbo
 from vae.model import VAE
@@ -113,6 +125,21 @@ def main(argv: list[str] | None = None) -> dict:
     folder = Path(args.checkpoint)
     if args.update_card and not (folder / TRAIN_CONFIG).is_file():
         raise UserError(f"--update-card needs a model folder written by train.py (with {TRAIN_CONFIG}): {folder}")
+    local = is_local_folder(args.checkpoint)
+    output = args.output or (folder / EVAL if local else Path(EVAL))
+    into_folder = args.update_card or (local and output.resolve().parent == folder.resolve())
+    with writing(folder) if into_folder else contextlib.nullcontext():  # checked writable, and locked, before any work
+        if not into_folder:
+            check_writable_file(output)
+        metrics = evaluate(args, output)
+        if args.update_card:
+            update_card(folder, {k: v for k, v in metrics.items() if k not in ("eval_seconds", "device")})
+            print(f"updated {folder / METRICS} and {folder / CARD}")
+    return metrics
+
+
+def evaluate(args: argparse.Namespace, output: Path) -> dict:
+    """Measure the checkpoint on its test set, print the figures and write them to `output`."""
     model = VAE.from_pretrained(args.checkpoint)
     test = checkpoint_test_set(args.checkpoint, args.data_dir)
     device = "cuda" if torch.cuda.is_available() and not args.cpu else "cpu"
@@ -125,13 +152,19 @@ def main(argv: list[str] | None = None) -> dict:
         + (f"; IW bound (k={args.iw_samples}) -log p(x) <= {metrics['test_iw_nll']:.2f}" if args.iw_samples else "")
         + f" on {len(test)} test images in {metrics['eval_seconds']:.1f}s"
     )
-    output = args.output or (folder / EVAL if folder.is_dir() else Path(EVAL))
     atomic_write_text(output, json.dumps(metrics, indent=2) + "\n")
     print(f"wrote {output}")
-    if args.update_card:
-        update_card(folder, figures)
-        print(f"updated {folder / METRICS} and {folder / CARD}")
     return metrics
+
+
+def check_writable_file(output: Path) -> None:
+    """--output's folder exists and can be written, checked before the evaluation's minutes."""
+    where = next((p for p in (output.parent, *output.parent.parents) if p.exists()), Path("."))
+    if not where.is_dir() or not can_write_in(where):
+        raise UserError(
+            f"--output {output} cannot be written ({where} is read-only or not a folder): name a file "
+            "in a folder you can write."
+        )
 
 
 if __name__ == "__main__":

@@ -6,23 +6,37 @@ such a folder plus the run's train_config.yaml (which marks the folder as train.
 training_state/.
 
 Writing: a folder is never edited in place. Its next version is written whole into a sibling staging folder and
-swapped in by renames (`replace_folder`, or `updating` for a change to an existing folder), so a reader (or a kill)
-sees either the old folder or the new one, never a mix; single files outside a model folder go through
-`atomic_write`. What a killed run leaves mid-way is put right by the next run (`clean_leftovers`). A run refuses any
+swapped in by renames (`rewriting`, `replace_folder`), so a reader sees either the old folder or the new one, never a
+mix; single files go through `atomic_write`. A kill at any point of a swap leaves the old folder whole or the new one
+marked finished, and the next command, loader or app start that finds the leftovers completes or rolls back the swap
+(`complete_swap`). One process writes a folder at a time: every writer holds the folder's lock (`writer_lock`), a
+file beside it that names the writer, and checks first that it can write there (`check_writable`). A run refuses any
 other folder that already holds files, and places such as the current folder or the home folder.
+docs/reliability.md says what is promised and which test checks it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
+import json
 import os
 import re
 import shutil
+import socket
+import sys
+import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from vae.errors import UserError, clip
+
+try:
+    import fcntl  # POSIX: Linux and macOS
+except ImportError:  # Windows: no writer lock (docs/reliability.md)
+    fcntl = None
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository, when run from a clone
 # The files of a model folder.
@@ -67,8 +81,9 @@ def check_output_dir(path: str) -> Path:
     if not existing.is_dir():
         what = "is a file" if existing == where else f"is under {existing}, which is a file"
         raise UserError(f"--output-dir {path} {what}: name a folder, e.g. outputs/vae-mnist.")
-    if os.statvfs(existing).f_flag & os.ST_RDONLY or not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"--output-dir {path} cannot be written ({existing} is read-only): name a writable folder.")
+    for place in (existing, where.parent) if existing == where else (existing,):  # the folder is swapped in its parent
+        if not can_write_in(place):
+            raise UserError(f"--output-dir {path} cannot be written ({place} is read-only): name a writable folder.")
     if where.is_dir() and any(where.iterdir()) and not (where / MARKER).is_file():
         raise UserError(
             f"--output-dir {path} holds files that train.py did not write (it has no {MARKER}), and a run replaces "
@@ -131,6 +146,11 @@ def staging_dir(folder: Path) -> Path:
     return folder.parent / f".{folder.name}.export"
 
 
+def ready_dir(folder: Path) -> Path:
+    """The next version once it is finished: the staging folder renamed, in one step, to say so."""
+    return folder.parent / f".{folder.name}.ready"
+
+
 def old_dir(folder: Path) -> Path:
     return folder.parent / f".{folder.name}.replaced"
 
@@ -144,28 +164,46 @@ def discard(path: Path) -> None:
 
 
 def replace_folder(folder: Path, staging: Path) -> None:
-    """Put the finished `staging` in `folder`'s place, keeping the training state: three renames."""
-    old = old_dir(folder)
-    discard(old)
-    if folder.exists():
-        folder.rename(old)
-    staging.rename(folder)
-    if (old / STATE_DIR).exists():
+    """Put the finished `staging` in `folder`'s place, keeping the training state. The first rename marks it finished
+    (.NAME.ready); from then on a kill at any step leaves what `complete_swap` finishes, and before it the old folder
+    stays as it was."""
+    staging.rename(ready_dir(folder))
+    complete_swap(folder)
+
+
+def complete_swap(folder: Path) -> None:
+    """Finish a swap that a kill cut short, or roll it back when its next version was not finished; nothing to do when
+    no swap is under way. Each step is one rename, so a kill here too leaves what the next call finishes."""
+    ready, old = ready_dir(folder), old_dir(folder)
+    if old.exists() and not folder.exists() and not ready.exists():  # an older version's swap: the old folder is whole
+        old.rename(folder)
+    if old.exists() and folder.exists():  # the new folder is in place: it takes the training state, the old one goes
+        retire(old, folder)
+    if ready.exists():
+        if folder.exists():
+            folder.rename(old)
+        ready.rename(folder)
+        if old.exists():
+            retire(old, folder)
+
+
+def retire(old: Path, folder: Path) -> None:
+    if (old / STATE_DIR).exists() and not (folder / STATE_DIR).exists():
         (old / STATE_DIR).rename(folder / STATE_DIR)
     discard(old)
 
 
+def swap_leftovers(folder: Path) -> bool:
+    return ready_dir(folder).exists() or old_dir(folder).exists()
+
+
 def clean_leftovers(folder: Path) -> None:
     """Undo what a killed run left: finish or roll back a swap, remove temporary files and folders."""
-    old = old_dir(folder)
-    if old.exists():
-        if not folder.exists():  # killed between the first two renames: the old folder is whole, put it back
-            old.rename(folder)
-        else:  # killed after the swap: keep the new folder, with the state it was about to receive
-            if (old / STATE_DIR).exists() and not (folder / STATE_DIR).exists():
-                (old / STATE_DIR).rename(folder / STATE_DIR)
-            discard(old)
-    discard(staging_dir(folder))
+    complete_swap(folder)
+    discard(staging_dir(folder))  # a next version that was never finished
+    for doomed in folder.parent.glob(f".deleting-*{glob.escape(folder.name)}*"):  # a deletion a kill cut short
+        if re.fullmatch(rf"\.deleting-(\.{re.escape(folder.name)}\.\w+|{re.escape(folder.name)})-\d+", doomed.name):
+            shutil.rmtree(doomed)
     for epoch in (folder / STATE_DIR).glob("epoch-*"):
         if not (
             epoch / "progress.json"
@@ -175,6 +213,170 @@ def clean_leftovers(folder: Path) -> None:
         for leftover in parent.glob(".*") if parent.is_dir() else []:
             if leftover.name.startswith((".deleting-", ".tmp-", ".export-")) or leftover.name.endswith(".tmp"):
                 shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+
+
+def recover(folder: Path, wait: float = 5.0) -> None:
+    """For a reader that finds no folder but a swap's leftovers: when no writer is at work, complete or roll back the
+    swap (under the lock, so two readers do not both do it); while one is, wait for it to put the folder in place."""
+    deadline = time.monotonic() + wait
+    while swap_leftovers(folder) and not folder.is_dir():
+        try:
+            lock = acquire(lock_path(folder))
+        except OSError:  # a folder this process cannot change: the loader says the folder is missing
+            return
+        if lock is not None:
+            try:
+                complete_swap(folder)
+            except OSError:
+                pass
+            finally:
+                release(lock_path(folder), lock)
+            return
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.05)
+
+
+def recover_all(parent: Path) -> None:
+    """At an app's start: put right each swap that a kill cut short among the model folders in `parent`."""
+    for leftover in [*parent.glob(".*.ready"), *parent.glob(".*.replaced")] if parent.is_dir() else []:
+        recover(parent / leftover.name[1:].rsplit(".", 1)[0])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# One writer at a time: the folder's lock, and the checks made before any work
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def lock_path(folder: Path) -> Path:
+    """Beside the folder, not in it: a swap renames the folder, and a fresh run deletes it."""
+    folder = Path(os.path.abspath(folder))
+    return folder.parent / f".{folder.name}.lock"
+
+
+@contextlib.contextmanager
+def writer_lock(folder: str | Path, wait: float = 2.0) -> Iterator[None]:
+    """Hold `folder`'s writer lock: an flock on the file beside it, which the kernel releases when this process ends
+    however it ends, so a lock is never left held by a dead process. The file names its holder for the message a
+    second writer gets; a name left behind by a killed holder is taken over, and said so."""
+    path = lock_path(Path(folder))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + wait
+    while (fd := acquire(path)) is None:
+        if time.monotonic() > deadline:
+            raise UserError(in_use_message(Path(folder), holder(path)))
+        time.sleep(0.1)
+    try:
+        if (before := holder(path)).get("pid") is not None:  # its holder died without removing it
+            print(
+                f"note: {folder} was locked by {describe(before)}, which is no longer running; taking over.",
+                file=sys.stderr,
+            )
+        os.ftruncate(fd, 0)
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "command": clip(" ".join(sys.argv), 300)}
+        os.write(fd, json.dumps(me | {"since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode())
+        yield
+    finally:
+        release(path, fd)
+
+
+def acquire(path: Path) -> int | None:
+    """One try at the lock file's flock: its descriptor, or None while another process holds it."""
+    if fcntl is None:
+        return os.open(os.devnull, os.O_RDONLY)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # its last holder removed the file between our open and our flock: take the new one
+
+
+def release(path: Path, fd: int) -> None:
+    if fcntl is not None:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # while still held, so no one locks the removed file after us unnoticed (acquire checks)
+    os.close(fd)
+
+
+def holder(path: Path) -> dict:
+    try:
+        record = json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def describe(record: dict) -> str:
+    command = record.get("command") or "a process"
+    return f"`{clip(command, 200)}` (pid {record.get('pid', '?')} on {record.get('host', '?')})"
+
+
+def in_use_message(folder: Path, record: dict) -> str:
+    since = f" since {record['since']}" if record.get("since") else ""
+    return (
+        f"{folder} is being written by another process: {describe(record)}{since}. Two writers would mix their "
+        "files, so this one stopped before changing anything. Wait for the other to finish or stop it, then run "
+        "this again, or name another folder."
+    )
+
+
+def can_write_in(folder: Path) -> bool:
+    """Whether this process can create files in `folder`: tried, since permission bits, capabilities, read-only
+    mounts and ACLs all have a say (and os.access answers for root as if none did)."""
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".probe-", suffix=".tmp")
+    except OSError:
+        return False
+    os.close(fd)
+    with contextlib.suppress(FileNotFoundError):  # a writer holding the lock may have swapped the folder meanwhile
+        os.unlink(probe)
+    return True
+
+
+def folder_size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and STATE_DIR not in p.parts)
+
+
+def check_writable(folder: Path, room: int | None = None) -> None:
+    """Before any work: `folder` and its parent (where its next version is written and swapped in) can be written,
+    and the disk has room for a whole copy of it (`room` bytes, if given)."""
+    folder = Path(folder)
+    for place in (folder, folder.parent):
+        if place.is_dir() and not can_write_in(place):
+            raise UserError(
+                f"{place} cannot be written (read-only, or not yours), and this command writes the next version of "
+                f"{folder} beside it and swaps it in; nothing was changed. Make it writable (chmod -R u+w), or copy "
+                "the model folder somewhere you can write and pass that."
+            )
+    need = (folder_size(folder) if folder.is_dir() else 0) + 20_000_000 if room is None else room
+    free = shutil.disk_usage(folder.parent).free
+    if free < need:
+        raise UserError(
+            f"The disk holding {folder} has {free / 1e6:.0f} MB free, and this command writes a new copy of the "
+            f"folder (about {need / 1e6:.0f} MB) before swapping it in; nothing was changed. Free some space, "
+            "then run it again."
+        )
+
+
+@contextlib.contextmanager
+def writing(folder: str | Path) -> Iterator[Path]:
+    """How a command changes an existing model folder: the folder's lock held throughout, a killed writer's leftovers
+    put right first, and the checks that it can be written, made before any work."""
+    folder = Path(folder)
+    if not folder.is_dir() and not swap_leftovers(folder):
+        raise UserError(f"No such checkpoint folder: {clip(folder)}. Pass a folder written by train.py.")
+    check_writable(folder)
+    with writer_lock(folder):
+        clean_leftovers(folder)
+        yield folder
 
 
 def start_fresh(folder: Path) -> None:
@@ -187,6 +389,10 @@ def is_local_folder(path: str) -> bool:
     """True for a folder here, False for a Hub repo id; a UserError for a path that looks local but is no folder."""
     if os.path.isdir(path):
         return True
+    if swap_leftovers(Path(path)):  # a rewrite was killed mid-swap, or is in its last step now
+        recover(Path(path))
+        if os.path.isdir(path):
+            return True
     if looks_local(path):
         raise UserError(
             f"No such checkpoint folder: {clip(path)}. Pass a folder written by train.py (it holds "

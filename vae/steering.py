@@ -205,7 +205,7 @@ def add_steering(
 def main(argv: list[str] | None = None) -> None:
     from vae.config import saved_config
     from vae.data import DataSettings, load_splits
-    from vae.folder import METRICS, TRAIN_CONFIG, rewriting
+    from vae.folder import METRICS, TRAIN_CONFIG, rewriting, writing
     from vae.hub import write_model_card
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -216,21 +216,19 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.directions < 1:
         parser.error("--directions must be at least 1")
-    folder = Path(args.checkpoint)
-    if not folder.is_dir():
-        raise UserError(f"No such checkpoint folder: {clip(args.checkpoint)}. Pass a folder written by train.py.")
     start = time.perf_counter()
-    model = VAE.from_pretrained(folder).eval()
-    train_config = saved_config(folder / TRAIN_CONFIG)
-    settings = DataSettings.of(train_config)
-    if args.data_dir:
-        settings = dataclasses.replace(settings, data_dir=args.data_dir)
-    splits = load_splits(settings)
-    metrics_path = folder / METRICS
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    with rewriting(folder) as staging:  # steering file, figure and card change together
-        steering = add_steering(staging, model, splits.train, splits.test, args.directions, args.seed)
-        write_model_card(staging, train_config, model.config, metrics)
+    with writing(args.checkpoint) as folder:  # its lock held, and checked writable before any work
+        model = VAE.from_pretrained(folder).eval()
+        train_config = saved_config(folder / TRAIN_CONFIG)
+        settings = DataSettings.of(train_config)
+        if args.data_dir:
+            settings = dataclasses.replace(settings, data_dir=args.data_dir)
+        splits = load_splits(settings)
+        metrics_path = folder / METRICS
+        metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+        with rewriting(folder) as staging:  # steering file, figure and card change together
+            steering = add_steering(staging, model, splits.train, splits.test, args.directions, args.seed)
+            write_model_card(staging, train_config, model.config, metrics)
     print(
         f"wrote {folder / STEERING} ({len(steering.class_means)} class regions, {len(steering.spreads)} directions)"
         f" and {CLASS_SAMPLES} in {time.perf_counter() - start:.1f} s"

@@ -11,6 +11,7 @@ train it, validate, record it, save a checkpoint; finally export the best model 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -19,7 +20,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import NamedTuple
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import InitProcessGroupKwargs, set_seed
+from accelerate.utils import InitProcessGroupKwargs, broadcast_object_list, set_seed
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -60,6 +61,7 @@ from vae.folder import (
     discard,
     rewriting,
     start_fresh,
+    writer_lock,
 )
 from vae.hub import check_hub_access, push_folder
 from vae.imaging import as_float
@@ -116,21 +118,41 @@ def train(
     """
     check_settings(config)  # everything that can be checked before any work
     accelerator = make_accelerator(config)
-    set_seed(config.seed)
     output_dir = Path(config.output_dir)
-    with lost_peers_reported(accelerator, output_dir, config.ddp_timeout):
-        with accelerator.main_process_first():  # one process downloads or unpacks the data, the others then read it
-            splits = load_splits(DataSettings.of(config))
-        try:
-            with StopSignals() as signals, failures_reported(accelerator, output_dir):
-                run(config, accelerator, splits, signals, Hooks(on_epoch_end, on_step, on_train_end, keep_on_stop))
-        finally:
-            finish_tracking(accelerator)
-        accelerator.wait_for_everyone()
-    accelerator.end_training()
-    if accelerator.is_main_process and config.push_to_hub:  # after the others are done: a failed upload stops no one
-        push_folder(output_dir, config.hub_model_id, config.hub_private)
+    with run_lock(accelerator, output_dir):  # one run writes a folder at a time; held through the push
+        set_seed(config.seed)
+        with lost_peers_reported(accelerator, output_dir, config.ddp_timeout):
+            with accelerator.main_process_first():  # one process downloads or unpacks the data, the others read it
+                splits = load_splits(DataSettings.of(config))
+            try:
+                hooks = Hooks(on_epoch_end, on_step, on_train_end, keep_on_stop)
+                with StopSignals() as signals, failures_reported(accelerator, output_dir):
+                    run(config, accelerator, splits, signals, hooks)
+            finally:
+                finish_tracking(accelerator)
+            accelerator.wait_for_everyone()
+        accelerator.end_training()
+        if accelerator.is_main_process and config.push_to_hub:  # after the others: a failed upload stops no one
+            push_folder(output_dir, config.hub_model_id, config.hub_private)
     return output_dir
+
+
+@contextlib.contextmanager
+def run_lock(accelerator: Accelerator, output_dir: Path) -> Iterator[None]:
+    """The output folder's writer lock (vae.folder.writer_lock), held by the main process for the whole run; when
+    another process holds it, every process of this run stops with its message before anything is loaded."""
+    with contextlib.ExitStack() as held:
+        refusal = None
+        if accelerator.is_main_process:
+            try:
+                held.enter_context(writer_lock(output_dir))
+            except UserError as err:
+                refusal = str(err)
+        if accelerator.num_processes > 1:
+            refusal = broadcast_object_list([refusal])[0]
+        if refusal:
+            raise UserError(refusal)
+        yield
 
 
 def check_settings(config: TrainConfig) -> None:

@@ -13,9 +13,9 @@ from safetensors.torch import save_file
 from sklearn.manifold import TSNE
 
 from vae.data import ImageSet
-from vae.errors import UserError, command
+from vae.errors import command
 from vae.figures import save_figure, tsne_figure
-from vae.folder import TSNE_FIGURE, TSNE_MAP, atomic_write, rewriting
+from vae.folder import TSNE_FIGURE, TSNE_MAP, atomic_write, rewriting, writing
 from vae.latent import posterior_means
 from vae.model import VAE
 
@@ -58,12 +58,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.samples < 10:
         parser.error("--samples must be at least 10")
-    if not Path(args.checkpoint).is_dir():
-        raise UserError(f"No such checkpoint folder: {args.checkpoint}. Pass a folder written by train.py.")
-    model = VAE.from_pretrained(args.checkpoint).eval()
-    test = checkpoint_test_set(args.checkpoint, args.data_dir)
-    with rewriting(args.checkpoint) as staging:  # the folder changes as a whole: map and figure together
-        write_tsne(staging, model, test, args.samples, args.seed)
+    with writing(args.checkpoint) as folder:  # its lock held, and checked writable before any work
+        model = VAE.from_pretrained(folder).eval()
+        test = checkpoint_test_set(folder, args.data_dir)
+        with rewriting(folder) as staging:  # the folder changes as a whole: map and figure together
+            write_tsne(staging, model, test, args.samples, args.seed)
     print(f"wrote {Path(args.checkpoint) / TSNE_FIGURE} and {TSNE_MAP} ({min(args.samples, len(test))} test images)")
 
 
