@@ -15,8 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from test_robustness_trainer import assert_refused
-from test_training import ROOT, SMALL
+from test_training import ROOT, SMALL, run_train
 
 from vae import UserError
 from vae.folder import lock_path, rewriting, writer_lock, writing
@@ -244,3 +245,51 @@ def test_a_full_disk_is_refused_before_any_work(small_disk, mnist_dir):
     result = subprocess.run([*cmd, "--data-dir", str(mnist_dir)], cwd=ROOT, capture_output=True, text=True)
     assert_refused(result, "MB free", "nothing was changed")
     assert sorted(str(p) for p in small_disk.rglob("*")) == before
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Nothing in a run folder is unpickled (issue 27)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class Hostile:
+    """Unpickled with weights_only=False, this runs a command: what a replaced file of a shared run folder can do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch '{self.marker}'",)
+
+
+@pytest.fixture(scope="module")
+def one_epoch_run(mnist_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run") / "vae"
+    run_train(mnist_dir, out, "--epochs", "1", "--cpu")
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "planted",
+    [
+        "custom_checkpoint_0.pkl",
+        "optimizer.bin",
+        "random_states_0.pkl",
+        "model.safetensors progress.json schedule.json",
+    ],
+    ids=["old-scheduler-file", "optimizer", "random-states", "the-others"],
+)
+def test_resume_unpickles_nothing_that_could_run_code(one_epoch_run, mnist_dir, tmp_path, planted):
+    out = tmp_path / "shared folder" / "vae"
+    shutil.copytree(one_epoch_run, out)
+    checkpoint = out / "training_state" / "epoch-0001"
+    marker = tmp_path / "the command ran"
+    for name in planted.split():
+        torch.save({"state": Hostile(marker)}, checkpoint / name)  # what torch.load(weights_only=False) would run
+    result = run_train(mnist_dir, out, "--epochs", "2", "--cpu", "--resume", check=False)
+    assert not marker.exists(), "a file of the run folder ran a command"
+    if planted == "custom_checkpoint_0.pkl":  # a file --resume no longer reads: the run goes on
+        assert result.returncode == 0 and "resumed from" in result.stdout + result.stderr, result.stderr[-2000:]
+    elif planted == "optimizer.bin":  # (Accelerate skips random states it cannot load, with a warning)
+        assert_refused(result, "holds more than tensors", "start afresh")

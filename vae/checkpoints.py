@@ -2,8 +2,8 @@
 architecture a checkpoint fixes), stopping cleanly on SIGINT / SIGTERM, and write failures reported as errors a user
 can act on.
 
-OUTPUT_DIR/training_state/epoch-NNNN/ holds Accelerate's state (model, optimizer, schedule, random states of every
-process) and the files named below; it is written under a temporary name and renamed into place, progress.json last.
+OUTPUT_DIR/training_state/epoch-NNNN/ holds Accelerate's state (model as safetensors, optimizer and random states of
+every process, all loaded with weights_only) and the files named below; it is written under a temporary name and renamed into place, progress.json last.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ STOP_CHECK_STEPS = 20  # with several processes, how often they agree on stoppin
 # last: a checkpoint that has it is complete.
 PROGRESS = "progress.json"  # epoch, best_val_loss, best_epoch, history
 BEST_WEIGHTS = "best_model.safetensors"  # the weights of the best epoch so far, exported at the end
+SCHEDULE = "schedule.json"  # the learning-rate schedule's step count and rates (training.schedule_state)
 # Written in OUTPUT_DIR by the main process and read by the others to see that they share the folder, then removed
 # (a killed run's copy is a leftover clean_leftovers removes: its name starts with ".tmp-").
 SHARED_CHECK = ".tmp-shared-check"

@@ -16,6 +16,7 @@ import dataclasses
 import json
 import math
 import os
+import pickle
 import signal
 import socket
 import subprocess
@@ -36,6 +37,7 @@ from vae.architecture import ModelConfig, check_architecture
 from vae.checkpoints import (
     BEST_WEIGHTS,
     PROGRESS,
+    SCHEDULE,
     StopSignals,
     check_one_folder,
     check_same_architecture,
@@ -47,7 +49,7 @@ from vae.checkpoints import (
 )
 from vae.config import TrainConfig, save_config
 from vae.data import DataSettings, ImageSet, Splits, epoch_batches, load_splits
-from vae.errors import Interrupted, UserError
+from vae.errors import Interrupted, UserError, first_line
 from vae.evaluate import elbo_sums
 from vae.export import export_model
 from vae.folder import (
@@ -281,8 +283,7 @@ def set_up(config: TrainConfig, accelerator: Accelerator, architecture: ModelCon
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=device.type in ("cpu", "cuda"))
     steps_per_epoch = math.ceil((len(train_set) // accelerator.num_processes) / config.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, steps_per_epoch * config.epochs))
-    model, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(scheduler)  # stepped by us, once per optimizer step
+    model, optimizer = accelerator.prepare(model, optimizer)  # the schedule is ours: saved as JSON (save_checkpoint)
     progress = {"epoch": 0, "best_val_loss": math.inf, "best_epoch": 0, "history": []}
     training = Training(
         config, accelerator, model, optimizer, scheduler, train_set, val_set, steps_per_epoch, progress, {}
@@ -296,11 +297,39 @@ def restore(training: Training, checkpoint: Path | None) -> None:
     progress and the best weights so far."""
     if checkpoint is None:
         return
-    training.accelerator.load_state(str(checkpoint))
+    if training.accelerator.is_main_process:  # an older version's pickled schedule, never loaded (restore_schedule)
+        for pickled in checkpoint.glob("custom_checkpoint_*.pkl"):
+            pickled.unlink()  # Accelerate refuses a checkpoint holding more of them than objects registered
+    training.accelerator.wait_for_everyone()
+    try:  # every file through weights_only loading or safetensors: a checkpoint folder is data, never code
+        training.accelerator.load_state(str(checkpoint))
+    except pickle.UnpicklingError as err:
+        raise UserError(
+            f"A file of the checkpoint {checkpoint} holds more than tensors ({first_line(err)[:200]}), and --resume "
+            "loads nothing that could run code. If you did not put it there, someone else did: start afresh "
+            "without --resume, or in another --output-dir."
+        ) from None
     training.progress = json.loads((checkpoint / PROGRESS).read_text())
+    restore_schedule(training, checkpoint)
     training.best_state = load_file(str(checkpoint / BEST_WEIGHTS))
     epochs = training.config.epochs
     training.accelerator.print(f"resumed from {checkpoint} (epoch {training.progress['epoch']} of {epochs})")
+
+
+def schedule_state(scheduler: torch.optim.lr_scheduler.LambdaLR) -> dict:
+    """The learning-rate schedule's state as JSON: its step count and last rates (the factor itself is a function of
+    the settings, rebuilt by set_up). Accelerate would pickle the scheduler and load it with weights_only=False."""
+    return {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
+
+
+def restore_schedule(training: Training, checkpoint: Path) -> None:
+    scheduler = training.scheduler
+    if (checkpoint / SCHEDULE).is_file():
+        state = json.loads((checkpoint / SCHEDULE).read_text())
+        scheduler.load_state_dict(state | {"lr_lambdas": [None] * len(scheduler.lr_lambdas)})
+    else:  # a checkpoint of an older version, whose pickled schedule is not loaded: replay its steps
+        for _ in range(training.progress["epoch"] * training.steps_per_epoch):
+            scheduler.step()
 
 
 def train_epoch(
@@ -433,6 +462,7 @@ def save_checkpoint(training: Training, output_dir: Path) -> None:
         architecture = accelerator.unwrap_model(training.model).config  # what --resume builds and checks against
         (tmp / CONFIG).write_text(json.dumps(dataclasses.asdict(architecture), indent=2, sort_keys=True) + "\n")
         save_file(training.best_state, str(tmp / BEST_WEIGHTS))
+        (tmp / SCHEDULE).write_text(json.dumps(schedule_state(training.scheduler)))
         (tmp / PROGRESS).write_text(json.dumps(progress))
         discard(final)  # an incomplete one of a killed run, if any
         tmp.rename(final)
