@@ -38,18 +38,20 @@ OUTPUTS = ("status", "progress", "curve", "samples", "walk", "model_name", "chec
 
 
 @contextlib.contextmanager
-def training_studio(mnist_dir: Path, tmp_path_factory) -> Iterator[str]:
-    """The studio serving the committed model, its Train tab reading MNIST from "…/my data" (the slice); its URL."""
+def training_studio(mnist_dir: Path, tmp_path_factory, machine_token: bool = False) -> Iterator[str]:
+    """The studio serving the committed model, its Train tab reading MNIST from "…/my data" (the slice); its URL.
+    machine_token: as app.py --push-with-machine-token."""
     data = tmp_path_factory.mktemp("train tab") / "my data"
     shutil.copytree(mnist_dir, data)
     limits = live.Limits(data_dir=data, max_epochs=20, max_seconds=120)
-    with launched(app.build_demo(load_assets(app.DEFAULT_CHECKPOINT), limits=limits)) as url:
+    demo = app.build_demo(load_assets(app.DEFAULT_CHECKPOINT), limits=limits, machine_token=machine_token)
+    with launched(demo) as url:
         yield url
 
 
 @pytest.fixture(scope="module")
 def studio(mnist_dir, tmp_path_factory):
-    with training_studio(mnist_dir, tmp_path_factory) as url:
+    with training_studio(mnist_dir, tmp_path_factory, machine_token=True) as url:  # the push test pushes as the server
         yield url
 
 
@@ -240,7 +242,8 @@ def test_push_sends_the_model_folder_through_the_trainers_push_path(two_runs, mo
 
     monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
     answer = client.predict(name, "visitor/my-vae", True, api_name="/push")
-    assert answer == f"Pushed **{name}** to https://huggingface.co/visitor/my-vae"
+    expected = f"Pushed **{name}** to https://huggingface.co/visitor/my-vae as **visitor**, with this machine's"
+    assert answer == expected + " Hugging Face token."
     assert calls[0] == ("create", "visitor/my-vae", {"private": True, "exist_ok": True})
     assert calls[1][0] == "upload" and {"config.json", "model.safetensors", "README.md"} <= set(calls[1][2])
     with pytest.raises(AppError, match="cannot create repos under 'someone-else'"):
@@ -314,5 +317,7 @@ def test_push_on_a_space_uses_the_visitors_login(monkeypatch, tmp_path):
     training = app.Training(Catalog(load_assets(app.DEFAULT_CHECKPOINT)), visitors, live.Limits(tmp_path))
     assert app.push_model(training, name, "visitor/my-vae", True, "hf_visitors_token").startswith("Pushed")
     assert tokens == ["hf_visitors_token"] * 3
-    with pytest.raises(gr.Error, match="needs a Hugging Face token and none was found"):
+    monkeypatch.setenv("SPACE_ID", "someone/studio")
+    with pytest.raises(gr.Error, match="Sign in with the Hugging Face button"):
         app.push_model(training, name, "visitor/my-vae", True, None)
+    assert tokens == ["hf_visitors_token"] * 3, "no Hub call without a login"
