@@ -191,6 +191,35 @@ def test_a_killed_trainer_comes_back_as_a_message_and_the_server_stays_up(studio
     assert Path(grid).is_file()
 
 
+def test_a_run_whose_visitor_left_ends_at_once_without_writing_its_model(studio, tmp_path_factory):
+    """The visitor goes away mid-run (here: the job is cancelled, which closes the server's stream): the trainer is
+    ended within seconds, not left to write the whole model folder (figures, t-SNE map, ~25 s of CPU) to be deleted."""
+    client = new_client(studio, tmp_path_factory)
+    run = Watched(client, epochs=20, train_images=1000)
+    run.wait_for("Epoch 1:")
+    trainer = trainer_process()
+    folder = Path(json.loads(trainer.cmdline()[-1])["output_dir"])
+    written = []  # whether the model's weights appeared, seen from beside the run
+
+    def watch() -> None:
+        while trainer.is_running() and trainer.status() != psutil.STATUS_ZOMBIE:
+            written.append((folder / "model.safetensors").exists())
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    left = time.monotonic()
+    run.job.cancel()
+    watcher.join(timeout=60)
+    ended = time.monotonic() - left
+    assert ended < 5.0, f"the trainer ran on for {ended:.1f} s after the visitor left"
+    assert not any(written), "the model folder was written for no one"
+    deadline = time.monotonic() + 10
+    while (folder.exists() or folder.with_suffix(".log").exists()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not folder.exists() and not folder.with_suffix(".log").exists(), "what the run wrote is deleted"
+
+
 def trainer_process() -> psutil.Process:
     """The server's training child (python -m vae.live), not an exited one."""
     for child in psutil.Process().children():
