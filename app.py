@@ -192,6 +192,20 @@ def tsne_map(catalog: serving.Catalog, checkpoint=None) -> tuple[str | None, pd.
     return serving.tsne_figure(assets), assets.map_points
 
 
+def show_tsne(catalog: serving.Catalog, checkpoint) -> tuple:
+    """The page's t-SNE tab opened: what /tsne shows, but for a checkpoint without a map an empty figure whose label
+    says so (the status line says why), not an error badge on it."""
+    try:
+        assets = catalog.get(checkpoint)
+    except UserError:
+        return gr.update(value=None), None  # select_checkpoint says why
+    return gr.update(value=serving.tsne_figure(assets), label=figure_label(assets)), assets.map_points
+
+
+def figure_label(assets: Assets) -> str:
+    return "Cached figure" if assets.tsne is not None else "Cached figure: none for this model (see the note above)"
+
+
 @user_errors
 def pick(catalog: serving.Catalog, point, walk_from=None, checkpoint=None) -> tuple:
     """t-SNE tab (/pick): a point of the clickable map, and optionally the one clicked before it → the map with both
@@ -505,7 +519,7 @@ def select_checkpoint(catalog: serving.Catalog, checkpoint) -> CheckpointView:
         class_a=gr.update(choices=names, value=a),
         class_b=gr.update(choices=names, value=b),
         target=gr.update(choices=names, value=b),
-        tsne_figure=serving.tsne_figure(assets),
+        tsne_figure=gr.update(value=serving.tsne_figure(assets), label=figure_label(assets)),
         tsne_map=gr.update(value=assets.map_points, color_map=colours(assets)),
         encode_map=gr.update(value=None, color_map=colours(assets)),
         about=about(catalog, checkpoint),
@@ -728,16 +742,20 @@ def tsne_tab(catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Assets)
         with gr.Row():
             figure = gr.Image(
                 serving.tsne_figure(default),
-                label="Cached figure",
+                label=figure_label(default),
                 format="png",
                 interactive=False,
                 elem_id="tsne-figure",
             )
             plot = scatter("Interactive map", default, default.map_points)
         point, walk_from = gr.JSON(visible=False), gr.JSON(visible=False)  # /pick's inputs: the API's, not the page's
+        api = gr.Button(visible=False)  # /tsne's trigger: the page uses show_tsne
     before = gr.State(None)  # the page's click before, in map units: the next click walks from it
     shown = [picture, real, decoded, caption, walk]
-    tab.select(functools.partial(tsne_map, catalog), [checkpoint], [figure, plot], api_name="tsne", **model_work())
+    tab.select(
+        functools.partial(show_tsne, catalog), [checkpoint], [figure, plot], api_visibility="private", **model_work()
+    )
+    api.click(functools.partial(tsne_map, catalog), [checkpoint], [figure, plot], api_name="tsne", **model_work())
 
     def clicked(before, checkpoint, event: gr.SelectData):  # not a partial: Gradio finds `event` by its type hint
         return click_map(catalog, before, checkpoint, event)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import huggingface_hub.constants
@@ -188,3 +189,24 @@ def test_literal_escapes_markup_and_leaves_names_and_paths_as_they_read():
     )
     assert literal("see www.x.org or https://x.org") == "see www\\.x.org or https\\://x.org"
     assert literal("# h\n- x\n  + y\n1. z\n=") == "\\# h\n\\- x\n  \\+ y\n1\\. z\n\\="
+
+
+@pytest.fixture(scope="module")
+def no_map_url(tmp_path_factory):
+    """The studio for a copy of the committed 2-D model without tsne.safetensors (its latent plane is still a map)."""
+    folder = tmp_path_factory.mktemp("no map") / "my models" / "no map"
+    shutil.copytree(app.CHECKPOINTS / "vae-mnist-2d", folder, ignore=shutil.ignore_patterns(".*", "tsne.safetensors"))
+    with launched(app.build_demo(load_assets(folder))) as base:
+        yield base + "/"
+
+
+def test_a_model_without_its_tsne_map_gets_a_plain_note_not_an_error_badge(no_map_url, browser):  # noqa: F811
+    browser.get(no_map_url)
+    loaded_image(browser, "#sample-grid")
+    open_tab(browser, "t-SNE")
+    figure = lambda d: d.find_element(By.ID, "tsne-figure").text  # noqa: E731
+    WebDriverWait(browser, TIMEOUT).until(lambda d: "Error" in figure(d) or "none for this model" in figure(d))
+    time.sleep(1)  # an error badge would come with the tab's event, which the label already answered
+    assert "Error" not in figure(browser) and "none for this model" in figure(browser)
+    assert not browser.find_elements(By.CSS_SELECTOR, ".toast-body"), "no error toast either"
+    loaded_image(browser, "#click-map")  # the latent plane, clickable as ever
