@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
 import zipfile
@@ -23,7 +27,7 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 from gradio_client.utils import Status
-from test_app import launched
+from test_app import free_port, launched
 
 import app
 from vae import live
@@ -220,9 +224,49 @@ def test_a_run_whose_visitor_left_ends_at_once_without_writing_its_model(studio,
     assert not folder.exists() and not folder.with_suffix(".log").exists(), "what the run wrote is deleted"
 
 
-def trainer_process() -> psutil.Process:
-    """The server's training child (python -m vae.live), not an exited one."""
-    for child in psutil.Process().children():
+def test_sigterm_ends_the_server_with_its_visitors_models_and_run(mnist_dir, tmp_path, tmp_path_factory):
+    """`python app.py` stopped as a Space, systemd or docker stop it (SIGTERM), while one visitor's model is kept and
+    another visitor's run is going: the visitors' temporary folder goes with the server, and so does the trainer."""
+    temp, data, log, port = tmp_path / "tmp", tmp_path / "my data", tmp_path / "app.log", free_port()
+    temp.mkdir()
+    shutil.copytree(mnist_dir, data)
+    env = {**os.environ, "TMPDIR": str(temp), "GRADIO_TEMP_DIR": str(tmp_path / "gradio"), "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, str(Path(app.__file__)), "--port", str(port), "--data-dir", str(data)]
+    with open(log, "w") as out:
+        server = subprocess.Popen(command, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, log.read_text()[-3000:]
+            try:
+                client = new_client(f"http://127.0.0.1:{port}", tmp_path_factory)
+                break
+            except Exception:
+                assert time.monotonic() < deadline, "no server after 120 s"
+                time.sleep(0.5)
+        client.predict(**SETTINGS, api_name="/train")  # a model kept for this visitor
+        (root,) = temp.glob("vae-studio-visitors-*")
+        assert list(root.glob("*/visitor-*/model.safetensors"))
+        run = Watched(new_client(f"http://127.0.0.1:{port}", tmp_path_factory), epochs=20, train_images=1000)
+        run.wait_for("Epoch 1:")
+        trainers = [trainer_process(psutil.Process(server.pid))]
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=60) == 128 + signal.SIGTERM, log.read_text()[-3000:]
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    _, alive = psutil.wait_procs(trainers, timeout=10)
+    assert not alive, "the training child outlived the server"
+    assert not root.exists(), f"the visitors' models outlived the server: {sorted(root.rglob('*'))[:5]}"
+    with contextlib.suppress(Exception):
+        run.result()
+
+
+def trainer_process(server: psutil.Process | None = None) -> psutil.Process:
+    """The server's training child (python -m vae.live), not an exited one; the server runs in this process unless
+    given."""
+    for child in (server or psutil.Process()).children():
         try:
             if child.status() != psutil.STATUS_ZOMBIE and "vae.live" in child.cmdline():
                 return child

@@ -21,6 +21,7 @@ import os
 import re
 import reprlib
 import shutil
+import signal
 import sys
 import threading
 from collections import Counter, OrderedDict
@@ -704,6 +705,10 @@ class RequestLimit:
         await send({"type": "http.response.body", "body": text})
 
 
+def exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)  # the exit status a shell reports for a process ended by the signal
+
+
 def tune_server_process() -> None:
     """Settings for the whole process, made only when serving (`python app.py`), not when tests import app.
 
@@ -712,10 +717,14 @@ def tune_server_process() -> None:
     - Two glibc malloc arenas (as MALLOC_ARENA_MAX=2 would, unless the environment sets it): glibc gives
       every thread that allocates its own arena, and Gradio serves from a pool of up to 40 threads; under
       load the server then grew by 30-60 MB per 200 requests, and by 2-5 MB with two arenas.
+    - SIGTERM (how a Space, systemd or docker stop a server) exits through Python's exit, so that what the server
+      registered to remove at exit (the visitors' models, a training child) is removed; its default ends the process
+      on the spot.
     - matplotlib's backend named: Gradio imports matplotlib on the first request to set it, and choosing
       one itself costs 0.5 s more.
     """
     torch.set_num_threads(1)
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     if "MALLOC_ARENA_MAX" not in os.environ and sys.platform.startswith("linux"):
         try:
             ctypes.CDLL("libc.so.6").mallopt(-8, 2)  # -8 is M_ARENA_MAX in glibc's malloc.h
