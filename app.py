@@ -340,8 +340,11 @@ def train(training: Training, dataset, latent_dim, hidden_layers, epochs, train_
             if event["event"] == "error":
                 finished = True
                 discard(folder)  # what the run wrote of it; its pictures stay on the page (swept with the rest)
-                yield view.update(status=f"⚠️ {serving.literal(event['message'])}")
-                raise gr.Error(html.escape(event["message"], quote=False), print_exception=False)
+                message = event["message"]
+                if on_space():  # the trainer's message names folders: not the server's, for a Space's visitors
+                    message = message.replace(str(folder), name).replace(str(training.limits.data_dir), "data/")
+                yield view.update(status=f"⚠️ {serving.literal(message)}")
+                raise gr.Error(html.escape(message, quote=False), print_exception=False)
             yield view.read(event, run.stop_reason)
     finally:
         training.runs.finish(run)
@@ -485,7 +488,7 @@ def push_model(training: Training, model_name, repo_id, private, token: str | No
     repo_id = check_repo_id(repo_id if isinstance(repo_id, str) else None)
     api = HfApi(token=app_push_token(token, training.machine_token))  # never None: no fallback to the machine's
     account = check_hub_access(repo_id, api)
-    url = push_folder(training.visitors.folder(model_name), repo_id, private=bool(private), api=api)
+    url = push_folder(training.visitors.folder(model_name), repo_id, private=bool(private), api=api, model=model_name)
     whose = "your Hugging Face login" if token else "this machine's Hugging Face token"
     account = serving.literal(account or "the token's account")  # model_name is one of ours, url the Hub's answer
     return f"Pushed **{model_name}** to {url} as **{account}**, with {whose}."

@@ -104,6 +104,37 @@ def test_with_the_flag_a_local_app_pushes_as_the_machines_account_and_says_so(tr
     assert sum(path.startswith("/api/whoami-v2") for _, path in hub.requests) >= 1
 
 
+def test_a_failed_push_names_the_model_not_the_servers_folder(trained, hub, tmp_path, monkeypatch):
+    """The Hub fails the upload (the fake Hub answers 500 to the repo's creation): the message names the model and
+    says what the visitor can do, not a folder of the server and a command to run there."""
+    _, name, folder = trained
+    visitors = Visitors(tmp_path / "visitors")
+    shutil.copytree(folder, visitors.root / "visitor" / name)
+    visitors.add(name, "visitor", visitors.root / "visitor" / name)
+    monkeypatch.setattr(app, "Visitors", lambda on_remove=None: visitors)
+    limits = live.Limits(tmp_path / "data")
+    with launched(app.build_demo(load_assets(app.DEFAULT_CHECKPOINT), limits=limits, machine_token=True)) as url:
+        with pytest.raises(AppError, match=f"Uploading {name} to {OWNER}/my-vae failed") as failed:
+            Client(url, verbose=False, download_files=False).predict(name, f"{OWNER}/my-vae", True, api_name="/push")
+    assert str(tmp_path) not in str(failed.value) and "python -m vae.hub" not in str(failed.value)
+    assert "Press Push again" in str(failed.value)
+
+
+def test_on_a_space_messages_name_the_checkpoint_not_its_folder(tmp_path, monkeypatch):
+    """A Space's visitors read the status line and the errors: a checkpoint's problems name it, not where it lies."""
+    monkeypatch.setenv("SPACE_ID", f"{OWNER}/vae-studio")
+    folder = tmp_path / "srv" / "private place" / "no-map"
+    shutil.copytree(app.DEFAULT_CHECKPOINT, folder, ignore=shutil.ignore_patterns(".*", "tsne.*"))
+    with launched(app.build_demo(load_assets(folder))) as url:
+        client = Client(url, verbose=False, download_files=False)
+        status = next(c for c in client.config["components"] if c["props"].get("elem_id") == "checkpoint-status")
+        with pytest.raises(AppError, match="no-map has no cached t-SNE map") as refused:
+            client.predict(api_name="/tsne")
+    assert "⚠️ no-map has no cached t-SNE map" in status["props"]["value"]
+    for shown in (status["props"]["value"], str(refused.value)):
+        assert "private place" not in shown and str(tmp_path) not in shown, shown
+
+
 # Text from a model folder ---------------------------------------------------------------------------------------------
 
 HOSTILE = [

@@ -175,11 +175,14 @@ def retry_command(folder: str | Path, repo_id: str, private: bool | None) -> str
     return f'python -m vae.hub --folder "{folder}" --hub-model-id {repo_id}{flag}'
 
 
-def push_folder(folder: str | Path, repo_id: str, private: bool | None = None, api: HfApi | None = None) -> str:
+def push_folder(
+    folder: str | Path, repo_id: str, private: bool | None = None, api: HfApi | None = None, model: str | None = None
+) -> str:
     """Upload the model folder (not its training state) in one commit; returns the commit URL.
 
     `private=None` leaves a new repo's visibility to the account's default. A failed upload keeps the folder
-    and raises a UserError that says how to retry.
+    and raises a UserError that says how to retry: with `python -m vae.hub`, or, for the app's `model` (its name),
+    by pushing again (the app's visitors are not shown the server's folders).
     """
     api = api or HfApi()
     try:
@@ -191,9 +194,11 @@ def push_folder(folder: str | Path, repo_id: str, private: bool | None = None, a
             commit_message="Upload VAE trained with train.py",
         )
     except HUB_ERRORS as err:
+        failed = f"Uploading {model or folder} to {repo_id} failed ({type(err).__name__}: {first_line(err)})."
+        if model is not None:
+            raise UserError(f"{failed} Press Push again later, or download the model folder and upload it.") from None
         raise UserError(
-            f"Uploading {folder} to {repo_id} failed ({type(err).__name__}: {first_line(err)}). The folder is kept; "
-            f"retry with:\n  {retry_command(folder, repo_id, private)}"
+            f"{failed} The folder is kept; retry with:\n  {retry_command(folder, repo_id, private)}"
         ) from None
     url = getattr(info, "commit_url", None) or f"https://huggingface.co/{repo_id}"
     print(f"pushed {folder} to {url}")
