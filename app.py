@@ -912,7 +912,8 @@ class Studio(gr.Blocks):
     """gr.Blocks that answers API calls made before an event gained its newest inputs. gradio_client fills in a
     left-out input with its default itself; Gradio's plain HTTP route (POST /call/NAME {"data": [...]}) refuses a
     call one input short. Here the last LATER_INPUTS[api_name] inputs may be left out: they reach the handler as
-    None, which it reads as the default ("any" class for /sample)."""
+    None, which it reads as the default ("any" class for /sample). A call short of more is answered with a message
+    that lists the inputs (Gradio's own ValueError reached the caller as an error with no message: "null")."""
 
     LATER_INPUTS = {"sample": 1}  # /sample's class_name
 
@@ -920,6 +921,13 @@ class Studio(gr.Blocks):
         missing = len(block_fn.inputs) - len(inputs)
         if 0 < missing <= self.LATER_INPUTS.get(block_fn.api_name, 0):
             inputs = [*inputs, *[None] * missing]
+        elif missing > 0:
+            count = len(block_fn.inputs)
+            names = ", ".join(getattr(c, "label", None) or type(c).__name__ for c in block_fn.inputs)
+            raise gr.Error(
+                f"/{block_fn.api_name} takes {count} input{'s' * (count != 1)} ({names}), got {len(inputs)}.",
+                print_exception=False,
+            )
         return await super().preprocess_data(block_fn, inputs, state, explicit_call)
 
 

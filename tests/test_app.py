@@ -339,6 +339,23 @@ def test_bad_input_is_a_clear_error(client, tmp_path, api_name, args, message):
         client.predict(*args, api_name=api_name)
 
 
+@pytest.mark.parametrize(
+    ("api_name", "data", "message"),
+    [
+        ("sample", [4, 0], "/sample takes 5 inputs (Number of images, Seed, Temperature, Checkpoint, Class), got 2."),
+        ("walk", ["3"], "/walk takes 7 inputs (From class, To class, Steps"),
+        ("about", [], "/about takes 1 input (Checkpoint), got 0."),
+        ("pick", [], "/pick takes 3 inputs"),
+    ],
+)
+def test_a_raw_call_short_of_inputs_is_told_which_it_takes(server, api_name, data, message):
+    """Gradio's plain HTTP route (POST /gradio_api/call/NAME): a call short of inputs is answered with the app's
+    message, not Gradio's error without one ("error": null)."""
+    event = httpx.post(f"{server}/gradio_api/call/{api_name}", json={"data": data}, timeout=30).json()["event_id"]
+    answer = httpx.get(f"{server}/gradio_api/call/{api_name}/{event}", timeout=60).text
+    assert answer.startswith("event: error") and message in answer, answer
+
+
 def test_nan_and_infinite_numbers_are_refused(server):
     """JSON from other clients can carry NaN and Infinity, which gradio_client cannot send."""
     for body, message in [
