@@ -49,7 +49,7 @@ from vae import live, serving
 from vae.assets import Assets, load_assets
 from vae.errors import UserError, clip, command
 from vae.folder import discard, looks_local
-from vae.hub import metrics_table
+from vae.hub import machine_account, metrics_table, on_space
 from vae.imaging import class_colours
 from vae.latent import INTERPOLATIONS, START_POINTS
 from vae.steering import DIRECTIONS
@@ -71,6 +71,11 @@ CSS = """
 """
 LAUNCH_OPTIONS = {"css": CSS, "max_file_size": MAX_FILE_SIZE, "show_error": False, "state_session_capacity": SESSIONS}
 
+# bench/class_samples.py's classifier on 500 samples per class of checkpoints/vae-mnist
+TEMPERATURE_NOTE = (
+    "Samples of a class are that digit 92–97 % of the time at 1, but only 56–88 % at 1.5–2: higher is more varied, "
+    "and less often the digit asked for."
+)
 ABOUT = """
 ## What is a VAE?
 
@@ -187,6 +192,20 @@ def tsne_map(catalog: serving.Catalog, checkpoint=None) -> tuple[str | None, pd.
     return serving.tsne_figure(assets), assets.map_points
 
 
+def show_tsne(catalog: serving.Catalog, checkpoint) -> tuple:
+    """The page's t-SNE tab opened: what /tsne shows, but for a checkpoint without a map an empty figure whose label
+    says so (the status line says why), not an error badge on it."""
+    try:
+        assets = catalog.get(checkpoint)
+    except UserError:
+        return gr.update(value=None), None  # select_checkpoint says why
+    return gr.update(value=serving.tsne_figure(assets), label=figure_label(assets)), assets.map_points
+
+
+def figure_label(assets: Assets) -> str:
+    return "Cached figure" if assets.tsne is not None else "Cached figure: none for this model (see the note above)"
+
+
 @user_errors
 def pick(catalog: serving.Catalog, point, walk_from=None, checkpoint=None) -> tuple:
     """t-SNE tab (/pick): a point of the clickable map, and optionally the one clicked before it → the map with both
@@ -223,7 +242,7 @@ def map_label(assets: Assets) -> str:
 
 def map_hint(assets: Assets) -> str:
     if assets.click_map is None:
-        return assets.no_map or ""
+        return serving.literal(assets.no_map or "")
     if assets.click_map.kind == "plane":
         return (
             "This model's latent is 2-D, so the map is the latent plane itself: each digit is decoded from its point "
@@ -248,7 +267,7 @@ def about(catalog: serving.Catalog, checkpoint=None) -> str:
     """About tab: what a VAE is, this checkpoint's card and metrics, links."""
     assets = catalog.get(checkpoint)
     metrics = serving.numbers(assets.metrics)
-    card = assets.card if isinstance(assets.card, str) else ""
+    card = html.escape(assets.card, quote=False) if isinstance(assets.card, str) else ""  # Markdown, but no HTML
     card = card or (f"## Test metrics\n\n{metrics_table(metrics)}" if metrics else "")
     hub = "" if looks_local(assets.source) else f"\n- This model on the Hub: https://huggingface.co/{assets.source}"
     return f"{ABOUT}\n{card}\n{LINKS}{hub}\n"
@@ -265,6 +284,8 @@ class Training:
     visitors: Visitors
     limits: live.Limits
     runs: live.Runs = field(default_factory=live.Runs)
+    machine_token: bool = False  # app.py --push-with-machine-token: a push without a login uses the machine's token
+    machine_account: str | None = None  # whose that token is, as the page says
 
 
 class TrainView(NamedTuple):
@@ -319,8 +340,11 @@ def train(training: Training, dataset, latent_dim, hidden_layers, epochs, train_
             if event["event"] == "error":
                 finished = True
                 discard(folder)  # what the run wrote of it; its pictures stay on the page (swept with the rest)
-                yield view.update(status=f"⚠️ {event['message']}")
-                raise gr.Error(html.escape(event["message"], quote=False), print_exception=False)
+                message = event["message"]
+                if on_space():  # the trainer's message names folders: not the server's, for a Space's visitors
+                    message = message.replace(str(folder), name).replace(str(training.limits.data_dir), "data/")
+                yield view.update(status=f"⚠️ {serving.literal(message)}")
+                raise gr.Error(html.escape(message, quote=False), print_exception=False)
             yield view.read(event, run.stop_reason)
     finally:
         training.runs.finish(run)
@@ -417,6 +441,28 @@ def progress_bar(fraction: float, label: str) -> str:
     )
 
 
+def push_note(training: Training) -> str:
+    """What the Train tab says under its Push heading: whose token a push uses, or why there is none."""
+    if os.environ.get("OAUTH_CLIENT_ID"):
+        return "Sign in above: your model is pushed with your own Hugging Face login, to an account of yours."
+    if on_space():
+        return (
+            "Pushing needs visitors to sign in with Hugging Face, which this Space's owner turns on with "
+            "hf_oauth: true in its README.md. Meanwhile download the model folder and push it yourself."
+        )
+    if training.machine_token:
+        account = serving.literal(training.machine_account or "the account of HF_TOKEN or hf auth login")
+        return (
+            f"Pushes as **{account}**, with the Hugging Face token of the machine this app runs on "
+            "(started with --push-with-machine-token)."
+        )
+    return (
+        "Pushing is off: this app pushes with the Hugging Face token of the machine it runs on only when started with "
+        "python app.py --push-with-machine-token (or VAE_PUSH_WITH_MACHINE_TOKEN=1). Or download the model folder and "
+        "push it with python -m vae.hub."
+    )
+
+
 def duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
@@ -431,18 +477,21 @@ def stop_training(training: Training, visitor: str) -> str:
 
 @user_errors
 def push_model(training: Training, model_name, repo_id, private, token: str | None) -> str:
-    """Push (/push): a model trained here → the visitor's Hub repo, through the trainer's own push path."""
+    """Push (/push): a model trained here → the visitor's Hub repo, through the trainer's own push path, with the
+    visitor's login (`token`), or the machine's token only where the owner turned that on (see hub.app_push_token)."""
     from huggingface_hub import HfApi
 
-    from vae.hub import check_hub_access, check_repo_id, push_folder
+    from vae.hub import app_push_token, check_hub_access, check_repo_id, push_folder
 
     if not isinstance(model_name, str) or training.visitors.folder(model_name) is None:
         raise UserError(f"No model {serving.shown(model_name)} to push: train one in this tab first.")
     repo_id = check_repo_id(repo_id if isinstance(repo_id, str) else None)
-    api = HfApi(token=token)  # the visitor's login on a Space; else HF_TOKEN or the stored token where the app runs
-    check_hub_access(repo_id, api)
-    url = push_folder(training.visitors.folder(model_name), repo_id, private=bool(private), api=api)
-    return f"Pushed **{model_name}** to {url}"
+    api = HfApi(token=app_push_token(token, training.machine_token))  # never None: no fallback to the machine's
+    account = check_hub_access(repo_id, api)
+    url = push_folder(training.visitors.folder(model_name), repo_id, private=bool(private), api=api, model=model_name)
+    whose = "your Hugging Face login" if token else "this machine's Hugging Face token"
+    account = serving.literal(account or "the token's account")  # model_name is one of ours, url the Hub's answer
+    return f"Pushed **{model_name}** to {url} as **{account}**, with {whose}."
 
 
 class CheckpointView(NamedTuple):
@@ -473,7 +522,7 @@ def select_checkpoint(catalog: serving.Catalog, checkpoint) -> CheckpointView:
         class_a=gr.update(choices=names, value=a),
         class_b=gr.update(choices=names, value=b),
         target=gr.update(choices=names, value=b),
-        tsne_figure=serving.tsne_figure(assets),
+        tsne_figure=gr.update(value=serving.tsne_figure(assets), label=figure_label(assets)),
         tsne_map=gr.update(value=assets.map_points, color_map=colours(assets)),
         encode_map=gr.update(value=None, color_map=colours(assets)),
         about=about(catalog, checkpoint),
@@ -483,11 +532,11 @@ def select_checkpoint(catalog: serving.Catalog, checkpoint) -> CheckpointView:
 
 
 def status(assets: Assets) -> str:
-    m = assets.model
-    line = f"**{assets.name}**: {m.latent_dim}-d latent, classes {clip(', '.join(map(str, assets.class_names)), 300)}"
+    m, classes = assets.model, clip(", ".join(map(str, assets.class_names)), 300)
+    line = f"**{serving.literal(assets.name)}**: {m.latent_dim}-d latent, classes {serving.literal(classes)}"
     if (loss := serving.numbers(assets.metrics).get("test_loss")) is not None:
         line += f", test −ELBO {loss:.2f} nats/image"
-    return "\n\n".join([line, *[f"⚠️ {p}" for p in assets.problems]])
+    return "\n\n".join([line, *[f"⚠️ {serving.literal(p)}" for p in assets.problems]])
 
 
 def default_pair(assets: Assets) -> tuple[str | None, str | None]:
@@ -550,7 +599,15 @@ def samples_tab(
                 seed = gr.Number(
                     0, label="Seed", precision=0, minimum=0, maximum=serving.MAX_SEED, elem_id="sample-seed"
                 )
-                temperature = gr.Slider(0.0, serving.MAX_TEMPERATURE, value=1.0, step=0.05, label="Temperature")
+                temperature = gr.Slider(
+                    0.0,
+                    serving.MAX_TEMPERATURE,
+                    value=1.0,
+                    step=0.05,
+                    label="Temperature",
+                    info=TEMPERATURE_NOTE,
+                    elem_id="sample-temperature",
+                )
                 class_name = gr.Dropdown(
                     [serving.ANY, *default.class_names], value=serving.ANY, label="Class", elem_id="sample-class"
                 )
@@ -688,16 +745,20 @@ def tsne_tab(catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Assets)
         with gr.Row():
             figure = gr.Image(
                 serving.tsne_figure(default),
-                label="Cached figure",
+                label=figure_label(default),
                 format="png",
                 interactive=False,
                 elem_id="tsne-figure",
             )
             plot = scatter("Interactive map", default, default.map_points)
         point, walk_from = gr.JSON(visible=False), gr.JSON(visible=False)  # /pick's inputs: the API's, not the page's
+        api = gr.Button(visible=False)  # /tsne's trigger: the page uses show_tsne
     before = gr.State(None)  # the page's click before, in map units: the next click walks from it
     shown = [picture, real, decoded, caption, walk]
-    tab.select(functools.partial(tsne_map, catalog), [checkpoint], [figure, plot], api_name="tsne", **model_work())
+    tab.select(
+        functools.partial(show_tsne, catalog), [checkpoint], [figure, plot], api_visibility="private", **model_work()
+    )
+    api.click(functools.partial(tsne_map, catalog), [checkpoint], [figure, plot], api_name="tsne", **model_work())
 
     def clicked(before, checkpoint, event: gr.SelectData):  # not a partial: Gradio finds `event` by its type hint
         return click_map(catalog, before, checkpoint, event)
@@ -762,8 +823,13 @@ def train_tab(demo: gr.Blocks, training: Training, checkpoint: gr.Dropdown) -> N
             "(or you press Stop, which keeps the best weights so far) the model is selected in the checkpoint "
             "dropdown above, so every tab shows it. Your models are deleted when you leave or after an hour. "
             f"One run at a time on this server, at most {limits.max_epochs} epochs and "
-            f"{duration(limits.max_seconds)}; others wait in a queue. The data is read from `{limits.data_dir}` "
-            "(`VAE_DATA_DIR` or `app.py --data-dir`), and downloaded there when missing and the network allows."
+            f"{duration(limits.max_seconds)}; others wait in a queue. "
+            + (  # a Space's visitors are not shown the server's folders
+                ""
+                if on_space()
+                else f"The data is read from {serving.literal(limits.data_dir)} (VAE_DATA_DIR or app.py --data-dir), "
+                "and downloaded there when missing and the network allows."
+            )
         )
         with gr.Row():
             with gr.Column(scale=1):
@@ -812,8 +878,7 @@ def train_tab(demo: gr.Blocks, training: Training, checkpoint: gr.Dropdown) -> N
                 with gr.Accordion("Push it to the Hugging Face Hub", open=False):
                     if os.environ.get("OAUTH_CLIENT_ID"):  # a Space with hf_oauth: true: visitors push as themselves
                         gr.LoginButton()
-                    else:  # elsewhere Gradio's login needs a logged-in machine and the network just to start
-                        gr.Markdown("Pushes with the token of the machine the app runs on (`HF_TOKEN`).")
+                    gr.Markdown(push_note(training), elem_id="push-note")
                     repo_id = gr.Textbox(label="Repo id", placeholder="your-name/vae-mnist")
                     private = gr.Checkbox(True, label="Private repo")
                     push = gr.Button("Push", elem_id="push-button")
@@ -847,7 +912,8 @@ class Studio(gr.Blocks):
     """gr.Blocks that answers API calls made before an event gained its newest inputs. gradio_client fills in a
     left-out input with its default itself; Gradio's plain HTTP route (POST /call/NAME {"data": [...]}) refuses a
     call one input short. Here the last LATER_INPUTS[api_name] inputs may be left out: they reach the handler as
-    None, which it reads as the default ("any" class for /sample)."""
+    None, which it reads as the default ("any" class for /sample). A call short of more is answered with a message
+    that lists the inputs (Gradio's own ValueError reached the caller as an error with no message: "null")."""
 
     LATER_INPUTS = {"sample": 1}  # /sample's class_name
 
@@ -855,15 +921,31 @@ class Studio(gr.Blocks):
         missing = len(block_fn.inputs) - len(inputs)
         if 0 < missing <= self.LATER_INPUTS.get(block_fn.api_name, 0):
             inputs = [*inputs, *[None] * missing]
+        elif missing > 0:
+            count = len(block_fn.inputs)
+            names = ", ".join(getattr(c, "label", None) or type(c).__name__ for c in block_fn.inputs)
+            raise gr.Error(
+                f"/{block_fn.api_name} takes {count} input{'s' * (count != 1)} ({names}), got {len(inputs)}.",
+                print_exception=False,
+            )
         return await super().preprocess_data(block_fn, inputs, state, explicit_call)
 
 
-def build_demo(default: Assets, others: dict[str, str] | None = None, limits: live.Limits | None = None) -> gr.Blocks:
+def build_demo(
+    default: Assets,
+    others: dict[str, str] | None = None,
+    limits: live.Limits | None = None,
+    machine_token: bool = False,
+) -> gr.Blocks:
     """The studio for `default` (and the other checkpoints by name → folder or Hub id), queue on; the Train tab within
-    `limits` (default: from the environment, data in DATA_DIR)."""
+    `limits` (default: from the environment, data in DATA_DIR), pushing without a visitor's login with the machine's
+    Hugging Face token only when `machine_token` is on (never on a Space)."""
     catalog = serving.Catalog(default, others)
     limits = limits or live.Limits.from_env(default_data_dir=DATA_DIR)
-    training = Training(catalog, Visitors(on_remove=catalog.remove), limits)
+    machine_token = machine_token and not on_space()
+    account = machine_account() if machine_token else None
+    training = Training(catalog, Visitors(on_remove=catalog.remove), limits, machine_token=machine_token)
+    training.machine_account = account
     with Studio(title="MNIST VAE studio", delete_cache=(3600, 3600)) as demo:
         gr.Markdown("# MNIST VAE studio\nA variational autoencoder: sample it, walk between digits, draw your own.")
         with gr.Row():
@@ -875,7 +957,7 @@ def build_demo(default: Assets, others: dict[str, str] | None = None, limits: li
                 scale=1,
                 elem_id="checkpoint",
             )
-            status_text = gr.Markdown(status(default))
+            status_text = gr.Markdown(status(default), elem_id="checkpoint-status")
         samples = samples_tab(demo, catalog, checkpoint, default)
         walk = walk_tab(catalog, checkpoint, default)
         sliders = sliders_tab(catalog, checkpoint, default)
@@ -903,13 +985,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--data-dir", help=f"where the Train tab reads (or downloads) MNIST (default: $VAE_DATA_DIR, else {DATA_DIR})"
     )
+    parser.add_argument(
+        "--push-with-machine-token",
+        action="store_true",
+        default=os.environ.get("VAE_PUSH_WITH_MACHINE_TOKEN", "") not in ("", "0"),
+        help="let the Train tab's Push use this machine's Hugging Face token (HF_TOKEN or hf auth login) for visitors "
+        "who have not signed in; off by default, never on a Space (default: $VAE_PUSH_WITH_MACHINE_TOKEN)",
+    )
     args = parser.parse_args(argv)
     limits = live.Limits.from_env(args.data_dir, DATA_DIR)
     default = load_assets(args.checkpoint)
     for problem in default.problems:
         print(f"warning: {problem}", file=sys.stderr)
     serving.tune_server_process()
-    demo = build_demo(default, serving.find_checkpoints(default, CHECKPOINTS), limits)
+    demo = build_demo(default, serving.find_checkpoints(default, CHECKPOINTS), limits, args.push_with_machine_token)
     # A fresh app_kwargs on each launch: Gradio adds its own entries to the dict it is given.
     limit = {"middleware": [Middleware(serving.RequestLimit)]}
     demo.launch(server_name=args.host, server_port=args.port, app_kwargs=limit, **LAUNCH_OPTIONS)

@@ -23,6 +23,7 @@ class FakeHub:
     auth_check_status: int = 404  # 404 + RepoNotFound: the repo does not exist yet
     create_repo_status: int = 500  # the upload's first call: a 500 makes it fail like a Hub outage
     requests: list[tuple[str, str]] = field(default_factory=list)
+    tokens: list[str | None] = field(default_factory=list)  # each request's Authorization header (None without one)
 
 
 def reply(handler: BaseHTTPRequestHandler, status: int, body: dict, headers: dict | None = None) -> None:
@@ -46,6 +47,7 @@ def fake_hub() -> Iterator[FakeHub]:
 
         def answer(self) -> None:
             hub.requests.append((self.command, self.path))
+            hub.tokens.append(self.headers.get("Authorization"))
             if self.headers.get("Content-Length"):
                 self.rfile.read(int(self.headers["Content-Length"]))
             if self.path.startswith("/api/whoami-v2"):

@@ -167,6 +167,12 @@ def test_all_model_work_shares_one_concurrency_budget(assets):
     assert by_name["stop_training"].concurrency_limit is None, "Stop never waits behind anything"
 
 
+def test_the_temperature_control_says_how_often_class_samples_are_the_digit_asked_for(server):
+    config = httpx.get(f"{server}/config").json()
+    slider = next(c for c in config["components"] if c.get("props", {}).get("label") == "Temperature")
+    assert "56–88 % at 1.5–2" in (slider["props"].get("info") or ""), "said beside the control, where it is chosen"
+
+
 def test_sample_returns_a_crisp_grid_and_the_same_images(client, assets):
     grid_path, gallery = client.predict(10, 3, 1.0, api_name="/sample")
     expected = (assets.model.sample(10, seed=3, temperature=1.0) * 255).round().byte()[:, 0].numpy()  # (10, 28, 28)
@@ -331,6 +337,23 @@ def test_bad_input_is_a_clear_error(client, tmp_path, api_name, args, message):
         args = (handle_file(files.get(args[0], tmp_path / "whole.png")), *args[1:])
     with pytest.raises(AppError, match=message.replace("(", r"\(")):
         client.predict(*args, api_name=api_name)
+
+
+@pytest.mark.parametrize(
+    ("api_name", "data", "message"),
+    [
+        ("sample", [4, 0], "/sample takes 5 inputs (Number of images, Seed, Temperature, Checkpoint, Class), got 2."),
+        ("walk", ["3"], "/walk takes 7 inputs (From class, To class, Steps"),
+        ("about", [], "/about takes 1 input (Checkpoint), got 0."),
+        ("pick", [], "/pick takes 3 inputs"),
+    ],
+)
+def test_a_raw_call_short_of_inputs_is_told_which_it_takes(server, api_name, data, message):
+    """Gradio's plain HTTP route (POST /gradio_api/call/NAME): a call short of inputs is answered with the app's
+    message, not Gradio's error without one ("error": null)."""
+    event = httpx.post(f"{server}/gradio_api/call/{api_name}", json={"data": data}, timeout=30).json()["event_id"]
+    answer = httpx.get(f"{server}/gradio_api/call/{api_name}/{event}", timeout=60).text
+    assert answer.startswith("event: error") and message in answer, answer
 
 
 def test_nan_and_infinite_numbers_are_refused(server):

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
 import zipfile
@@ -23,7 +27,7 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 from gradio_client.utils import Status
-from test_app import launched
+from test_app import free_port, launched
 
 import app
 from vae import live
@@ -38,18 +42,20 @@ OUTPUTS = ("status", "progress", "curve", "samples", "walk", "model_name", "chec
 
 
 @contextlib.contextmanager
-def training_studio(mnist_dir: Path, tmp_path_factory) -> Iterator[str]:
-    """The studio serving the committed model, its Train tab reading MNIST from "…/my data" (the slice); its URL."""
+def training_studio(mnist_dir: Path, tmp_path_factory, machine_token: bool = False) -> Iterator[str]:
+    """The studio serving the committed model, its Train tab reading MNIST from "…/my data" (the slice); its URL.
+    machine_token: as app.py --push-with-machine-token."""
     data = tmp_path_factory.mktemp("train tab") / "my data"
     shutil.copytree(mnist_dir, data)
     limits = live.Limits(data_dir=data, max_epochs=20, max_seconds=120)
-    with launched(app.build_demo(load_assets(app.DEFAULT_CHECKPOINT), limits=limits)) as url:
+    demo = app.build_demo(load_assets(app.DEFAULT_CHECKPOINT), limits=limits, machine_token=machine_token)
+    with launched(demo) as url:
         yield url
 
 
 @pytest.fixture(scope="module")
 def studio(mnist_dir, tmp_path_factory):
-    with training_studio(mnist_dir, tmp_path_factory) as url:
+    with training_studio(mnist_dir, tmp_path_factory, machine_token=True) as url:  # the push test pushes as the server
         yield url
 
 
@@ -189,9 +195,78 @@ def test_a_killed_trainer_comes_back_as_a_message_and_the_server_stays_up(studio
     assert Path(grid).is_file()
 
 
-def trainer_process() -> psutil.Process:
-    """The server's training child (python -m vae.live), not an exited one."""
-    for child in psutil.Process().children():
+def test_a_run_whose_visitor_left_ends_at_once_without_writing_its_model(studio, tmp_path_factory):
+    """The visitor goes away mid-run (here: the job is cancelled, which closes the server's stream): the trainer is
+    ended within seconds, not left to write the whole model folder (figures, t-SNE map, ~25 s of CPU) to be deleted."""
+    client = new_client(studio, tmp_path_factory)
+    run = Watched(client, epochs=20, train_images=1000)
+    run.wait_for("Epoch 1:")
+    trainer = trainer_process()
+    folder = Path(json.loads(trainer.cmdline()[-1])["output_dir"])
+    written = []  # whether the model's weights appeared, seen from beside the run
+
+    def watch() -> None:
+        while trainer.is_running() and trainer.status() != psutil.STATUS_ZOMBIE:
+            written.append((folder / "model.safetensors").exists())
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    left = time.monotonic()
+    run.job.cancel()
+    watcher.join(timeout=60)
+    ended = time.monotonic() - left
+    assert ended < 5.0, f"the trainer ran on for {ended:.1f} s after the visitor left"
+    assert not any(written), "the model folder was written for no one"
+    deadline = time.monotonic() + 10
+    while (folder.exists() or folder.with_suffix(".log").exists()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not folder.exists() and not folder.with_suffix(".log").exists(), "what the run wrote is deleted"
+
+
+def test_sigterm_ends_the_server_with_its_visitors_models_and_run(mnist_dir, tmp_path, tmp_path_factory):
+    """`python app.py` stopped as a Space, systemd or docker stop it (SIGTERM), while one visitor's model is kept and
+    another visitor's run is going: the visitors' temporary folder goes with the server, and so does the trainer."""
+    temp, data, log, port = tmp_path / "tmp", tmp_path / "my data", tmp_path / "app.log", free_port()
+    temp.mkdir()
+    shutil.copytree(mnist_dir, data)
+    env = {**os.environ, "TMPDIR": str(temp), "GRADIO_TEMP_DIR": str(tmp_path / "gradio"), "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, str(Path(app.__file__)), "--port", str(port), "--data-dir", str(data)]
+    with open(log, "w") as out:
+        server = subprocess.Popen(command, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, log.read_text()[-3000:]
+            try:
+                client = new_client(f"http://127.0.0.1:{port}", tmp_path_factory)
+                break
+            except Exception:
+                assert time.monotonic() < deadline, "no server after 120 s"
+                time.sleep(0.5)
+        client.predict(**SETTINGS, api_name="/train")  # a model kept for this visitor
+        (root,) = temp.glob("vae-studio-visitors-*")
+        assert list(root.glob("*/visitor-*/model.safetensors"))
+        run = Watched(new_client(f"http://127.0.0.1:{port}", tmp_path_factory), epochs=20, train_images=1000)
+        run.wait_for("Epoch 1:")
+        trainers = [trainer_process(psutil.Process(server.pid))]
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=60) == 128 + signal.SIGTERM, log.read_text()[-3000:]
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    _, alive = psutil.wait_procs(trainers, timeout=10)
+    assert not alive, "the training child outlived the server"
+    assert not root.exists(), f"the visitors' models outlived the server: {sorted(root.rglob('*'))[:5]}"
+    with contextlib.suppress(Exception):
+        run.result()
+
+
+def trainer_process(server: psutil.Process | None = None) -> psutil.Process:
+    """The server's training child (python -m vae.live), not an exited one; the server runs in this process unless
+    given."""
+    for child in (server or psutil.Process()).children():
         try:
             if child.status() != psutil.STATUS_ZOMBIE and "vae.live" in child.cmdline():
                 return child
@@ -240,7 +315,8 @@ def test_push_sends_the_model_folder_through_the_trainers_push_path(two_runs, mo
 
     monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
     answer = client.predict(name, "visitor/my-vae", True, api_name="/push")
-    assert answer == f"Pushed **{name}** to https://huggingface.co/visitor/my-vae"
+    expected = f"Pushed **{name}** to https://huggingface.co/visitor/my-vae as **visitor**, with this machine's"
+    assert answer == expected + " Hugging Face token."
     assert calls[0] == ("create", "visitor/my-vae", {"private": True, "exist_ok": True})
     assert calls[1][0] == "upload" and {"config.json", "model.safetensors", "README.md"} <= set(calls[1][2])
     with pytest.raises(AppError, match="cannot create repos under 'someone-else'"):
@@ -314,5 +390,7 @@ def test_push_on_a_space_uses_the_visitors_login(monkeypatch, tmp_path):
     training = app.Training(Catalog(load_assets(app.DEFAULT_CHECKPOINT)), visitors, live.Limits(tmp_path))
     assert app.push_model(training, name, "visitor/my-vae", True, "hf_visitors_token").startswith("Pushed")
     assert tokens == ["hf_visitors_token"] * 3
-    with pytest.raises(gr.Error, match="needs a Hugging Face token and none was found"):
+    monkeypatch.setenv("SPACE_ID", "someone/studio")
+    with pytest.raises(gr.Error, match="Sign in with the Hugging Face button"):
         app.push_model(training, name, "visitor/my-vae", True, None)
+    assert tokens == ["hf_visitors_token"] * 3, "no Hub call without a login"

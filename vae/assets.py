@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -298,17 +299,20 @@ def is_finite_number(value) -> bool:
 
 def load_assets(source: str | Path, name: str | None = None) -> Assets:
     """Everything one checkpoint needs, read from its folder: fast (no training, no t-SNE), or a UserError. Only the
-    model can fail it: a bad side file leaves its part off, and a problem that says why and how to fix it."""
+    model can fail it: a bad side file leaves its part off, and a problem that says why and how to fix it. The
+    messages name the folder, except on a Space, whose visitors see them: there they name the checkpoint."""
     source = str(source)
+    name = name or checkpoint_name(source)
+    shown = name if looks_local(source) and os.environ.get("SPACE_ID") else source  # as vae.hub.on_space tells
     folder = checkpoint_folder(source)
-    model, no_class_means = read_model(folder, source)
-    tsne, no_map = read_tsne(folder, model, source)
-    figure, no_figure = read_figure(folder, source) if tsne is not None else (None, None)
-    steering, no_steering = read_steering(folder, model, source)  # never raises: a bad file is a problem
-    metrics, no_metrics = read_metrics(folder, source)
-    card, no_card = read_card(folder, source)
+    model, no_class_means = read_model(folder, shown)
+    tsne, no_map = read_tsne(folder, model, shown)
+    figure, no_figure = read_figure(folder, shown) if tsne is not None else (None, None)
+    steering, no_steering = read_steering(folder, model, shown)  # never raises: a bad file is a problem
+    metrics, no_metrics = read_metrics(folder, shown)
+    card, no_card = read_card(folder, shown)
     assets = Assets(
-        name=name or checkpoint_name(source),
+        name=name,
         source=source,
         model=model,
         tsne=tsne,

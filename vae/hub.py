@@ -7,6 +7,7 @@ Retry a failed upload with:
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, constants, get_token
@@ -70,9 +71,10 @@ def check_repo_id(repo_id: str | None) -> str:
     return repo_id
 
 
-def check_hub_access(repo_id: str | None, api: HfApi | None = None) -> None:
+def check_hub_access(repo_id: str | None, api: HfApi | None = None) -> str | None:
     """Fail early, before training, when an upload could not happen: a bad repo id, no token, offline mode,
-    a token the Hub rejects or that cannot write to the repo's namespace, an unreachable Hub."""
+    a token the Hub rejects or that cannot write to the repo's namespace, an unreachable Hub. Returns the name of the
+    account the token belongs to."""
     check_repo_id(repo_id)
     if not getattr(api, "token", None) and get_token() is None:  # the app passes a visitor's login in `api`
         raise UserError(
@@ -87,6 +89,7 @@ def check_hub_access(repo_id: str | None, api: HfApi | None = None) -> None:
         )
     api = api or HfApi()
     namespace = repo_id.split("/")[0]
+    who = {}
     try:
         who = api.whoami()
         role = who.get("auth", {}).get("accessToken", {}).get("role")
@@ -119,6 +122,52 @@ def check_hub_access(repo_id: str | None, api: HfApi | None = None) -> None:
             f"({type(err).__name__}: {first_line(err)}). Check the network (or HF_ENDPOINT), or train without "
             "--push-to-hub and upload the folder later with `python -m vae.hub`."
         ) from None
+    return who.get("name")
+
+
+def on_space() -> bool:
+    """Whether this process runs on a Hugging Face Space (the Spaces runtime sets SPACE_ID)."""
+    return bool(os.environ.get("SPACE_ID"))
+
+
+def app_push_token(visitor_token: str | None, machine_token: bool) -> str:
+    """The token a push from the app uses, never None (HfApi(token=None) falls back to the machine's token): the
+    visitor's own login (OAuth) when they signed in; else, outside a Space and only when the app's owner turned it on
+    (app.py --push-with-machine-token), the machine's token; else a UserError that says how to push."""
+    if visitor_token:
+        return visitor_token
+    if on_space():
+        owner = " (This Space shows it once its owner adds hf_oauth: true to its README.md.)"
+        button = "" if os.environ.get("OAUTH_CLIENT_ID") else owner
+        raise UserError(
+            "Sign in with the Hugging Face button above the Push button to push: on this Space a model is pushed "
+            f"with your own Hugging Face login, never with the Space's token, so nothing was pushed.{button}"
+        )
+    if not machine_token:
+        raise UserError(
+            "Nothing was pushed: this app pushes with the Hugging Face token of the machine it runs on only when its "
+            "owner starts it with python app.py --push-with-machine-token (or VAE_PUSH_WITH_MACHINE_TOKEN=1). Start "
+            "it so, or download the model folder (.zip) and push it with python -m vae.hub --folder FOLDER "
+            "--hub-model-id user/name."
+        )
+    token = get_token()
+    if token is None:
+        raise UserError(
+            "Nothing was pushed: this app pushes with the Hugging Face token of the machine it runs on, and none was "
+            "found. Run hf auth login or set HF_TOKEN to a token with write access, then restart the app."
+        )
+    return token
+
+
+def machine_account() -> str | None:
+    """Whose the machine's token is (the Hub's whoami), for the page to say; None without a token or the Hub."""
+    token = get_token()
+    if token is None or constants.HF_HUB_OFFLINE:
+        return None
+    try:
+        return HfApi(token=token).whoami().get("name")
+    except HUB_ERRORS:
+        return None
 
 
 def retry_command(folder: str | Path, repo_id: str, private: bool | None) -> str:
@@ -126,11 +175,14 @@ def retry_command(folder: str | Path, repo_id: str, private: bool | None) -> str
     return f'python -m vae.hub --folder "{folder}" --hub-model-id {repo_id}{flag}'
 
 
-def push_folder(folder: str | Path, repo_id: str, private: bool | None = None, api: HfApi | None = None) -> str:
+def push_folder(
+    folder: str | Path, repo_id: str, private: bool | None = None, api: HfApi | None = None, model: str | None = None
+) -> str:
     """Upload the model folder (not its training state) in one commit; returns the commit URL.
 
     `private=None` leaves a new repo's visibility to the account's default. A failed upload keeps the folder
-    and raises a UserError that says how to retry.
+    and raises a UserError that says how to retry: with `python -m vae.hub`, or, for the app's `model` (its name),
+    by pushing again (the app's visitors are not shown the server's folders).
     """
     api = api or HfApi()
     try:
@@ -142,9 +194,11 @@ def push_folder(folder: str | Path, repo_id: str, private: bool | None = None, a
             commit_message="Upload VAE trained with train.py",
         )
     except HUB_ERRORS as err:
+        failed = f"Uploading {model or folder} to {repo_id} failed ({type(err).__name__}: {first_line(err)})."
+        if model is not None:
+            raise UserError(f"{failed} Press Push again later, or download the model folder and upload it.") from None
         raise UserError(
-            f"Uploading {folder} to {repo_id} failed ({type(err).__name__}: {first_line(err)}). The folder is kept; "
-            f"retry with:\n  {retry_command(folder, repo_id, private)}"
+            f"{failed} The folder is kept; retry with:\n  {retry_command(folder, repo_id, private)}"
         ) from None
     url = getattr(info, "commit_url", None) or f"https://huggingface.co/{repo_id}"
     print(f"pushed {folder} to {url}")

@@ -13,6 +13,7 @@ process is not touched by it, and the next run starts a new child.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import queue
@@ -135,13 +136,11 @@ class LiveRun:
                 return
 
     def close(self) -> None:
-        """The run's watcher went away (the visitor left): stop it, and kill it if it does not end."""
-        self.stop("the page was closed")
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
+        """The run's watcher went away (the visitor left): end it now. Stopping it as Stop does would have it write the
+        whole model folder (figures, t-SNE map: ~25 s of CPU on a full run) only for the folder to be deleted."""
+        if self.process.poll() is None:
             self.process.kill()
-            self.process.wait()
+        self.process.wait()
 
 
 def log_path(folder: Path) -> Path:
@@ -342,11 +341,20 @@ class Runs:
 
     def __init__(self):
         self.current: tuple[str, LiveRun] | None = None
+        self.ending = False  # whether the server's exit ends a run still going (registered with the first run)
 
     def start(self, visitor: str, config: TrainConfig) -> LiveRun:
+        if not self.ending:
+            atexit.register(self.end)
+            self.ending = True
         run = LiveRun(config)
         self.current = (visitor, run)
         return run
+
+    def end(self) -> None:
+        """The server exits: a run still going is killed, not left writing into folders about to be deleted."""
+        if self.current is not None:
+            self.current[1].close()
 
     def stop(self, visitor: str) -> bool:
         """Stop the visitor's run, if one is going; whether there was one."""

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import html
 import itertools
 import math
 import os
+import re
 import reprlib
 import shutil
+import signal
 import sys
 import threading
 from collections import Counter, OrderedDict
@@ -138,6 +141,21 @@ def shown(value) -> str:
     except Exception:  # an int past Python's 4,300-digit repr limit, and the like
         text = f"a {type(value).__name__}"
     return text if len(text) <= ECHO else text[: ECHO - 1] + "…"
+
+
+MARKUP = re.compile(r"([\\`*_\[\]|~$@])")  # emphasis, code, links, tables, strikethrough, Gradio's LaTeX, e-mail links
+AUTOLINK = re.compile(r"(?i)\b(https?|ftp):(?=//)|\b(www)\.")  # GFM makes links of bare URLs
+LINE_START = re.compile(r"^([ \t]*)([#+=-]|\d+(?=[.)]))", re.MULTILINE)  # headings, lists, rules
+
+
+def literal(text) -> str:
+    """Text for a gr.Markdown that shows exactly as written: a class name, model name, path or message from a model
+    folder or a caller. HTML is escaped (no element is made, nothing fetched), and what Markdown would read as markup
+    is backslash-escaped: **, _, `, [ ], |, ~~, $$, a bare URL's :// or www., a heading's # or a list's - at a line's
+    start. The rest (-, ., / in names and paths) is left as it is, so the Markdown reads as the text does."""
+    text = MARKUP.sub(r"\\\1", html.escape(str(text), quote=False))
+    text = AUTOLINK.sub(lambda m: f"{m[1]}\\:" if m[1] else f"{m[2]}\\.", text)
+    return LINE_START.sub(lambda m: f"{m[1]}{m[2]}\\" if m[2][0].isdigit() else f"{m[1]}\\{m[2]}", text)
 
 
 def check_int(value, name: str, low: int, high: int) -> int:
@@ -467,7 +485,7 @@ def encode_image(assets: Assets, image: np.ndarray, target: int | None) -> Encod
         nearest = assets.class_names[nearest_class(model, mu[0])]
         files[f"to-{target}.png"] = strip(walk(model, mu[0], class_latent(model, target), ENCODE_WALK_STEPS))
     else:
-        notes.append(assets.no_class_means)
+        notes.append(literal(assets.no_class_means))
     points, note = map_with_point(assets, mu[0])
     notes.append(note)
     model_input, reconstruction_path, *walk_path = cache_files(files)
@@ -521,7 +539,7 @@ def map_with_point(assets: Assets, z: torch.Tensor) -> tuple[pd.DataFrame | None
     """The t-SNE map's points with one for the latent z (D,) added, as class YOU, and a note that says where it
     is; without a map, None and why."""
     if assets.tsne is None:
-        return None, assets.no_map
+        return None, literal(assets.no_map)
     x, y = place_on_map(z, assets.tsne["latents"], assets.tsne["coords"], MAP_NEIGHBOURS).tolist()
     you = pd.DataFrame({"x": [x], "y": [y], "class": [YOU]})
     points = pd.concat([assets.map_points, you], ignore_index=True)
@@ -601,7 +619,7 @@ def latent_at(assets: Assets, point: tuple[float, float]) -> tuple[torch.Tensor,
             int(index),
             (
                 f"z = ({x:.2f}, {y:.2f}), decoded exactly there. The test digit whose latent is nearest "
-                f"({float(distance):.2f} away) is a **{name}**."
+                f"({float(distance):.2f} away) is a **{literal(name)}**."
             ),
         )
     index = int(torch.cdist(torch.tensor([[x, y]]), tsne["coords"])[0].argmin())
@@ -610,7 +628,7 @@ def latent_at(assets: Assets, point: tuple[float, float]) -> tuple[torch.Tensor,
         tsne["latents"][index],
         index,
         (
-            f"The test digit nearest ({x:.1f}, {y:.1f}) on the map is a **{name}**: beside the real digit, its latent "
+            f"The test digit nearest ({x:.1f}, {y:.1f}) on the map is a **{literal(name)}**: beside the real digit, its latent "
             "(the posterior mean) decoded, which is the model's reconstruction of it."
         ),
     )
@@ -687,6 +705,10 @@ class RequestLimit:
         await send({"type": "http.response.body", "body": text})
 
 
+def exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)  # the exit status a shell reports for a process ended by the signal
+
+
 def tune_server_process() -> None:
     """Settings for the whole process, made only when serving (`python app.py`), not when tests import app.
 
@@ -695,10 +717,14 @@ def tune_server_process() -> None:
     - Two glibc malloc arenas (as MALLOC_ARENA_MAX=2 would, unless the environment sets it): glibc gives
       every thread that allocates its own arena, and Gradio serves from a pool of up to 40 threads; under
       load the server then grew by 30-60 MB per 200 requests, and by 2-5 MB with two arenas.
+    - SIGTERM (how a Space, systemd or docker stop a server) exits through Python's exit, so that what the server
+      registered to remove at exit (the visitors' models, a training child) is removed; its default ends the process
+      on the spot.
     - matplotlib's backend named: Gradio imports matplotlib on the first request to set it, and choosing
       one itself costs 0.5 s more.
     """
     torch.set_num_threads(1)
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     if "MALLOC_ARENA_MAX" not in os.environ and sys.platform.startswith("linux"):
         try:
             ctypes.CDLL("libc.so.6").mallopt(-8, 2)  # -8 is M_ARENA_MAX in glibc's malloc.h

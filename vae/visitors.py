@@ -9,6 +9,7 @@ holds MAX_MODELS or MAX_BYTES of them.
 
 from __future__ import annotations
 
+import atexit
 import secrets
 import shutil
 import sys
@@ -56,6 +57,7 @@ class Visitors:
             return self.given_root
         if self.made_root is None:
             self.made_root = Path(tempfile.mkdtemp(prefix="vae-studio-visitors-"))
+            atexit.register(shutil.rmtree, self.made_root, ignore_errors=True)  # at exit; SIGTERM: see serving
         return self.made_root
 
     def new_folder(self, visitor: str) -> tuple[str, Path]:
