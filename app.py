@@ -71,10 +71,11 @@ CSS = """
 """
 LAUNCH_OPTIONS = {"css": CSS, "max_file_size": MAX_FILE_SIZE, "show_error": False, "state_session_capacity": SESSIONS}
 
-# bench/class_samples.py's classifier on 500 samples per class of checkpoints/vae-mnist
+# bench/class_samples.py's classifier on 500 samples per class of checkpoints/vae-mnist, per class
+# (python -m bench.class_samples --data-dir DIR --temperature T: bench/results/class_samples*.json)
 TEMPERATURE_NOTE = (
-    "Samples of a class are that digit 92–97 % of the time at 1, but only 56–88 % at 1.5–2: higher is more varied, "
-    "and less often the digit asked for."
+    "Samples of a class are that digit 92–97 % of the time at 1, 69–92 % at 1.5 and 46–82 % at 2: higher is more "
+    "varied, and less often the digit asked for."
 )
 ABOUT = """
 ## What is a VAE?

@@ -293,3 +293,15 @@ def test_resume_unpickles_nothing_that_could_run_code(one_epoch_run, mnist_dir, 
         assert result.returncode == 0 and "resumed from" in result.stdout + result.stderr, result.stderr[-2000:]
     elif planted == "optimizer.bin":  # (Accelerate skips random states it cannot load, with a warning)
         assert_refused(result, "holds more than tensors", "start afresh")
+
+
+def test_the_app_start_offers_a_model_whose_swap_was_killed(tmp_path):
+    """Killed between its two folder renames, a committed model is missing by name until the app starts."""
+    from vae.assets import load_assets
+    from vae.serving import find_checkpoints
+
+    folder = model_copy(tmp_path)
+    assert os.WIFSIGNALED(in_a_child(next_version(folder), kill_before_rename=3)) and not folder.exists()
+    offered = find_checkpoints(load_assets(str(ROOT / "checkpoints" / "vae-mnist")), folder.parent)
+    assert offered == {"vae 2d": str(folder)} and (folder / "README.md").read_text() == "the next version\n"
+    assert load_assets(offered["vae 2d"]).model.latent_dim == 2

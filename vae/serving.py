@@ -37,6 +37,7 @@ from PIL import Image, ImageOps
 
 from vae.assets import Assets, is_finite_number, load_assets
 from vae.errors import UserError, clip
+from vae.folder import recover_all
 from vae.imaging import as_float, png, prepare_drawing, to_gif, to_grid, to_uint8
 from vae.latent import class_latent, class_walk, nearest_class, place_on_map, walk
 from vae.maps import ClickMap
@@ -76,7 +77,9 @@ MAX_REQUEST_BYTES = 64 * 1024  # a request body other than an upload (the page's
 
 
 def find_checkpoints(default: Assets, folder: Path) -> dict[str, str]:
-    """Other model folders committed beside the default (e.g. Fashion-MNIST), by name; loaded when chosen."""
+    """Other model folders committed beside the default (e.g. Fashion-MNIST), by name; loaded when chosen. A folder
+    whose rewrite a kill cut short is put right first (vae.folder.complete_swap)."""
+    recover_all(folder)
     found = {}
     for path in sorted(folder.glob("*/config.json")) if folder.is_dir() else []:
         checkpoint = path.parent
