@@ -17,7 +17,7 @@ from huggingface_hub.utils import filter_repo_objects
 
 from vae import VAE, UserError
 from vae.architecture import ModelConfig
-from vae.config import build_config
+from vae.config import build_config, shareable_config
 from vae.hub import IGNORED, check_hub_access, push_folder, write_model_card
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,6 +38,7 @@ class FakeApi:
     def __init__(self, fail_on: str | None = None):
         self.calls: list[tuple[str, tuple, dict]] = []
         self.fail_on = fail_on
+        self.sent: dict[str, bytes] = {}  # the files of the folder given to upload_folder, read during the call
 
     def create_repo(self, *args, **kwargs):
         self.calls.append(("create_repo", args, kwargs))
@@ -46,6 +47,8 @@ class FakeApi:
 
     def upload_folder(self, *args, **kwargs):
         self.calls.append(("upload_folder", args, kwargs))
+        folder = Path(kwargs["folder_path"])
+        self.sent = {name: (folder / name).read_bytes() for name in files_in(folder)}
         if self.fail_on == "upload_folder":
             raise ConnectionError("connection reset during upload")
         return CommitInfo()
@@ -72,12 +75,26 @@ def test_push_folder_uploads_the_model_files_in_one_commit(model_folder, capsys)
     (_, args, kwargs) = api.calls[0]
     assert args == ("someone/vae",) and kwargs["private"] is True and kwargs["exist_ok"] is True
     (_, args, kwargs) = api.calls[1]
-    assert kwargs["repo_id"] == "someone/vae" and kwargs["folder_path"] == str(model_folder)
-    assert kwargs["ignore_patterns"] == IGNORED
-    # what huggingface_hub itself would send, given these patterns
-    sent = set(filter_repo_objects(files_in(model_folder), ignore_patterns=kwargs["ignore_patterns"]))
-    assert sent == UPLOADED
+    assert kwargs["repo_id"] == "someone/vae" and kwargs["ignore_patterns"] == IGNORED
+    # what huggingface_hub itself would send from the copy it was given (removed since), given these patterns
+    assert Path(kwargs["folder_path"]).name == model_folder.name and not Path(kwargs["folder_path"]).exists()
+    assert set(filter_repo_objects(list(api.sent), ignore_patterns=IGNORED)) == set(api.sent) == UPLOADED
     assert "pushed" in capsys.readouterr().out
+
+
+def test_a_pushed_train_config_names_no_place_on_the_machine(model_folder):
+    """Absolute data and output folders (a user name, a server's layout, a visitor's session id) stay home."""
+    settings = {"data_dir": "/home/alice/data", "output_dir": "/tmp/visitors/3f9a2c1b/visitor-1", "epochs": 3}
+    (model_folder / "train_config.yaml").write_text(yaml.safe_dump(settings))
+    api = FakeApi()
+    push_folder(model_folder, "someone/vae", api=api)
+    pushed = yaml.safe_load(api.sent["train_config.yaml"])
+    assert pushed == {"data_dir": "data", "output_dir": "outputs/vae-mnist", "epochs": 3}
+    assert "alice" in (model_folder / "train_config.yaml").read_text(), "the local record is kept as it was"
+    relative = {"data_dir": "my data", "output_dir": "outputs/run 1"}
+    assert yaml.safe_load(shareable_config(yaml.safe_dump(relative))) == relative
+    for climbing in ("../../home/alice", "C:\\Users\\alice\\data", "~alice/data"):
+        assert yaml.safe_load(shareable_config(yaml.safe_dump({"data_dir": climbing})))["data_dir"] == "data"
 
 
 def test_push_folder_leaves_the_visibility_to_the_account_unless_asked(model_folder):

@@ -140,9 +140,13 @@ def test_a_run_streams_each_epoch_and_ends_with_a_model_every_tab_can_use(two_ru
     # The download: the Hub-ready folder train.py writes, as a zip, without the training state.
     with zipfile.ZipFile(final["download"]["value"]) as archive:
         files = {Path(n).relative_to(name).as_posix() for n in archive.namelist()}
+        text = b"".join(archive.read(n) for n in archive.namelist() if not n.endswith((".png", ".safetensors")))
     for expected in ("config.json", "model.safetensors", "README.md", "metrics.json", "train_config.yaml", "tsne.png"):
         assert expected in files
     assert not any(f.startswith("training_state") for f in files)
+    # Nothing of the server's in it: no absolute path (its data, its visitors' folders), no session id.
+    assert b"/tmp" not in text and b"my data" not in text and b"/work" not in text
+    assert client.session_hash.encode() not in text, "the visitor's session id"
 
 
 def test_a_visitors_model_stays_out_of_other_visitors_pages_and_of_checkpoints(two_runs, studio):

@@ -284,7 +284,7 @@ def test_a_folder_whose_settings_this_version_does_not_know_still_evaluates(trai
 
 @pytest.mark.slow
 def test_push_to_hub_uploads_the_folder_once(mnist_dir, tmp_path, monkeypatch):
-    calls = []
+    calls, texts = [], []
 
     class FakeApi:
         def whoami(self):
@@ -303,6 +303,7 @@ def test_push_to_hub_uploads_the_folder_once(mnist_dir, tmp_path, monkeypatch):
             files = [p.relative_to(folder_path).as_posix() for p in Path(folder_path).rglob("*") if p.is_file()]
             uploaded = set(filter_repo_objects(files, ignore_patterns=ignore_patterns))
             calls.append(("upload_folder", repo_id, uploaded))
+            texts.extend(Path(folder_path, f).read_text() for f in uploaded if f.endswith((".yaml", ".json", ".md")))
 
     monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
@@ -315,6 +316,8 @@ def test_push_to_hub_uploads_the_folder_once(mnist_dir, tmp_path, monkeypatch):
     assert calls[2] == ("create_repo", "someone/vae-test", None), "no --hub-private: the account's default"
     assert len(calls) == 4 and calls[3][:2] == ("upload_folder", "someone/vae-test")
     assert calls[3][2] == HUB_FILES - {"latent_grid.png"}  # 4-D latent: no grid; no training state
+    assert not [t for t in texts if str(tmp_path) in t or str(mnist_dir) in t], "no place on this machine is pushed"
+    assert str(tmp_path / "pushed") in (tmp_path / "pushed" / "train_config.yaml").read_text(), "but kept locally"
 
 
 def hub_env(hub_url: str, tmp_path: Path, **extra: str) -> dict:

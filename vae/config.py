@@ -239,3 +239,21 @@ def parse_config(argv: list[str] | None = None) -> TrainConfig:
 
 def save_config(config: TrainConfig, path: Path) -> None:
     atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+# Settings that name places on the machine that trained: a push or a download shows them only when relative.
+MACHINE_PATHS = ("data_dir", "output_dir")
+
+
+def shareable_config(text: str) -> str:
+    """A train_config.yaml as it may leave the machine: an absolute path (or one climbing out with ..) in data_dir or
+    output_dir, which can hold a user name, a server's layout or a visitor's session id, becomes the default."""
+    settings = yaml.safe_load(text)
+    if not isinstance(settings, dict):
+        return text
+    defaults = TrainConfig()
+    for key in MACHINE_PATHS:
+        value = settings.get(key)
+        if isinstance(value, str) and (value.startswith(("/", "~", "\\")) or ":" in value or ".." in Path(value).parts):
+            settings[key] = getattr(defaults, key)
+    return yaml.safe_dump(settings, sort_keys=False)

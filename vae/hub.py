@@ -7,7 +7,11 @@ Retry a failed upload with:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, constants, get_token
@@ -15,7 +19,7 @@ from huggingface_hub.errors import HfHubHTTPError, HFValidationError, Repository
 from huggingface_hub.utils import validate_repo_id
 
 from vae.architecture import ModelConfig
-from vae.config import TrainConfig
+from vae.config import TrainConfig, shareable_config
 from vae.errors import UserError, command, first_line
 from vae.folder import (
     CARD,
@@ -27,6 +31,7 @@ from vae.folder import (
     RECONSTRUCTIONS,
     SAMPLES,
     STATE_DIR,
+    TRAIN_CONFIG,
     TSNE_FIGURE,
     WEIGHTS,
     atomic_write,
@@ -187,12 +192,13 @@ def push_folder(
     api = api or HfApi()
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
-        info = api.upload_folder(
-            repo_id=repo_id,
-            folder_path=str(folder),
-            ignore_patterns=IGNORED,
-            commit_message="Upload VAE trained with train.py",
-        )
+        with shareable_copy(Path(folder)) as public:
+            info = api.upload_folder(
+                repo_id=repo_id,
+                folder_path=str(public),
+                ignore_patterns=IGNORED,
+                commit_message="Upload VAE trained with train.py",
+            )
     except HUB_ERRORS as err:
         failed = f"Uploading {model or folder} to {repo_id} failed ({type(err).__name__}: {first_line(err)})."
         if model is not None:
@@ -203,6 +209,18 @@ def push_folder(
     url = getattr(info, "commit_url", None) or f"https://huggingface.co/{repo_id}"
     print(f"pushed {folder} to {url}")
     return url
+
+
+@contextlib.contextmanager
+def shareable_copy(folder: Path) -> Iterator[Path]:
+    """The model folder as it leaves the machine: a temporary copy of what is uploaded, whose train_config.yaml names
+    no place on this machine (vae.config.shareable_config)."""
+    with tempfile.TemporaryDirectory(prefix="vae-push-") as tmp:
+        public = Path(tmp) / folder.name
+        shutil.copytree(folder, public, ignore=shutil.ignore_patterns(STATE_DIR, ".*", EVAL))
+        if (public / TRAIN_CONFIG).is_file():
+            (public / TRAIN_CONFIG).write_text(shareable_config((public / TRAIN_CONFIG).read_text()))
+        yield public
 
 
 def metrics_table(metrics: dict) -> str:

@@ -20,8 +20,9 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vae.config import shareable_config
 from vae.errors import UserError
-from vae.folder import STATE_DIR, atomic_write, discard
+from vae.folder import STATE_DIR, TRAIN_CONFIG, atomic_write, discard
 from vae.live import log_path, pictures_dir
 
 MAX_AGE = 3600.0  # seconds a model is kept after it was trained
@@ -106,7 +107,9 @@ class Visitors:
             def write(tmp: str) -> None:
                 with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
                     for file in sorted(folder.rglob("*")):
-                        if file.is_file():
+                        if file.name == TRAIN_CONFIG:  # without the server's paths and the visitor's session id
+                            archive.writestr(f"{name}/{TRAIN_CONFIG}", shareable_config(file.read_text()))
+                        elif file.is_file():
                             archive.write(file, Path(name) / file.relative_to(folder))
 
             atomic_write(path, write)
