@@ -288,11 +288,14 @@ def trained_copy(tmp_path) -> Path:
 
 
 def test_save_pretrained_carries_the_trained_card_metrics_and_figures(trained_copy, tmp_path):
+    settings = yaml.safe_load((trained_copy / "train_config.yaml").read_text())
+    (trained_copy / "train_config.yaml").write_text(yaml.safe_dump(settings | {"data_dir": "/home/alice/data"}))
     model = VAE.from_pretrained(trained_copy)
     model.save_pretrained(tmp_path / "saved")
     saved = tmp_path / "saved"
     for name in ("README.md", "metrics.json", "samples.png", "tsne.png", "tsne.safetensors"):
         assert (saved / name).read_bytes() == (trained_copy / name).read_bytes(), name
+    assert yaml.safe_load((saved / "train_config.yaml").read_text()) == settings | {"data_dir": "data"}, "no paths"
     assert ModelCard.load(saved / "README.md").data.eval_results, "the card with its test metrics"
     again = VAE.from_pretrained(saved)
     assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), model.state_dict().values(), strict=True))

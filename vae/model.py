@@ -23,8 +23,9 @@ from torch import nn
 
 from vae import architecture
 from vae.architecture import ModelConfig, check_weights, weights_header
+from vae.config import shareable_config
 from vae.errors import UserError, clip, name_list
-from vae.folder import CARD, CONFIG, REQUIRED_FILES, TRAINED_FILES, WEIGHTS, is_local_folder
+from vae.folder import CARD, CONFIG, REQUIRED_FILES, TRAIN_CONFIG, TRAINED_FILES, WEIGHTS, is_local_folder
 
 LOGVAR_RANGE = (-30.0, 20.0)  # keeps exp(logvar) finite in fp16/bf16, as diffusers' DiagonalGaussian does
 PAPER_URL = "https://arxiv.org/abs/1312.6114"
@@ -254,7 +255,11 @@ class VAE(nn.Module, PyTorchModelHubMixin, **HUB_METADATA | {"tags": list(HUB_ME
         save_directory = Path(save_directory)
         save_directory.mkdir(parents=True, exist_ok=True)
         for path in self.trained_files():
-            if path.parent.resolve() != save_directory.resolve():
+            if path.parent.resolve() == save_directory.resolve():
+                continue
+            if path.name == TRAIN_CONFIG:  # a copy is for sharing: without this machine's paths
+                (save_directory / TRAIN_CONFIG).write_text(shareable_config(path.read_text()), encoding="utf-8")
+            else:
                 shutil.copyfile(path, save_directory / path.name)
         return super().save_pretrained(save_directory, **kwargs)
 
