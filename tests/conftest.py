@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -75,3 +77,34 @@ def digit_classifier(mnist_splits):
     net, accuracy = train_classifier(everything, mnist_splits.test)
     assert accuracy >= 0.97, f"the classifier itself is too weak to judge the VAE: {accuracy:.3f}"
     return net
+
+
+@pytest.fixture(scope="session")
+def trained_run(mnist_dir, tmp_path_factory) -> Path:
+    """One small train.py run folder (3 epochs on the slice, test_training.SMALL), shared by the tests that need a
+    trained run: read it, or copy it to change it."""
+    from test_training import run_train
+
+    out = tmp_path_factory.mktemp("trained run") / "vae"
+    run_train(mnist_dir, out, "--epochs", "3", "--cpu")
+    return out
+
+
+@pytest.fixture
+def tmpfs(tmp_path) -> Iterator[Callable[[str], Path]]:
+    """tmpfs(size) → a folder on a file system of that size (e.g. "3m": a full disk on demand), unmounted after the
+    test; a skip where this machine does not let the tests mount one."""
+    mounts: list[Path] = []
+
+    def mount(size: str) -> Path:
+        folder = tmp_path / f"small disk {len(mounts)}"
+        folder.mkdir()
+        made = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+        if made.returncode != 0:
+            pytest.skip(f"cannot mount a small file system here ({made.stderr.decode().strip()[:200]})")
+        mounts.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounts:
+        subprocess.run(["umount", "-l", str(folder)], check=False)

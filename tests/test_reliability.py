@@ -225,20 +225,9 @@ def test_a_read_only_folder_is_refused_before_any_work(read_only_model, mnist_di
     assert {str(p): p.stat().st_mtime_ns for p in read_only_model.parent.rglob("*")} == before, "no leftovers"
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 10 MB file system (tmpfs): room for one copy of a model folder, not for two."""
-    mount = tmp_path / "small disk"
-    mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=10m", "tmpfs", str(mount)], capture_output=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a small file system here ({made.stderr.decode().strip()[:200]})")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def test_a_full_disk_is_refused_before_any_work(small_disk, mnist_dir):
+def test_a_full_disk_is_refused_before_any_work(tmpfs, mnist_dir):
     """A rewrite needs room for a copy of the folder: a disk without it gets a message, not a half-written copy."""
+    small_disk = tmpfs("10m")  # room for one copy of a model folder, not for two
     folder = model_copy(small_disk)
     before = sorted(str(p) for p in small_disk.rglob("*"))
     cmd = [sys.executable, "-m", "vae.tsne", "--checkpoint", str(folder), "--samples", "50"]
@@ -262,13 +251,6 @@ class Hostile:
         return os.system, (f"touch '{self.marker}'",)
 
 
-@pytest.fixture(scope="module")
-def one_epoch_run(mnist_dir, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("run") / "vae"
-    run_train(mnist_dir, out, "--epochs", "1", "--cpu")
-    return out
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "planted",
@@ -280,14 +262,14 @@ def one_epoch_run(mnist_dir, tmp_path_factory) -> Path:
     ],
     ids=["old-scheduler-file", "optimizer", "random-states", "the-others"],
 )
-def test_resume_unpickles_nothing_that_could_run_code(one_epoch_run, mnist_dir, tmp_path, planted):
+def test_resume_unpickles_nothing_that_could_run_code(trained_run, mnist_dir, tmp_path, planted):
     out = tmp_path / "shared folder" / "vae"
-    shutil.copytree(one_epoch_run, out)
-    checkpoint = out / "training_state" / "epoch-0001"
+    shutil.copytree(trained_run, out)
+    checkpoint = out / "training_state" / "epoch-0003"
     marker = tmp_path / "the command ran"
     for name in planted.split():
         torch.save({"state": Hostile(marker)}, checkpoint / name)  # what torch.load(weights_only=False) would run
-    result = run_train(mnist_dir, out, "--epochs", "2", "--cpu", "--resume", check=False)
+    result = run_train(mnist_dir, out, "--epochs", "4", "--cpu", "--resume", check=False)
     assert not marker.exists(), "a file of the run folder ran a command"
     if planted == "custom_checkpoint_0.pkl":  # a file --resume no longer reads: the run goes on
         assert result.returncode == 0 and "resumed from" in result.stdout + result.stderr, result.stderr[-2000:]

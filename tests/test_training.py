@@ -64,11 +64,9 @@ def assert_same_weights(a: Path, b: Path) -> None:
         assert torch.equal(wa[key], wb[key]), key
 
 
-@pytest.fixture(scope="module")
-def trained(mnist_dir, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("run") / "vae"
-    run_train(mnist_dir, out, "--epochs", "3", "--cpu")
-    return out
+@pytest.fixture
+def trained(trained_run) -> Path:
+    return trained_run  # conftest's: one run shared by every module
 
 
 @pytest.mark.slow
