@@ -12,10 +12,19 @@ DEMO_COMMAND = "python3 -m venv .venv && .venv/bin/pip install -r requirements.t
 LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")  # [text](target) and ![alt](target)
 
 
+def without_code_blocks(text: str) -> str:
+    return re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+
+
 def prose(text: str) -> str:
     """The text without fenced code blocks and inline code, where brackets and parentheses are Python."""
-    text = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
-    return re.sub(r"`[^`\n]*`", "", text)
+    return re.sub(r"`[^`\n]*`", "", without_code_blocks(text))
+
+
+def anchors(page: Path) -> set[str]:
+    """The anchors GitHub and the Hub give the page's headings: lower case, punctuation dropped, spaces as hyphens."""
+    headings = re.findall(r"^#{1,6} +(.+?) *$", without_code_blocks(page.read_text(encoding="utf-8")), flags=re.M)
+    return {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
 
 
 def relative_targets(page: Path) -> list[str]:
@@ -33,6 +42,14 @@ def ci_test_command() -> str:
 def test_every_relative_link_and_image_resolves(page):
     missing = [t for t in relative_targets(page) if not (page.parent / t.split("#")[0]).exists()]
     assert not missing, f"{page.relative_to(ROOT)} links to files that do not exist: {missing}"
+    to_headings = [t.split("#", 1) for t in relative_targets(page) if "#" in t and t.split("#")[0].endswith(".md")]
+    lost = [f"{name}#{anchor}" for name, anchor in to_headings if anchor not in anchors(page.parent / name)]
+    assert not lost, f"{page.relative_to(ROOT)} links to headings that do not exist: {lost}"
+
+
+def test_anchors_are_the_ones_github_makes():
+    page = ROOT / "docs" / "recipe.md"
+    assert {"compared-with-the-literature", "how-the-recipe-was-chosen"} <= anchors(page)
 
 
 def test_the_link_finder_sees_links_and_images_but_not_code():
