@@ -372,9 +372,11 @@ def train(
             yield view.read(event, run.stop_reason)
     finally:
         training.runs.finish(run)
-        if not finished:  # the visitor left mid-run: no one is watching, so stop it and drop what it wrote
+        if not finished and not run.closed:  # the visitor's job was cancelled: stop it and drop what it wrote
             run.close()
             delete_run(folder)
+        # Closed before (the visitor left, the server exits): whoever closed it deletes the folders, and does so
+        # whole; deleting here too would race them.
 
 
 def finish(
