@@ -53,7 +53,7 @@ from vae.hub import machine_account, metrics_table, on_space
 from vae.imaging import class_colours
 from vae.latent import INTERPOLATIONS, START_POINTS
 from vae.steering import DIRECTIONS
-from vae.visitors import PER_VISITOR, Visitors, delete_run
+from vae.visitors import PER_VISITOR, Visitors, client_address, delete_run
 
 ROOT = Path(__file__).resolve().parent
 CHECKPOINTS = ROOT / "checkpoints"  # the committed models, offered in the checkpoint dropdown
@@ -288,6 +288,23 @@ class Training:
     machine_token: bool = False  # app.py --push-with-machine-token: a push without a login uses the machine's token
     machine_account: str | None = None  # whose that token is, as the page says
 
+    def refusal(self, calls: list[tuple[str, str]], caller: tuple[str, str]) -> str | None:
+        """Why a /train call from `caller` (session, client address) is refused before it takes a place in the queue,
+        given the /train calls going or waiting: one going and one waiting per visitor (a session, or any session from
+        the same address), limits.max_train_jobs on the server."""
+        session, address = caller
+        if sum(s == session or a == address for s, a in calls) >= 2:
+            return (
+                "You already have a training run going or waiting on this server: wait for it to finish, or press Stop "
+                "to end it (it keeps the best weights so far), then press Train again."
+            )
+        if len(calls) >= self.limits.max_train_jobs:
+            return (
+                f"The server's training queue is full: {len(calls)} runs are going or waiting. Try again in a few "
+                "minutes, or run the studio on your own machine."
+            )
+        return None
+
 
 class TrainView(NamedTuple):
     """One update of the Train tab: a value (or gr.skip()) for each of /train's outputs, in train_tab's order."""
@@ -313,10 +330,13 @@ def check_settings(limits: live.Limits, dataset, latent_dim, hidden_layers, epoc
     )
 
 
-def train(training: Training, dataset, latent_dim, hidden_layers, epochs, train_images, seed, visitor: str):
+def train(
+    training: Training, dataset, latent_dim, hidden_layers, epochs, train_images, seed, visitor: str, address: str = ""
+):
     """Train tab (/train): the trainer run in a child process → an update at least once per epoch (the loss curve,
     samples and the first → second class walk from the current weights, images/s, time left, a progress bar), and at
-    the end the model: named, added to this visitor's checkpoint dropdown and selected, ready as a zip."""
+    the end the model: named, added to this visitor's checkpoint dropdown and selected, ready as a zip. `visitor` is
+    the session, `address` the client's (the model counts against both: vae.visitors)."""
     try:
         if missing := live.missing_packages():
             raise UserError(
@@ -336,7 +356,7 @@ def train(training: Training, dataset, latent_dim, hidden_layers, epochs, train_
         for event in run.events(training.limits.max_seconds):
             if event["event"] == "done":
                 finished = True
-                yield finish(training, view, run, name, Path(event["folder"]), visitor)
+                yield finish(training, view, run, name, Path(event["folder"]), visitor, address)
                 return
             if event["event"] == "error":
                 finished = True
@@ -346,18 +366,25 @@ def train(training: Training, dataset, latent_dim, hidden_layers, epochs, train_
                     message = message.replace(str(folder), name).replace(str(training.limits.data_dir), "data/")
                 yield view.update(status=f"⚠️ {serving.literal(message)}")
                 raise gr.Error(html.escape(message, quote=False), print_exception=False)
+            if event["event"] == "wait":  # the export: a yield, where Gradio ends the run if its visitor left
+                yield TrainView(*[gr.skip()] * len(TrainView._fields))
+                continue
             yield view.read(event, run.stop_reason)
     finally:
         training.runs.finish(run)
-        if not finished:  # the visitor left mid-run: no one is watching, so stop it and drop what it wrote
+        if not finished and not run.closed:  # the visitor's job was cancelled: stop it and drop what it wrote
             run.close()
             delete_run(folder)
+        # Closed before (the visitor left, the server exits): whoever closed it deletes the folders, and does so
+        # whole; deleting here too would race them.
 
 
-def finish(training: Training, view: LiveView, run: live.LiveRun, name: str, folder: Path, visitor: str) -> TrainView:
+def finish(
+    training: Training, view: LiveView, run: live.LiveRun, name: str, folder: Path, visitor: str, address: str = ""
+) -> TrainView:
     """The run's model folder → the catalog (by name), the visitor's dropdown (selected), a zip to download."""
     training.catalog.add(name, folder)
-    dropped = training.visitors.add(name, visitor, folder)
+    dropped = training.visitors.add(name, visitor, folder, address)
     metrics = serving.numbers(training.catalog.get(name).metrics)
     how = (
         f"stopped ({run.stop_reason}) in epoch {int(metrics['stopped_in_epoch'])}"
@@ -477,19 +504,21 @@ def stop_training(training: Training, visitor: str) -> str:
 
 
 @user_errors
-def push_model(training: Training, model_name, repo_id, private, token: str | None) -> str:
-    """Push (/push): a model trained here → the visitor's Hub repo, through the trainer's own push path, with the
-    visitor's login (`token`), or the machine's token only where the owner turned that on (see hub.app_push_token)."""
+def push_model(training: Training, model_name, repo_id, private, token: str | None, visitor: str) -> str:
+    """Push (/push): a model this visitor (session) trained here → their Hub repo, through the trainer's own push path,
+    with the visitor's login (`token`), or the machine's token only where the owner turned that on (see
+    hub.app_push_token). Another session's model is refused as if it did not exist: a name is not a key."""
     from huggingface_hub import HfApi
 
     from vae.hub import app_push_token, check_hub_access, check_repo_id, push_folder
 
-    if not isinstance(model_name, str) or training.visitors.folder(model_name) is None:
-        raise UserError(f"No model {serving.shown(model_name)} to push: train one in this tab first.")
+    folder = training.visitors.own_folder(model_name, visitor) if isinstance(model_name, str) else None
+    if folder is None:
+        raise UserError(f"No model {serving.shown(model_name)} of yours to push: train one in this tab first.")
     repo_id = check_repo_id(repo_id if isinstance(repo_id, str) else None)
     api = HfApi(token=app_push_token(token, training.machine_token))  # never None: no fallback to the machine's
     account = check_hub_access(repo_id, api)
-    url = push_folder(training.visitors.folder(model_name), repo_id, private=bool(private), api=api, model=model_name)
+    url = push_folder(folder, repo_id, private=bool(private), api=api, model=model_name)
     whose = "your Hugging Face login" if token else "this machine's Hugging Face token"
     account = serving.literal(account or "the token's account")  # model_name is one of ours, url the Hub's answer
     return f"Pushed **{model_name}** to {url} as **{account}**, with {whose}."
@@ -824,7 +853,8 @@ def train_tab(demo: gr.Blocks, training: Training, checkpoint: gr.Dropdown) -> N
             "(or you press Stop, which keeps the best weights so far) the model is selected in the checkpoint "
             "dropdown above, so every tab shows it. Your models are deleted when you leave or after an hour. "
             f"One run at a time on this server, at most {limits.max_epochs} epochs and "
-            f"{duration(limits.max_seconds)}; others wait in a queue. "
+            f"{duration(limits.max_seconds)}; others wait in a queue (one run going and one waiting per visitor, "
+            f"{limits.max_train_jobs} in all). "
             + (  # a Space's visitors are not shown the server's folders
                 ""
                 if on_space()
@@ -888,22 +918,27 @@ def train_tab(demo: gr.Blocks, training: Training, checkpoint: gr.Dropdown) -> N
 
     # Closures, not partials: Gradio injects gr.Request and gr.OAuthToken by their type hints.
     def run(dataset, latent_dim, hidden_layers, epochs, train_images, seed, request: gr.Request):
-        yield from train(training, dataset, latent_dim, hidden_layers, epochs, train_images, seed, request.session_hash)
+        visitor, address = request.session_hash, client_address(request.headers, request.client.host)
+        yield from train(training, dataset, latent_dim, hidden_layers, epochs, train_images, seed, visitor, address)
 
     def halt(request: gr.Request) -> str:
         return stop_training(training, request.session_hash)
 
-    def upload(model_name, repo_id, private, oauth_token: gr.OAuthToken | None) -> str:
-        return push_model(training, model_name, repo_id, private, oauth_token.token if oauth_token else None)
+    def upload(model_name, repo_id, private, oauth_token: gr.OAuthToken | None, request: gr.Request) -> str:
+        token = oauth_token.token if oauth_token else None
+        return push_model(training, model_name, repo_id, private, token, request.session_hash)
 
-    def leave(request: gr.Request) -> None:
+    def leave(request: gr.Request) -> None:  # the run first: it would go on writing into the folders deleted here
+        training.runs.close(request.session_hash)
         training.visitors.forget(request.session_hash)
 
     inputs = [dataset, latent_dim, hidden, epochs, images, seed]
-    # One run at a time in the whole server (its own concurrency group: the other tabs keep theirs).
+    # One run at a time in the whole server (its own concurrency group: the other tabs keep theirs). The queue's
+    # max_size counts every event's waiting calls together, so /train's own bounds are checked before a call waits.
     start.click(
         run, inputs, list(outputs), api_name="train", preprocess=False, concurrency_id="train", concurrency_limit=1
     )
+    demo.admit("train", training.refusal)
     stop.click(halt, None, [status], api_name="stop_training", concurrency_id="stop", concurrency_limit=None)
     push.click(upload, [model_name, repo_id, private], [pushed], api_name="push", preprocess=False)
     demo.unload(leave)
@@ -918,6 +953,49 @@ class Studio(gr.Blocks):
 
     LATER_INPUTS = {"sample": 1}  # /sample's class_name
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.admissions: dict[str, Callable[[list[tuple[str, str]], tuple[str, str]], str | None]] = {}
+        self.entering: dict[str, list[tuple[str, str]]] = {}  # calls admitted, not yet in the queue
+
+    def admit(self, api_name: str, refusal: Callable[[list[tuple[str, str]], tuple[str, str]], str | None]) -> None:
+        """Put each call of the event `api_name` to refusal(calls going or waiting, caller), each call a (session,
+        client address), before it joins the queue: a message refuses it at once. (Gradio's queue has one max_size
+        for all events' waiting calls together, and an event's validator runs too late to count the calls
+        reliably: it awaits before the call joins the queue.) The caller gets the message as a validation error."""
+        self.admissions[api_name] = refusal
+
+    def queue(self, *args, **kwargs):
+        super().queue(*args, **kwargs)
+        push = self._queue.push
+
+        async def push_admitted(body, request, username):
+            fn = self.fns.get(body.fn_index) if body.fn_index is not None else None
+            refusal = self.admissions.get(fn.api_name) if fn is not None else None
+            if refusal is None:
+                return await push(body, request, username)
+            caller = (body.session_hash or "", caller_address(request))
+            entering = self.entering.setdefault(fn.api_name, [])
+            # Checked and counted with no await between: two calls at once cannot both take the last place.
+            if message := refusal([*self.calls(fn.api_name), *entering], caller):
+                refused = {"__type__": "validate", "is_valid": False, "message": message, "parameter_name": "Train"}
+                return False, [refused], "validator_error"
+            entering.append(caller)
+            try:
+                return await push(body, request, username)
+            finally:
+                entering.remove(caller)
+
+        self._queue.push = push_admitted
+        return self
+
+    def calls(self, api_name: str) -> list[tuple[str, str]]:
+        """The calls of the event `api_name` waiting in the queue or running, each as (session, client address)."""
+        queue = self._queue
+        waiting = [event for events in queue.event_queue_per_concurrency_id.values() for event in events.queue]
+        running = [event for job in queue.active_jobs if job for event in job]
+        return [(e.session_hash, caller_address(e.request)) for e in waiting + running if e.fn.api_name == api_name]
+
     async def preprocess_data(self, block_fn, inputs, state, explicit_call=False):
         missing = len(block_fn.inputs) - len(inputs)
         if 0 < missing <= self.LATER_INPUTS.get(block_fn.api_name, 0):
@@ -930,6 +1008,13 @@ class Studio(gr.Blocks):
                 print_exception=False,
             )
         return await super().preprocess_data(block_fn, inputs, state, explicit_call)
+
+
+def caller_address(request) -> str:
+    """A queued call's client address (vae.visitors.client_address) from its HTTP request."""
+    if request is None:
+        return "unknown"
+    return client_address(request.headers, request.client.host if request.client else None)
 
 
 def build_demo(

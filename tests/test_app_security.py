@@ -78,13 +78,24 @@ def test_a_local_app_refuses_the_machines_token_without_the_flag(trained, hub):
     assert hub.requests == [], f"a Hub call without the flag: {hub.requests} with {hub.tokens}"
 
 
+def test_a_visitor_cannot_push_another_visitors_model(trained, hub, tmp_path_factory):
+    """A second session that knows the first one's model name is told there is no such model of theirs, with no Hub
+    call; the first session gets as far as the token check (the flag's message)."""
+    owner, name, _ = trained
+    other = Client(owner.src, verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")))
+    with pytest.raises(AppError, match=f"No model '{name}' of yours to push"):
+        other.predict(name, f"{OWNER}/taken", True, api_name="/push")
+    with pytest.raises(AppError, match="python app.py --push-with-machine-token"):
+        owner.predict(name, f"{OWNER}/my-vae", True, api_name="/push")
+    assert hub.requests == [], f"a Hub call for someone else's model: {hub.requests}"
+
+
 def test_with_the_flag_a_local_app_pushes_as_the_machines_account_and_says_so(trained, hub, tmp_path, monkeypatch):
     """`python app.py --push-with-machine-token`: the page names the account, the push uses that token and says whose
     it was. (The upload itself is recorded in this process: the fake Hub answers the access checks.)"""
     _, name, folder = trained
     visitors = Visitors(tmp_path / "visitors")  # the same model, trained by a visitor of this second server
     shutil.copytree(folder, visitors.root / "visitor" / name)
-    visitors.add(name, "visitor", visitors.root / "visitor" / name)
     monkeypatch.setattr(app, "Visitors", lambda on_remove=None: visitors)
     uploads = []
     monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: uploads.append(("create", self.token)))
@@ -92,6 +103,7 @@ def test_with_the_flag_a_local_app_pushes_as_the_machines_account_and_says_so(tr
     limits = live.Limits(tmp_path / "data")
     with launched(app.build_demo(load_assets(app.DEFAULT_CHECKPOINT), limits=limits, machine_token=True)) as url:
         client = Client(url, verbose=False, download_files=False)
+        visitors.add(name, client.session_hash, visitors.root / "visitor" / name)  # this session's model
         config = client.config
         note = next(c for c in config["components"] if c.get("props", {}).get("elem_id") == "push-note")
         assert f"Pushes as **{OWNER}**, with the Hugging Face token of the machine" in note["props"]["value"]
@@ -109,12 +121,13 @@ def test_a_failed_push_names_the_model_not_the_servers_folder(trained, hub, tmp_
     _, name, folder = trained
     visitors = Visitors(tmp_path / "visitors")
     shutil.copytree(folder, visitors.root / "visitor" / name)
-    visitors.add(name, "visitor", visitors.root / "visitor" / name)
     monkeypatch.setattr(app, "Visitors", lambda on_remove=None: visitors)
     limits = live.Limits(tmp_path / "data")
     with launched(app.build_demo(load_assets(app.DEFAULT_CHECKPOINT), limits=limits, machine_token=True)) as url:
+        client = Client(url, verbose=False, download_files=False)
+        visitors.add(name, client.session_hash, visitors.root / "visitor" / name)  # this session's model
         with pytest.raises(AppError, match=f"Uploading {name} to {OWNER}/my-vae failed") as failed:
-            Client(url, verbose=False, download_files=False).predict(name, f"{OWNER}/my-vae", True, api_name="/push")
+            client.predict(name, f"{OWNER}/my-vae", True, api_name="/push")
     assert str(tmp_path) not in str(failed.value) and "python -m vae.hub" not in str(failed.value)
     assert "Press Push again" in str(failed.value)
 

@@ -25,7 +25,7 @@ import httpx
 import psutil
 import pytest
 from gradio_client import Client
-from gradio_client.exceptions import AppError
+from gradio_client.exceptions import AppError, ValidationError
 from gradio_client.utils import Status
 from test_app import free_port, launched
 
@@ -325,7 +325,7 @@ def test_push_sends_the_model_folder_through_the_trainers_push_path(two_runs, mo
     assert calls[1][0] == "upload" and {"config.json", "model.safetensors", "README.md"} <= set(calls[1][2])
     with pytest.raises(AppError, match="cannot create repos under 'someone-else'"):
         client.predict(name, "someone-else/my-vae", True, api_name="/push")
-    with pytest.raises(AppError, match="No model 'visitor-0000000000000000' to push"):
+    with pytest.raises(AppError, match="No model 'visitor-0000000000000000' of yours to push"):
         client.predict("visitor-0000000000000000", "visitor/my-vae", True, api_name="/push")
 
 
@@ -392,9 +392,123 @@ def test_push_on_a_space_uses_the_visitors_login(monkeypatch, tmp_path):
     (folder / "model.safetensors").write_bytes(b"weights")
     visitors.add(name, "session", folder)
     training = app.Training(Catalog(load_assets(app.DEFAULT_CHECKPOINT)), visitors, live.Limits(tmp_path))
-    assert app.push_model(training, name, "visitor/my-vae", True, "hf_visitors_token").startswith("Pushed")
+    assert app.push_model(training, name, "visitor/my-vae", True, "hf_visitors_token", "session").startswith("Pushed")
     assert tokens == ["hf_visitors_token"] * 3
     monkeypatch.setenv("SPACE_ID", "someone/studio")
     with pytest.raises(gr.Error, match="Sign in with the Hugging Face button"):
-        app.push_model(training, name, "visitor/my-vae", True, None)
+        app.push_model(training, name, "visitor/my-vae", True, None, "session")
     assert tokens == ["hf_visitors_token"] * 3, "no Hub call without a login"
+
+
+# One visitor cannot take the server down (issue 27) ------------------------------------------------------------------
+
+TRAIN_JOBS = 8  # live.Limits.max_train_jobs: /train runs going and waiting on the whole server
+
+
+def visitor_client(url: str, tmp_path_factory, address: str) -> Client:
+    """A new session whose requests reach the server through a Space's proxy from `address` (X-Forwarded-For)."""
+    return Client(
+        url,
+        verbose=False,
+        download_files=str(tmp_path_factory.mktemp("downloads")),
+        headers={"X-Forwarded-For": address},
+    )
+
+
+def wait_queued(run: Watched, timeout: float = 30) -> None:
+    """Until the server has told the job its place in the queue: it waits there."""
+    deadline = time.monotonic() + timeout
+    while not run.queue_ranks:
+        assert time.monotonic() < deadline and not run.job.done(), "the job never waited in the queue"
+        time.sleep(0.02)
+
+
+def refused(client: Client, message: str, submitted: list) -> None:
+    """A /train call that the server refuses at once with `message` (submitted: where a job that was let in goes)."""
+    job = client.submit(**SETTINGS, api_name="/train")
+    submitted.append(job)
+    with pytest.raises(ValidationError, match=message):
+        job.result(timeout=10)
+
+
+def wait_for_no_trainer(timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            trainer_process()
+        except AssertionError:
+            return
+        assert time.monotonic() < deadline, "a training process outlived its cancelled job"
+        time.sleep(0.1)
+
+
+def test_a_flood_of_train_calls_from_one_visitor_is_refused_and_sample_still_answers(
+    studio, tmp_path_factory, monkeypatch
+):
+    """One client (several sessions, one address) submits far more /train calls than the server's queue holds: it keeps
+    one run going and one waiting, the rest are refused at once; the Train queue as a whole holds TRAIN_JOBS runs, and
+    another visitor's /sample is answered all along."""
+    monkeypatch.setenv("SPACE_ID", "owner/vae-studio")  # behind a Space's proxy: the visitor is X-Forwarded-For's first
+    flooder = "10.0.0.1"
+    jobs = [Watched(visitor_client(studio, tmp_path_factory, flooder), epochs=20, train_images=1000)]
+    others = []  # the calls to be refused (cancelled at the end, should one be let in)
+    try:
+        jobs[0].wait_for("Starting the trainer")
+        jobs.append(Watched(visitor_client(studio, tmp_path_factory, f"{flooder}, 10.9.9.9")))  # one waiting
+        wait_queued(jobs[1])
+        sessions = [visitor_client(studio, tmp_path_factory, flooder) for _ in range(3)]
+        for k in range(66):
+            refused(sessions[k % 3], "You already have a training run going or waiting", others)
+        sampler = new_client(studio, tmp_path_factory)
+        grid, _ = sampler.predict(4, 0, 1.0, "vae-mnist", api_name="/sample")
+        assert Path(grid).is_file(), "another visitor's /sample answers while the flood is refused"
+        for k in range(TRAIN_JOBS - 2):  # other visitors fill the Train queue
+            jobs.append(Watched(visitor_client(studio, tmp_path_factory, f"10.0.1.{k}")))
+            wait_queued(jobs[-1])
+        late = visitor_client(studio, tmp_path_factory, "10.0.2.1")
+        refused(late, f"{TRAIN_JOBS} runs are going or waiting", others)
+        grid, _ = sampler.predict(4, 1, 1.0, "vae-mnist", api_name="/sample")
+        assert Path(grid).is_file(), "a full Train queue never refuses /sample"
+        assert not any(job.job.done() for job in jobs), "the admitted runs are still going or waiting"
+    finally:
+        for job in [*others, *(run.job for run in reversed(jobs))]:
+            job.cancel()
+        wait_for_no_trainer()
+
+
+def test_a_visitor_who_leaves_during_the_export_leaves_nothing_behind(studio, tmp_path_factory, capfd):
+    """The job is cancelled while the trainer writes the model folder: what it wrote (the staging folder with the card
+    and figures, the log, the live pictures) is deleted, and no traceback reaches the server's log."""
+    client = Client(studio, verbose=False, download_files=False)  # no download races the deletion
+    run = Watched(client, train_images=1000)
+    run.wait_for("Starting the trainer")
+    folder = Path(json.loads(trainer_process().cmdline()[-1])["output_dir"])
+    deadline = time.monotonic() + 120
+    while not any("Writing the model folder" in s for s in run.statuses()):
+        assert time.monotonic() < deadline and not run.job.done(), run.statuses()
+        time.sleep(0.02)
+    run.job.cancel()
+    wait_for_no_trainer()
+    deadline = time.monotonic() + 10
+    left = lambda: [p.name for p in folder.parent.iterdir() if folder.name in p.name]  # noqa: E731
+    while left() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert left() == [], "what the run wrote is deleted"
+    time.sleep(1)
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_visitors_models_are_counted_per_address_too(studio, tmp_path_factory, monkeypatch):
+    """Each new session from one address trains a model: the address keeps PER_VISITOR of them, the oldest goes."""
+    monkeypatch.setenv("SPACE_ID", "owner/vae-studio")
+    names, clients = [], []  # each session kept open: a session that closes takes its models with it
+    for seed in range(PER_VISITOR + 1):
+        client = visitor_client(studio, tmp_path_factory, "10.0.3.1")
+        clients.append(client)
+        final = dict(zip(OUTPUTS, client.predict(**(SETTINGS | {"seed": seed}), api_name="/train"), strict=True))
+        names.append(final["model_name"])
+    assert f"Your oldest model ({names[0]}) was deleted" in final["status"]
+    with pytest.raises(AppError):
+        client.predict(4, 0, 1.0, names[0], api_name="/sample")
+    grid, _ = client.predict(4, 0, 1.0, names[1], api_name="/sample")
+    assert Path(grid).is_file()

@@ -39,6 +39,7 @@ MIN_TRAIN_IMAGES = 100
 TSNE_SAMPLES = 1000  # test digits on the exported t-SNE map: ~5 s on one core where the trainer's 2,000 take ~15 s
 NICENESS = 10  # the child's priority below the server's
 STEP_EVENTS_PER_SECOND = 2
+WAIT_EVENT_SECONDS = 0.5  # a "wait" event when the child has been quiet this long (its export): see LiveRun.events
 WALK_STEPS = 10
 
 
@@ -101,6 +102,7 @@ class LiveRun:
         threading.Thread(target=self.read, daemon=True).start()
         self.started = time.monotonic()
         self.stop_reason: str | None = None
+        self.closed = False  # ended by close(): its end is no news to anyone
 
     def read(self) -> None:
         for line in self.process.stdout:
@@ -117,14 +119,23 @@ class LiveRun:
             self.process.send_signal(signal.SIGINT)
 
     def events(self, max_seconds: float) -> Iterator[dict]:
-        """The child's events until "done" or "error"; a run past `max_seconds` is stopped (and still exported)."""
+        """The child's events until "done" or "error"; a run past `max_seconds` is stopped (and still exported). While
+        the child is quiet (its export: seconds), a "wait" event every WAIT_EVENT_SECONDS: the server's handler yields
+        then, which is where Gradio can end it when its visitor leaves. After close(), its end comes as no event."""
+        quiet_since = time.monotonic()
         while True:
             if time.monotonic() - self.started > max_seconds:
                 self.stop(f"the server's time limit of {max_seconds:.0f} s")
             try:
                 event = self.queue.get(timeout=0.1)
             except queue.Empty:
+                if time.monotonic() - quiet_since >= WAIT_EVENT_SECONDS:
+                    quiet_since = time.monotonic()
+                    yield {"event": "wait"}
                 continue
+            quiet_since = time.monotonic()
+            if self.closed:
+                return
             if event["event"] == "exit":  # its stdout closed with no last word: it died
                 self.process.wait()
                 print(f"The training process died; the end of {self.log}:\n{log_tail(self.log)}", file=sys.stderr)
@@ -138,6 +149,7 @@ class LiveRun:
     def close(self) -> None:
         """The run's watcher went away (the visitor left): end it now. Stopping it as Stop does would have it write the
         whole model folder (figures, t-SNE map: ~25 s of CPU on a full run) only for the folder to be deleted."""
+        self.closed = True
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait()
@@ -294,11 +306,14 @@ TRAINING_PACKAGES = ("accelerate", "torchvision", "sklearn", "matplotlib", "tqdm
 @dataclass(frozen=True)
 class Limits:
     """What the server allows a visitor's run: VAE_MAX_TRAIN_EPOCHS (default 20), VAE_MAX_TRAIN_SECONDS (default 600,
-    after which the run stops and keeps its best weights), and where the data is (VAE_DATA_DIR, app.py --data-dir)."""
+    after which the run stops and keeps its best weights), VAE_MAX_TRAIN_JOBS (default 8: runs going and waiting on the
+    server, beyond which /train is refused before it takes a place in the queue the other tabs share), and where the
+    data is (VAE_DATA_DIR, app.py --data-dir)."""
 
     data_dir: Path
     max_epochs: int = 20
     max_seconds: float = 600.0
+    max_train_jobs: int = 8
 
     @classmethod
     def from_env(cls, data_dir: str | Path | None = None, default_data_dir: str | Path = "data") -> Limits:
@@ -306,6 +321,7 @@ class Limits:
             Path(data_dir or os.environ.get("VAE_DATA_DIR") or default_data_dir).expanduser().resolve(),
             env_number("VAE_MAX_TRAIN_EPOCHS", cls.max_epochs, int),
             env_number("VAE_MAX_TRAIN_SECONDS", cls.max_seconds, float),
+            env_number("VAE_MAX_TRAIN_JOBS", cls.max_train_jobs, int),
         )
 
 
@@ -354,6 +370,11 @@ class Runs:
     def end(self) -> None:
         """The server exits: a run still going is killed, not left writing into folders about to be deleted."""
         if self.current is not None:
+            self.current[1].close()
+
+    def close(self, visitor: str) -> None:
+        """The visitor left: their run, if one is going, is killed (their folder is about to be deleted under it)."""
+        if self.current is not None and self.current[0] == visitor:
             self.current[1].close()
 
     def stop(self, visitor: str) -> bool:

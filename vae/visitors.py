@@ -1,10 +1,11 @@
 """Models that visitors train in the page: a temporary folder per visitor, each model in it under an unguessable name.
 
-A model is offered to the visitor who trained it (their checkpoint dropdown) and to whoever knows its name (an API
-caller uses it as /sample's checkpoint); it never appears in another visitor's dropdown and nothing is written under
-checkpoints/. A visitor's models are deleted when they leave (the page's unload event), every model an hour after it
-was trained, the visitor's oldest when they train one more than PER_VISITOR, and no run starts while the server
-holds MAX_MODELS or MAX_BYTES of them.
+A model is offered to the visitor who trained it (their checkpoint dropdown, Push) and to whoever knows its name (an API
+caller uses it as /sample's checkpoint); it never appears in another visitor's dropdown, only its own session pushes it,
+and nothing is written under checkpoints/. A visitor's models are deleted when they leave (the page's unload event),
+every model an hour after it was trained, the oldest when a session or a client address (`client_address`: a client
+chooses its session ids, not its address) trains one more than PER_VISITOR, and no run starts while the server holds
+MAX_MODELS or MAX_BYTES of them.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ import tempfile
 import threading
 import time
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from vae.config import shareable_config
 from vae.errors import UserError
-from vae.folder import STATE_DIR, TRAIN_CONFIG, atomic_write, discard
+from vae.folder import STATE_DIR, TRAIN_CONFIG, atomic_write, discard, lock_path, old_dir, ready_dir, staging_dir
+from vae.hub import on_space
 from vae.live import log_path, pictures_dir
 
 MAX_AGE = 3600.0  # seconds a model is kept after it was trained
@@ -37,6 +40,7 @@ class VisitorModel:
     name: str
     visitor: str  # the session that trained it
     folder: Path
+    address: str = ""  # the client address it came from (client_address)
     created: float = field(default_factory=time.monotonic)
 
 
@@ -73,17 +77,19 @@ class Visitors:
         name = f"visitor-{secrets.token_hex(8)}"  # 64 random bits: no one finds another visitor's model by trying
         return name, self.root / visitor_folder(visitor) / name
 
-    def add(self, name: str, visitor: str, folder: Path) -> list[str]:
+    def add(self, name: str, visitor: str, folder: Path, address: str = "") -> list[str]:
         """Keep a finished model (its training state deleted: it cannot be resumed here); returns the names of the
-        visitor's models that were deleted to stay within PER_VISITOR."""
+        models deleted to keep the session, and the client address, within PER_VISITOR."""
         discard(folder / STATE_DIR)
         with self.lock:
-            self.models[name] = VisitorModel(name, visitor, folder)
+            self.models[name] = VisitorModel(name, visitor, folder, address)
             if self.sweeper is None:
                 self.sweeper = threading.Thread(target=self.sweep_forever, name="visitors-sweeper", daemon=True)
                 self.sweeper.start()
-            mine = sorted((m for m in self.models.values() if m.visitor == visitor), key=lambda m: m.created)
-            dropped = [m.name for m in mine[:-PER_VISITOR]]
+            by_age = sorted(self.models.values(), key=lambda m: m.created)
+            session = [m.name for m in by_age if m.visitor == visitor][:-PER_VISITOR]
+            here = [m.name for m in by_age if address and m.address == address][:-PER_VISITOR]
+            dropped = [m.name for m in by_age if m.name in session or m.name in here]
         for old in dropped:
             self.remove(old)
         return dropped
@@ -95,6 +101,11 @@ class Visitors:
     def folder(self, name: str) -> Path | None:
         model = self.models.get(name)
         return model.folder if model else None
+
+    def own_folder(self, name: str, visitor: str) -> Path | None:
+        """The model's folder if `visitor` (a session) trained it, else None: a name seen elsewhere is not a key."""
+        model = self.models.get(name)
+        return model.folder if model is not None and model.visitor == visitor else None
 
     def zip(self, name: str) -> Path:
         """The model folder as NAME.zip beside it (written once, atomically)."""
@@ -159,8 +170,10 @@ class Visitors:
 
 
 def delete_run(folder: Path) -> None:
-    """A run's model folder and what lies beside it: its zip, its log, its live pictures."""
-    for path in (folder, pictures_dir(folder), folder.with_suffix(".zip"), log_path(folder)):
+    """A run's model folder and what lies beside it: its zip, its log, its live pictures, and what a trainer killed in
+    its export left (the staging folder with the card and figures, a swap's halves, the writer's lock file)."""
+    leftovers = (staging_dir(folder), ready_dir(folder), old_dir(folder), lock_path(folder))
+    for path in (folder, pictures_dir(folder), folder.with_suffix(".zip"), log_path(folder), *leftovers):
         delete_path(path)
 
 
@@ -169,6 +182,13 @@ def delete_path(path: Path) -> None:
         discard(path)
     else:
         path.unlink(missing_ok=True)
+
+
+def client_address(headers: Mapping[str, str], host: str | None) -> str:
+    """Who is calling, as far as a server can tell (a client picks its session ids freely): the connection's address,
+    or on a Space, whose proxy connects for every visitor, the first address of the X-Forwarded-For it adds."""
+    forwarded = headers.get("x-forwarded-for", "") if on_space() else ""
+    return forwarded.split(",")[0].strip() or host or "unknown"
 
 
 def visitor_folder(visitor: str) -> str:
