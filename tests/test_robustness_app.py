@@ -295,11 +295,12 @@ def test_gradio_neither_copies_nor_tracks_the_outputs(assets, tmp_path, monkeypa
         demo.close()
 
 
-def test_request_limit_refuses_big_bodies_but_not_uploads():
+def test_request_limit_counts_every_body_and_takes_files_only_on_the_upload_route():
     """The middleware `python app.py` runs with, as an ASGI app: a body over the limit gets 413 whether its length
-    is declared or not (chunked); a smaller one, a GET and a multipart upload reach the app whole."""
+    is declared or not (chunked), and the app sees none of it; a smaller one and a GET reach the app whole; a multipart
+    body is refused on any route but the upload route, which takes a larger body of at most MAX_UPLOAD_FILES files."""
 
-    async def send_request(headers: list, chunks: list[bytes]) -> tuple[int, bytes]:
+    async def send_request(path: str, headers: list, chunks: list[bytes]) -> tuple[int, bytes]:
         seen = {}
 
         async def inner(scope, receive, send):
@@ -322,19 +323,39 @@ def test_request_limit_refuses_big_bodies_but_not_uploads():
         async def send(message):
             sent.append(message)
 
-        await serving.RequestLimit(inner, limit=1000)({"type": "http", "headers": headers}, receive, send)
+        scope = {"type": "http", "method": "POST", "path": path, "headers": headers, "client": ("1.2.3.4", 5)}
+        await serving.RequestLimit(inner, limit=1000, upload_limit=3000)(scope, receive, send)
+        assert len([m for m in sent if m["type"] == "http.response.start"]) == 1
         return sent[0]["status"], seen.get("body")
 
     json_type = (b"content-type", b"application/json")
-    for headers, chunks, expected in [
-        ([json_type, (b"content-length", b"5000")], [b"x" * 5000], (413, None)),
-        ([json_type], [b"x" * 600, b"x" * 600], (413, None)),  # chunked
-        ([json_type], [b"x" * 600, b"y" * 300], (200, b"x" * 600 + b"y" * 300)),
-        ([json_type, (b"content-length", b"900")], [b"x" * 900], (200, b"x" * 900)),
-        ([], [b""], (200, b"")),  # a GET
-        ([(b"content-type", b"multipart/form-data; boundary=x")], [b"x" * 5000], (200, b"x" * 5000)),
+    form = (b"content-type", b"multipart/form-data; boundary=xyz")
+    join, upload = "/gradio_api/queue/join", serving.UPLOAD_ROUTE
+    files = [b"--xyz\r\n" + b"f" * 100 + b"\r\n" for _ in range(serving.MAX_UPLOAD_FILES)]
+    too_many = files + [b"--x", b"yz\r\n..."]  # one delimiter more, split between two chunks
+    for path, headers, chunks, expected in [
+        (join, [json_type, (b"content-length", b"5000")], [b"x" * 5000], (413, None)),
+        (join, [json_type], [b"x" * 600, b"x" * 600], (413, None)),  # chunked
+        (join, [json_type], [b"x" * 600, b"y" * 300], (200, b"x" * 600 + b"y" * 300)),
+        (join, [json_type, (b"content-length", b"900")], [b"x" * 900], (200, b"x" * 900)),
+        (join, [], [b""], (200, b"")),  # a GET
+        (join, [form], [b"x" * 500], (413, None)),  # files elsewhere than the upload route
+        (upload, [form], [*files, b"--xyz--\r\n"], (200, b"".join(files) + b"--xyz--\r\n")),
+        (upload, [form], [*too_many, b"--xyz--\r\n"], (413, None)),
+        (upload, [form], [b"x" * 2000, b"x" * 2000], (413, None)),
+        (upload, [form, (b"content-length", b"4000")], [b"x" * 4000], (413, None)),
     ]:
-        assert asyncio.run(send_request(headers, chunks)) == expected, (headers, len(chunks))
+        assert asyncio.run(send_request(path, headers, chunks)) == expected, (path, headers, len(chunks))
+
+
+def test_upload_rate_is_a_token_bucket_per_address(monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(serving.time, "monotonic", lambda: clock[0])
+    rate = serving.UploadRate(burst=3, per_minute=6)  # one every 10 s
+    assert [rate.take("a") for _ in range(3)] == [0, 0, 0]
+    assert rate.take("a") == pytest.approx(10) and rate.take("b") == 0, "a's wait; b has its own bucket"
+    clock[0] += 10
+    assert rate.take("a") == 0 and rate.take("a") > 0
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ import shutil
 import signal
 import sys
 import threading
+import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,13 @@ OUTPUT_BYTES = 200 * 2**20  # on disk for them at most: ~180 requests of 256 sam
 OUTPUT_FILES = 50_000  # and at most this many files: about as many as fit in OUTPUT_BYTES at one block each
 KEEP_NEWEST = 2 * CONCURRENCY  # request folders never pruned: those in flight and as many just answered
 MAX_REQUEST_BYTES = 64 * 1024  # a request body other than an upload (the page's calls send under 2 kB)
+UPLOAD_ROUTE = "/gradio_api/upload"  # the one route that takes files (multipart bodies)
+MAX_UPLOAD_BYTES = 2 * 2**20  # an upload request's body: a drawing or a photo of a digit is well under 1 MB
+MAX_UPLOAD_FILES = 4  # files in one upload request (the page sends one or a sketchpad's few layers)
+UPLOAD_BURST, UPLOADS_PER_MINUTE = 30, 30  # upload requests per client address: at once, then a minute
+RATE_ADDRESSES = 10_000  # client addresses whose upload rate is remembered
+UPLOAD_AGE = 600  # seconds an upload is kept (Gradio's delete_cache, checked every UPLOAD_SWEEP seconds)
+UPLOAD_SWEEP = 60
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -663,48 +671,113 @@ def pick(assets: Assets, point: tuple[float, float], before: tuple[float, float]
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+class TooLarge(Exception):
+    """Raised into the app by RequestLimit's receive once a body passed its cap: the app stops reading it."""
+
+
+class UploadRate:
+    """A token bucket per client address: UPLOAD_BURST uploads at once, then UPLOADS_PER_MINUTE. At most
+    RATE_ADDRESSES addresses are remembered (the least recently seen forgotten: a full bucket again)."""
+
+    def __init__(self, burst: int = UPLOAD_BURST, per_minute: float = UPLOADS_PER_MINUTE):
+        self.burst, self.per_second = burst, per_minute / 60
+        self.buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # address → (tokens, when)
+        self.lock = threading.Lock()
+
+    def take(self, address: str) -> float:
+        """One upload for `address`: 0 if allowed, else the seconds until the next one is."""
+        now = time.monotonic()
+        with self.lock:
+            tokens, when = self.buckets.pop(address, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - when) * self.per_second)
+            wait = 0.0 if tokens >= 1 else (1 - tokens) / self.per_second
+            self.buckets[address] = (tokens - 1 if tokens >= 1 else tokens, now)
+            while len(self.buckets) > RATE_ADDRESSES:
+                self.buckets.popitem(last=False)
+        return wait
+
+
 class RequestLimit:
-    """ASGI middleware for `python app.py`: a request body over MAX_REQUEST_BYTES, other than a file upload
-    (multipart, which max_file_size bounds), is refused with 413 before Gradio reads it.
+    """ASGI middleware for `python app.py`: every request body is counted as it arrives, and refused with 413 as soon
+    as it passes its cap (or when its Content-Length says it will), before the app has read it whole:
+    MAX_REQUEST_BYTES on every route but UPLOAD_ROUTE, where MAX_UPLOAD_BYTES and MAX_UPLOAD_FILES files a request,
+    UPLOAD_BURST then UPLOADS_PER_MINUTE requests per client address (429 past that). A multipart body (files) is
+    refused on any other route.
 
     Gradio's API takes JSON of any size, and keeps each session's last inputs in memory until app.SESSIONS newer
     sessions push them out (each raw API call is a session of its own): 25 calls with a 5 MB class name grew
-    the server by 125 MB, for good. With the limit it keeps at most SESSIONS x 64 kB of inputs.
+    the server by 125 MB, for good. With the limit it keeps at most SESSIONS x 64 kB of inputs. Multipart bodies
+    were let through whole to every route: one 200 MiB body to /gradio_api/queue/join grew the server by 830 MB,
+    and the upload route took 1,000 files of 10 MB a request.
     """
 
-    def __init__(self, app, limit: int = MAX_REQUEST_BYTES):
-        self.app, self.limit = app, limit
+    def __init__(self, app, limit: int = MAX_REQUEST_BYTES, upload_limit: int = MAX_UPLOAD_BYTES):
+        self.app, self.limit, self.upload_limit = app, limit, upload_limit
+        self.rate = UploadRate()
 
     async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
         headers = dict(scope.get("headers") or [])
-        if scope["type"] != "http" or headers.get(b"content-type", b"").startswith(b"multipart/form-data"):
-            return await self.app(scope, receive, send)
+        content_type = headers.get(b"content-type", b"").lower()
+        upload = scope.get("path", "").rstrip("/") == UPLOAD_ROUTE
+        limit = self.upload_limit if upload else self.limit
+        what = f"at most {limit // 1024} kB a request"
+        if upload:
+            what += f" and {MAX_UPLOAD_FILES} files"
+        if content_type.startswith(b"multipart/") and not upload:
+            return await self.refuse(send, 413, f"Files are taken only by {UPLOAD_ROUTE}.")
         length = headers.get(b"content-length")
-        if length is not None:  # the server reads no more than it says
-            if not length.isdigit() or int(length) > self.limit:
-                return await self.refuse(send)
-            return await self.app(scope, receive, send)
-        body = b""  # chunked, or no body: read it here, up to the limit, and hand it on
-        while True:
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            return await self.refuse(send, 413, f"Request body too large: this route takes {what}.")
+        if upload and scope.get("method") == "POST":
+            wait = self.rate.take((scope.get("client") or ("?",))[0])
+            if wait:
+                minute = f"{UPLOAD_BURST} at once, then {UPLOADS_PER_MINUTE} a minute"
+                return await self.refuse(send, 429, f"Too many uploads ({minute}): try again in {math.ceil(wait)} s.")
+        boundary = re.search(rb"boundary=\"?([^\";]+)", content_type) if upload else None
+        # Each part of a multipart body begins with this line; one more, the closing one, ends the body.
+        delimiter = b"--" + boundary[1] if boundary else None
+        state = {"bytes": 0, "parts": 0, "tail": b"", "started": False, "refused": False}
+
+        async def counted():
             message = await receive()
-            if message["type"] != "http.request":  # the client went away
+            if message["type"] != "http.request" or state["refused"]:
+                return message
+            chunk = message.get("body", b"")
+            state["bytes"] += len(chunk)
+            problem = None
+            if state["bytes"] > limit:
+                problem = f"Request body too large: this route takes {what}."
+            elif delimiter is not None:  # counted across chunk edges: the tail of the chunk before is searched too
+                seen = state["tail"] + chunk
+                state["parts"] += seen.count(delimiter)
+                state["tail"] = seen[-(len(delimiter) - 1) :]
+                if state["parts"] > MAX_UPLOAD_FILES + 1:
+                    problem = f"Too many files: {UPLOAD_ROUTE} takes at most {MAX_UPLOAD_FILES} a request."
+            if problem is None:
+                return message
+            state["refused"] = True
+            if not state["started"]:
+                await self.refuse(send, 413, problem)
+            raise TooLarge(problem)
+
+        async def guarded(message):
+            if state["refused"]:  # the app's own answer to the body it did not get: the 413 is sent already
                 return
-            body += message.get("body", b"")
-            if len(body) > self.limit:
-                return await self.refuse(send)
-            if not message.get("more_body"):
-                break
-        first = [{"type": "http.request", "body": body, "more_body": False}]
+            if message["type"] == "http.response.start":
+                state["started"] = True
+            await send(message)
 
-        async def replay():  # then the real receive: event streams watch it for the client going away
-            return first.pop() if first else await receive()
+        try:
+            await self.app(scope, counted, guarded)
+        except TooLarge:
+            pass
 
-        return await self.app(scope, replay, send)
-
-    async def refuse(self, send) -> None:
-        text = f"Request body too large: this app takes at most {self.limit} bytes besides uploads.".encode()
+    async def refuse(self, send, status: int, message: str) -> None:
+        text = message.encode()
         headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(text)).encode())]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": text})
 
 
