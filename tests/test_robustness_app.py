@@ -225,6 +225,33 @@ def test_output_store_stays_under_its_budgets(monkeypatch, tmp_path):
     assert serving.cache_files(files) == paths and all(Path(p).is_file() for p in paths), "and are written again"
 
 
+def test_a_removed_models_figures_are_deleted_with_it(assets, monkeypatch, tmp_path):
+    """A checkpoint's t-SNE figure is pinned (its page links to it) while the checkpoint is served; when a visitor's
+    model is removed from the catalog, its figure is deleted (no longer downloadable, out of the budget), but not a
+    figure another checkpoint shares. Before, every visitor's model left its pinned figures for good."""
+    outputs = small_budget(monkeypatch, tmp_path)
+    catalog = serving.Catalog(assets)
+    rng = random.Random(5)
+    shared = rng.randbytes(50_000)
+    models = {name: SimpleNamespace(name=name, tsne_figure=rng.randbytes(200_000)) for name in ("run-1", "run-2")}
+    models["run-3"] = SimpleNamespace(name="run-3", tsne_figure=shared)
+    models["kept"] = SimpleNamespace(name="kept", tsne_figure=shared)
+    figures = {name: serving.tsne_figure(model) for name, model in models.items()}
+    for i in range(40):  # a flood of unpinned outputs over the budget: pinned figures stay
+        serving.cache_files(request_files(rng, i))
+    assert all(Path(path).is_file() for path in figures.values())
+    before, _ = disk_use(outputs)
+    for name in ("run-1", "run-3"):
+        catalog.visiting[name] = "somewhere"
+        catalog.remove(name)
+    assert not Path(figures["run-1"]).exists() and not Path(figures["run-1"]).parent.exists()
+    assert Path(figures["run-2"]).is_file() and Path(figures["kept"]).is_file(), "others' figures stay"
+    after, _ = disk_use(outputs)
+    assert before - after >= 200_000
+    store = serving.output_store()
+    assert store.bytes >= after and store.bytes <= serving.OUTPUT_BYTES, "the store counts what is on disk"
+
+
 def test_output_store_keeps_the_newest_requests_over_the_budget(monkeypatch, tmp_path):
     """Requests larger than the whole budget: the newest KEEP_NEWEST are never pruned (their files may still be
     on their way to the client); everything older is."""

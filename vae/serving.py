@@ -131,9 +131,11 @@ class Catalog:
             self.visiting[name], self.loaded[name] = str(folder), assets
 
     def remove(self, name: str) -> None:
+        """A visitor's model is gone: forget it, and delete the figures served for it."""
         with self.lock:
             self.visiting.pop(name, None)
             self.loaded.pop(name, None)
+        release_files(name)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -302,7 +304,9 @@ class OutputStore:
       KEEP_NEWEST newest folders alone exceed them (4 x 1.1 MB at most).
     - The KEEP_NEWEST newest folders are never pruned (the client of a request just answered has still to
       fetch its files), nor one whose files are being written. A pruned folder asked for again is written
-      again. Pinned folders (the t-SNE figures a page links to when it is built) are counted, never pruned.
+      again. Pinned folders (a checkpoint's t-SNE figure and map picture, which a page links to when it is built)
+      are counted and never pruned, but belong to their checkpoint: `release(owner)` deletes them when it is
+      removed (a visitor's model, vae.visitors), so that they neither stay downloadable nor pile up.
     - `root` is one of Gradio's static paths, so Gradio serves the files where they are: it neither copies
       them nor records their paths for delete_cache (it would keep every path it ever served: a file pruned
       here is never found again, so its path would never be dropped).
@@ -313,6 +317,7 @@ class OutputStore:
         self.lock = threading.Lock()
         self.folders: OrderedDict[str, tuple[int, int]] = OrderedDict()  # name → (bytes, files), oldest first
         self.pinned: dict[str, tuple[int, int]] = {}
+        self.owners: dict[str, set[str]] = {}  # pinned folder → the checkpoints it belongs to
         self.writing: Counter[str] = Counter()  # folders whose files a call is writing now
         self.bytes = self.files = 0
         root.mkdir(parents=True, exist_ok=True)
@@ -368,9 +373,10 @@ class OutputStore:
             self.bytes -= used
             self.files -= files
 
-    def put(self, files: dict[str, bytes], pin: bool = False) -> list[str]:
-        """Named contents → their paths, in a folder named by their hash. Each file is written beside its name
-        and renamed into place, so no reader sees half a file; one already there is not written again."""
+    def put(self, files: dict[str, bytes], pin: str | None = None) -> list[str]:
+        """Named contents → their paths, in a folder named by their hash, pinned for checkpoint `pin` if given. Each
+        file is written beside its name and renamed into place, so no reader sees half a file; one already there is
+        not written again."""
         digest = hashlib.sha256()
         for name, data in files.items():
             digest.update(name.encode() + b"\0" + data)
@@ -380,8 +386,10 @@ class OutputStore:
                 self.folders.move_to_end(key)
             elif key not in self.pinned:
                 self.count(key, *self.footprint(files))
-            if pin and key in self.folders:
-                self.pinned[key] = self.folders.pop(key)
+            if pin is not None:
+                if key in self.folders:
+                    self.pinned[key] = self.folders.pop(key)
+                self.owners.setdefault(key, set()).add(pin)
             self.writing[key] += 1
             self.prune()
         try:
@@ -401,18 +409,45 @@ class OutputStore:
                 self.writing -= Counter({key: 1})
         return paths
 
+    def release(self, owner: str) -> None:
+        """The checkpoint `owner` is gone: delete the pinned folders that belonged to it alone."""
+        with self.lock:
+            for key in [key for key, owners in self.owners.items() if owner in owners]:
+                self.owners[key].discard(owner)
+                if self.owners[key]:
+                    continue
+                del self.owners[key]
+                if self.writing[key]:  # a call is writing it now: it becomes an unpinned folder, pruned in turn
+                    self.folders[key] = self.pinned.pop(key)
+                    continue
+                used, files = self.pinned.pop(key)
+                shutil.rmtree(self.root / key, ignore_errors=True)
+                self.bytes -= used
+                self.files -= files
+
 
 STORES: dict[Path, OutputStore] = {}  # one per Gradio cache (GRADIO_TEMP_DIR is read when a file is written)
 STORES_LOCK = threading.Lock()
 
 
-def cache_files(files: dict[str, bytes], pin: bool = False) -> list[str]:
-    """Named contents → files in the app's folder of Gradio's cache (see OutputStore), served from there."""
-    root = Path(get_upload_folder()) / OUTPUTS  # Gradio's cache: GRADIO_TEMP_DIR, else the temp directory's gradio/
+def output_store() -> OutputStore:
+    """The store in the app's folder of Gradio's cache (GRADIO_TEMP_DIR, else the temp directory's gradio/)."""
+    root = Path(get_upload_folder()) / OUTPUTS
     with STORES_LOCK:
         if root not in STORES:
             STORES[root] = OutputStore(root)
-    return STORES[root].put(files, pin)
+        return STORES[root]
+
+
+def cache_files(files: dict[str, bytes], pin: str | None = None) -> list[str]:
+    """Named contents → files in the app's folder of Gradio's cache (see OutputStore), served from there; pinned
+    for checkpoint `pin` until release_files(pin)."""
+    return output_store().put(files, pin)
+
+
+def release_files(owner: str) -> None:
+    """Delete the pinned output files of checkpoint `owner` (see OutputStore.release)."""
+    output_store().release(owner)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -461,7 +496,7 @@ def walk_files(assets: Assets, a: int, b: int, steps: int, mode: str, start: str
 def tsne_figure(assets: Assets) -> str | None:
     """The checkpoint's cached t-SNE figure as a file in Gradio's cache. Gradio serves only files in its cache,
     the working directory or the temp directory, and a Hub checkpoint lives in the Hugging Face cache."""
-    return cache_files({"tsne.png": assets.tsne_figure}, pin=True)[0] if assets.tsne_figure else None
+    return cache_files({"tsne.png": assets.tsne_figure}, pin=assets.name)[0] if assets.tsne_figure else None
 
 
 @dataclass
@@ -590,7 +625,7 @@ def check_point(value, name: str, assets: Assets) -> tuple[float, float]:
 
 def map_picture(assets: Assets) -> str | None:
     """The checkpoint's clickable map without marks, as a file in Gradio's cache (pinned: a page links to it)."""
-    return cache_files({"map.png": png(assets.click_map.image)}, pin=True)[0] if assets.click_map else None
+    return cache_files({"map.png": png(assets.click_map.image)}, pin=assets.name)[0] if assets.click_map else None
 
 
 def clicked_point(assets: Assets, index) -> tuple[float, float]:
