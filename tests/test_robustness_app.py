@@ -29,19 +29,22 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
+import gradio as gr
 import httpx
 import numpy as np
 import pytest
 from gradio_client import Client
 from PIL import Image
-from test_app import bad_files, free_port
+from test_app import bad_files, free_port, launched
 
 import app
 from vae import serving
 from vae.assets import Assets, load_assets
 from vae.errors import UserError
 from vae.latent import INTERPOLATIONS, START_POINTS
+from vae.live import pictures_dir
 from vae.steering import DIRECTIONS, STEERING
+from vae.visitors import Visitors
 
 ROOT = Path(__file__).resolve().parent.parent
 HUGE = "x" * 5_000_000  # a 5 MB string: what an error message must not send back
@@ -250,6 +253,33 @@ def test_a_removed_models_figures_are_deleted_with_it(assets, monkeypatch, tmp_p
     assert before - after >= 200_000
     store = serving.output_store()
     assert store.bytes >= after and store.bytes <= serving.OUTPUT_BYTES, "the store counts what is on disk"
+
+
+def test_a_visitors_zip_and_pictures_are_served_in_place_and_go_with_the_model(tmp_path, monkeypatch):
+    """A handler that returns a visitor's zip or live picture: Gradio serves the file where Visitors wrote it (inside
+    its MAX_BYTES, deleted with the model), not a copy in its cache (outside every budget, kept up to two hours and
+    downloadable after the model was deleted)."""
+    cache = tmp_path / "gradio"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(cache))
+    visitors = Visitors(tmp_path / "visitors")
+    name, folder = visitors.new_folder("session1")
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    picture = pictures_dir(folder) / "epoch-001-samples.png"
+    picture.parent.mkdir(parents=True)
+    Image.new("L", (28, 28)).save(picture)
+    visitors.add(name, "session1", folder)
+    with gr.Blocks() as demo:
+        button, download, image = gr.Button(), gr.File(), gr.Image()
+        button.click(lambda: (str(visitors.zip(name)), str(picture)), None, [download, image], api_name="files")
+    with launched(demo) as url:
+        zip_data, image_data = Client(url, verbose=False, download_files=False).predict(api_name="/files")
+        assert zip_data["path"] == str(visitors.zip(name)) and image_data["path"] == str(picture)
+        assert not [p for p in cache.rglob("*") if p.suffix in (".zip", ".png")], "no copies in Gradio's cache"
+        assert httpx.get(zip_data["url"], timeout=30).status_code == 200
+        visitors.remove(name)
+        assert httpx.get(zip_data["url"], timeout=30).status_code in (403, 404), "gone with the model"
+        assert httpx.get(image_data["url"], timeout=30).status_code in (403, 404)
 
 
 def test_output_store_keeps_the_newest_requests_over_the_budget(monkeypatch, tmp_path):
