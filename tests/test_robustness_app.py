@@ -282,6 +282,21 @@ def test_a_visitors_zip_and_pictures_are_served_in_place_and_go_with_the_model(t
         assert httpx.get(image_data["url"], timeout=30).status_code in (403, 404)
 
 
+def test_uploads_are_deleted_after_upload_age(assets, tmp_path, monkeypatch):
+    """An upload is deleted UPLOAD_AGE seconds after it arrived (checked every UPLOAD_SWEEP seconds): here 2 and 1."""
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    monkeypatch.setattr(serving, "UPLOAD_AGE", 2)
+    monkeypatch.setattr(serving, "UPLOAD_SWEEP", 1)
+    with launched(app.build_demo(assets)) as url:
+        files = [("files", ("digit.png", b"\x89PNG" + b"0" * 1000))]
+        path = Path(httpx.post(f"{url}{serving.UPLOAD_ROUTE}", files=files, timeout=60).raise_for_status().json()[0])
+        assert path.is_file()
+        deadline = time.monotonic() + 30
+        while path.exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not path.exists(), "the upload outlived UPLOAD_AGE"
+
+
 def test_output_store_keeps_the_newest_requests_over_the_budget(monkeypatch, tmp_path):
     """Requests larger than the whole budget: the newest KEEP_NEWEST are never pruned (their files may still be
     on their way to the client); everything older is."""
