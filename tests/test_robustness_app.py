@@ -420,6 +420,47 @@ def test_request_limit_counts_every_body_and_takes_files_only_on_the_upload_rout
         assert asyncio.run(send_request(path, headers, chunks)) == expected, (path, headers, len(chunks))
 
 
+def test_uploads_from_everyone_stay_under_the_upload_budget(monkeypatch):
+    """Upload bodies received over the time an upload is kept are counted: past UPLOAD_BYTES (here 5,000), every
+    address gets 429 with the wait, whether the length is declared or not, until the oldest have been deleted."""
+    clock = [1000.0]
+    monkeypatch.setattr(serving.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(serving, "UPLOAD_BYTES", 5000)
+
+    async def inner(scope, receive, send):
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    middleware = serving.RequestLimit(inner)
+
+    async def post(address: str, chunks: list[bytes], declare: bool) -> tuple[int, bytes]:
+        messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
+        headers = [(b"content-type", b"multipart/form-data; boundary=xyz")]
+        if declare:
+            headers.append((b"content-length", str(sum(map(len, chunks))).encode()))
+        sent = []
+
+        async def receive():
+            return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": serving.UPLOAD_ROUTE, "headers": headers}
+        await middleware(scope | {"client": (address, 1)}, receive, send)
+        return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+    assert asyncio.run(post("a", [b"x" * 2000], True))[0] == 200
+    assert asyncio.run(post("b", [b"x" * 1000, b"x" * 1000], False))[0] == 200
+    status, text = asyncio.run(post("c", [b"x" * 2000], True))
+    assert status == 429 and b"as many uploads as it keeps" in text and b"try again in 660 s" in text
+    assert asyncio.run(post("d", [b"x" * 900, b"x" * 900], False))[0] == 429, "refused while it streams"
+    clock[0] += serving.UPLOAD_AGE + serving.UPLOAD_SWEEP + 1
+    assert asyncio.run(post("c", [b"x" * 2000], True))[0] == 200
+
+
 def test_upload_rate_is_a_token_bucket_per_address(monkeypatch):
     clock = [1000.0]
     monkeypatch.setattr(serving.time, "monotonic", lambda: clock[0])

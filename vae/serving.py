@@ -25,7 +25,7 @@ import signal
 import sys
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +77,7 @@ UPLOAD_BURST, UPLOADS_PER_MINUTE = 30, 30  # upload requests per client address:
 RATE_ADDRESSES = 10_000  # client addresses whose upload rate is remembered
 UPLOAD_AGE = 600  # seconds an upload is kept (Gradio's delete_cache, checked every UPLOAD_SWEEP seconds)
 UPLOAD_SWEEP = 60
+UPLOAD_BYTES = 256 * 2**20  # upload bodies received in the last UPLOAD_AGE + UPLOAD_SWEEP seconds, from everyone
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -732,12 +733,41 @@ class UploadRate:
         return wait
 
 
+class UploadLedger:
+    """The bytes of upload bodies received in the last UPLOAD_AGE + UPLOAD_SWEEP seconds: no upload is older than that
+    (Gradio's delete_cache), so they bound what the uploads hold on disk without walking the upload folder."""
+
+    def __init__(self):
+        self.received: deque[tuple[float, int]] = deque()  # (when, bytes), oldest first
+        self.total = 0
+        self.lock = threading.Lock()
+
+    def room(self) -> int:
+        """Bytes that may still be received now."""
+        cutoff = time.monotonic() - (UPLOAD_AGE + UPLOAD_SWEEP)
+        with self.lock:
+            while self.received and self.received[0][0] < cutoff:
+                self.total -= self.received.popleft()[1]
+            return UPLOAD_BYTES - self.total
+
+    def add(self, size: int) -> None:
+        with self.lock:
+            self.received.append((time.monotonic(), size))
+            self.total += size
+
+    def wait(self) -> int:
+        """Seconds until the oldest bytes counted leave the window."""
+        with self.lock:
+            oldest = self.received[0][0] if self.received else time.monotonic()
+        return max(1, math.ceil(oldest + UPLOAD_AGE + UPLOAD_SWEEP - time.monotonic()))
+
+
 class RequestLimit:
     """ASGI middleware for `python app.py`: every request body is counted as it arrives, and refused with 413 as soon
     as it passes its cap (or when its Content-Length says it will), before the app has read it whole:
     MAX_REQUEST_BYTES on every route but UPLOAD_ROUTE, where MAX_UPLOAD_BYTES and MAX_UPLOAD_FILES files a request,
-    UPLOAD_BURST then UPLOADS_PER_MINUTE requests per client address (429 past that). A multipart body (files) is
-    refused on any other route.
+    UPLOAD_BURST then UPLOADS_PER_MINUTE requests per client address, and UPLOAD_BYTES from everyone over the time
+    an upload is kept (429 past those). A multipart body (files) is refused on any other route.
 
     Gradio's API takes JSON of any size, and keeps each session's last inputs in memory until app.SESSIONS newer
     sessions push them out (each raw API call is a session of its own): 25 calls with a 5 MB class name grew
@@ -749,6 +779,7 @@ class RequestLimit:
     def __init__(self, app, limit: int = MAX_REQUEST_BYTES, upload_limit: int = MAX_UPLOAD_BYTES):
         self.app, self.limit, self.upload_limit = app, limit, upload_limit
         self.rate = UploadRate()
+        self.ledger = UploadLedger()
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -765,11 +796,14 @@ class RequestLimit:
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
             return await self.refuse(send, 413, f"Request body too large: this route takes {what}.")
+        full = f"This server holds as many uploads as it keeps ({UPLOAD_BYTES // 2**20} MB): try again in"
         if upload and scope.get("method") == "POST":
             wait = self.rate.take((scope.get("client") or ("?",))[0])
             if wait:
                 minute = f"{UPLOAD_BURST} at once, then {UPLOADS_PER_MINUTE} a minute"
                 return await self.refuse(send, 429, f"Too many uploads ({minute}): try again in {math.ceil(wait)} s.")
+            if self.ledger.room() < (int(length) if length is not None else 1):
+                return await self.refuse(send, 429, f"{full} {self.ledger.wait()} s.")
         boundary = re.search(rb"boundary=\"?([^\";]+)", content_type) if upload else None
         # Each part of a multipart body begins with this line; one more, the closing one, ends the body.
         delimiter = b"--" + boundary[1] if boundary else None
@@ -782,8 +816,12 @@ class RequestLimit:
             chunk = message.get("body", b"")
             state["bytes"] += len(chunk)
             problem = None
+            if upload:
+                self.ledger.add(len(chunk))  # counted as it arrives: a body refused later may have left a file
             if state["bytes"] > limit:
                 problem = f"Request body too large: this route takes {what}."
+            elif upload and self.ledger.room() < 0:
+                problem = f"{full} {self.ledger.wait()} s."
             elif delimiter is not None:  # counted across chunk edges: the tail of the chunk before is searched too
                 seen = state["tail"] + chunk
                 state["parts"] += seen.count(delimiter)
@@ -794,7 +832,7 @@ class RequestLimit:
                 return message
             state["refused"] = True
             if not state["started"]:
-                await self.refuse(send, 413, problem)
+                await self.refuse(send, 429 if problem.startswith(full) else 413, problem)
             raise TooLarge(problem)
 
         async def guarded(message):
