@@ -60,7 +60,7 @@ CHECKPOINTS = ROOT / "checkpoints"  # the committed models, offered in the check
 DEFAULT_CHECKPOINT = CHECKPOINTS / "vae-mnist"
 DATA_DIR = ROOT / "data"  # where the Train tab reads MNIST and Fashion-MNIST (downloaded there when missing)
 
-MAX_FILE_SIZE = "10mb"  # the upload route refuses bigger files
+MAX_FILE_SIZE = "2mb"  # the upload route refuses bigger files (serving.RequestLimit caps the whole request too)
 QUEUE_SIZE = 64  # requests waiting beyond this are turned away ("queue full") instead of piling up
 MODEL_WORK = "model"  # the one concurrency group every event joins (bench/app_load.py sets it to None to compare)
 SESSIONS = 500  # Gradio keeps ~0.1-0.5 MB of page state per visitor; the app needs none of it between calls
@@ -1032,7 +1032,9 @@ def build_demo(
     account = machine_account() if machine_token else None
     training = Training(catalog, Visitors(on_remove=catalog.remove), limits, machine_token=machine_token)
     training.machine_account = account
-    with Studio(title="MNIST VAE studio", delete_cache=(3600, 3600)) as demo:
+    # Uploads (and the copies Gradio makes of files a handler returns from outside its cache) are deleted
+    # UPLOAD_AGE seconds after they were written.
+    with Studio(title="MNIST VAE studio", delete_cache=(serving.UPLOAD_SWEEP, serving.UPLOAD_AGE)) as demo:
         gr.Markdown("# MNIST VAE studio\nA variational autoencoder: sample it, walk between digits, draw your own.")
         with gr.Row():
             checkpoint = gr.Dropdown(

@@ -29,19 +29,22 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
+import gradio as gr
 import httpx
 import numpy as np
 import pytest
 from gradio_client import Client
 from PIL import Image
-from test_app import bad_files, free_port
+from test_app import bad_files, free_port, launched
 
 import app
 from vae import serving
 from vae.assets import Assets, load_assets
 from vae.errors import UserError
 from vae.latent import INTERPOLATIONS, START_POINTS
+from vae.live import pictures_dir
 from vae.steering import DIRECTIONS, STEERING
+from vae.visitors import Visitors
 
 ROOT = Path(__file__).resolve().parent.parent
 HUGE = "x" * 5_000_000  # a 5 MB string: what an error message must not send back
@@ -225,6 +228,75 @@ def test_output_store_stays_under_its_budgets(monkeypatch, tmp_path):
     assert serving.cache_files(files) == paths and all(Path(p).is_file() for p in paths), "and are written again"
 
 
+def test_a_removed_models_figures_are_deleted_with_it(assets, monkeypatch, tmp_path):
+    """A checkpoint's t-SNE figure is pinned (its page links to it) while the checkpoint is served; when a visitor's
+    model is removed from the catalog, its figure is deleted (no longer downloadable, out of the budget), but not a
+    figure another checkpoint shares. Before, every visitor's model left its pinned figures for good."""
+    outputs = small_budget(monkeypatch, tmp_path)
+    catalog = serving.Catalog(assets)
+    rng = random.Random(5)
+    shared = rng.randbytes(50_000)
+    models = {name: SimpleNamespace(name=name, tsne_figure=rng.randbytes(200_000)) for name in ("run-1", "run-2")}
+    models["run-3"] = SimpleNamespace(name="run-3", tsne_figure=shared)
+    models["kept"] = SimpleNamespace(name="kept", tsne_figure=shared)
+    figures = {name: serving.tsne_figure(model) for name, model in models.items()}
+    for i in range(40):  # a flood of unpinned outputs over the budget: pinned figures stay
+        serving.cache_files(request_files(rng, i))
+    assert all(Path(path).is_file() for path in figures.values())
+    before, _ = disk_use(outputs)
+    for name in ("run-1", "run-3"):
+        catalog.visiting[name] = "somewhere"
+        catalog.remove(name)
+    assert not Path(figures["run-1"]).exists() and not Path(figures["run-1"]).parent.exists()
+    assert Path(figures["run-2"]).is_file() and Path(figures["kept"]).is_file(), "others' figures stay"
+    after, _ = disk_use(outputs)
+    assert before - after >= 200_000
+    store = serving.output_store()
+    assert store.bytes >= after and store.bytes <= serving.OUTPUT_BYTES, "the store counts what is on disk"
+
+
+def test_a_visitors_zip_and_pictures_are_served_in_place_and_go_with_the_model(tmp_path, monkeypatch):
+    """A handler that returns a visitor's zip or live picture: Gradio serves the file where Visitors wrote it (inside
+    its MAX_BYTES, deleted with the model), not a copy in its cache (outside every budget, kept up to two hours and
+    downloadable after the model was deleted)."""
+    cache = tmp_path / "gradio"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(cache))
+    visitors = Visitors(tmp_path / "visitors")
+    name, folder = visitors.new_folder("session1")
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    picture = pictures_dir(folder) / "epoch-001-samples.png"
+    picture.parent.mkdir(parents=True)
+    Image.new("L", (28, 28)).save(picture)
+    visitors.add(name, "session1", folder)
+    with gr.Blocks() as demo:
+        button, download, image = gr.Button(), gr.File(), gr.Image()
+        button.click(lambda: (str(visitors.zip(name)), str(picture)), None, [download, image], api_name="files")
+    with launched(demo) as url:
+        zip_data, image_data = Client(url, verbose=False, download_files=False).predict(api_name="/files")
+        assert zip_data["path"] == str(visitors.zip(name)) and image_data["path"] == str(picture)
+        assert not [p for p in cache.rglob("*") if p.suffix in (".zip", ".png")], "no copies in Gradio's cache"
+        assert httpx.get(zip_data["url"], timeout=30).status_code == 200
+        visitors.remove(name)
+        assert httpx.get(zip_data["url"], timeout=30).status_code in (403, 404), "gone with the model"
+        assert httpx.get(image_data["url"], timeout=30).status_code in (403, 404)
+
+
+def test_uploads_are_deleted_after_upload_age(assets, tmp_path, monkeypatch):
+    """An upload is deleted UPLOAD_AGE seconds after it arrived (checked every UPLOAD_SWEEP seconds): here 2 and 1."""
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    monkeypatch.setattr(serving, "UPLOAD_AGE", 2)
+    monkeypatch.setattr(serving, "UPLOAD_SWEEP", 1)
+    with launched(app.build_demo(assets)) as url:
+        files = [("files", ("digit.png", b"\x89PNG" + b"0" * 1000))]
+        path = Path(httpx.post(f"{url}{serving.UPLOAD_ROUTE}", files=files, timeout=60).raise_for_status().json()[0])
+        assert path.is_file()
+        deadline = time.monotonic() + 30
+        while path.exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not path.exists(), "the upload outlived UPLOAD_AGE"
+
+
 def test_output_store_keeps_the_newest_requests_over_the_budget(monkeypatch, tmp_path):
     """Requests larger than the whole budget: the newest KEEP_NEWEST are never pruned (their files may still be
     on their way to the client); everything older is."""
@@ -295,11 +367,12 @@ def test_gradio_neither_copies_nor_tracks_the_outputs(assets, tmp_path, monkeypa
         demo.close()
 
 
-def test_request_limit_refuses_big_bodies_but_not_uploads():
+def test_request_limit_counts_every_body_and_takes_files_only_on_the_upload_route():
     """The middleware `python app.py` runs with, as an ASGI app: a body over the limit gets 413 whether its length
-    is declared or not (chunked); a smaller one, a GET and a multipart upload reach the app whole."""
+    is declared or not (chunked), and the app sees none of it; a smaller one and a GET reach the app whole; a multipart
+    body is refused on any route but the upload route, which takes a larger body of at most MAX_UPLOAD_FILES files."""
 
-    async def send_request(headers: list, chunks: list[bytes]) -> tuple[int, bytes]:
+    async def send_request(path: str, headers: list, chunks: list[bytes]) -> tuple[int, bytes]:
         seen = {}
 
         async def inner(scope, receive, send):
@@ -322,19 +395,80 @@ def test_request_limit_refuses_big_bodies_but_not_uploads():
         async def send(message):
             sent.append(message)
 
-        await serving.RequestLimit(inner, limit=1000)({"type": "http", "headers": headers}, receive, send)
+        scope = {"type": "http", "method": "POST", "path": path, "headers": headers, "client": ("1.2.3.4", 5)}
+        await serving.RequestLimit(inner, limit=1000, upload_limit=3000)(scope, receive, send)
+        assert len([m for m in sent if m["type"] == "http.response.start"]) == 1
         return sent[0]["status"], seen.get("body")
 
     json_type = (b"content-type", b"application/json")
-    for headers, chunks, expected in [
-        ([json_type, (b"content-length", b"5000")], [b"x" * 5000], (413, None)),
-        ([json_type], [b"x" * 600, b"x" * 600], (413, None)),  # chunked
-        ([json_type], [b"x" * 600, b"y" * 300], (200, b"x" * 600 + b"y" * 300)),
-        ([json_type, (b"content-length", b"900")], [b"x" * 900], (200, b"x" * 900)),
-        ([], [b""], (200, b"")),  # a GET
-        ([(b"content-type", b"multipart/form-data; boundary=x")], [b"x" * 5000], (200, b"x" * 5000)),
+    form = (b"content-type", b"multipart/form-data; boundary=xyz")
+    join, upload = "/gradio_api/queue/join", serving.UPLOAD_ROUTE
+    files = [b"--xyz\r\n" + b"f" * 100 + b"\r\n" for _ in range(serving.MAX_UPLOAD_FILES)]
+    too_many = files + [b"--x", b"yz\r\n..."]  # one delimiter more, split between two chunks
+    for path, headers, chunks, expected in [
+        (join, [json_type, (b"content-length", b"5000")], [b"x" * 5000], (413, None)),
+        (join, [json_type], [b"x" * 600, b"x" * 600], (413, None)),  # chunked
+        (join, [json_type], [b"x" * 600, b"y" * 300], (200, b"x" * 600 + b"y" * 300)),
+        (join, [json_type, (b"content-length", b"900")], [b"x" * 900], (200, b"x" * 900)),
+        (join, [], [b""], (200, b"")),  # a GET
+        (join, [form], [b"x" * 500], (413, None)),  # files elsewhere than the upload route
+        (upload, [form], [*files, b"--xyz--\r\n"], (200, b"".join(files) + b"--xyz--\r\n")),
+        (upload, [form], [*too_many, b"--xyz--\r\n"], (413, None)),
+        (upload, [form], [b"x" * 2000, b"x" * 2000], (413, None)),
+        (upload, [form, (b"content-length", b"4000")], [b"x" * 4000], (413, None)),
     ]:
-        assert asyncio.run(send_request(headers, chunks)) == expected, (headers, len(chunks))
+        assert asyncio.run(send_request(path, headers, chunks)) == expected, (path, headers, len(chunks))
+
+
+def test_uploads_from_everyone_stay_under_the_upload_budget(monkeypatch):
+    """Upload bodies received over the time an upload is kept are counted: past UPLOAD_BYTES (here 5,000), every
+    address gets 429 with the wait, whether the length is declared or not, until the oldest have been deleted."""
+    clock = [1000.0]
+    monkeypatch.setattr(serving.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(serving, "UPLOAD_BYTES", 5000)
+
+    async def inner(scope, receive, send):
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    middleware = serving.RequestLimit(inner)
+
+    async def post(address: str, chunks: list[bytes], declare: bool) -> tuple[int, bytes]:
+        messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
+        headers = [(b"content-type", b"multipart/form-data; boundary=xyz")]
+        if declare:
+            headers.append((b"content-length", str(sum(map(len, chunks))).encode()))
+        sent = []
+
+        async def receive():
+            return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": serving.UPLOAD_ROUTE, "headers": headers}
+        await middleware(scope | {"client": (address, 1)}, receive, send)
+        return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+    assert asyncio.run(post("a", [b"x" * 2000], True))[0] == 200
+    assert asyncio.run(post("b", [b"x" * 1000, b"x" * 1000], False))[0] == 200
+    status, text = asyncio.run(post("c", [b"x" * 2000], True))
+    assert status == 429 and b"as many uploads as it keeps" in text and b"try again in 660 s" in text
+    assert asyncio.run(post("d", [b"x" * 900, b"x" * 900], False))[0] == 429, "refused while it streams"
+    clock[0] += serving.UPLOAD_AGE + serving.UPLOAD_SWEEP + 1
+    assert asyncio.run(post("c", [b"x" * 2000], True))[0] == 200
+
+
+def test_upload_rate_is_a_token_bucket_per_address(monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(serving.time, "monotonic", lambda: clock[0])
+    rate = serving.UploadRate(burst=3, per_minute=6)  # one every 10 s
+    assert [rate.take("a") for _ in range(3)] == [0, 0, 0]
+    assert rate.take("a") == pytest.approx(10) and rate.take("b") == 0, "a's wait; b has its own bucket"
+    clock[0] += 10
+    assert rate.take("a") == 0 and rate.take("a") > 0
 
 
 # ---------------------------------------------------------------------------------------------------------------------

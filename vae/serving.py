@@ -24,7 +24,8 @@ import shutil
 import signal
 import sys
 import threading
-from collections import Counter, OrderedDict
+import time
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +70,14 @@ OUTPUT_BYTES = 200 * 2**20  # on disk for them at most: ~180 requests of 256 sam
 OUTPUT_FILES = 50_000  # and at most this many files: about as many as fit in OUTPUT_BYTES at one block each
 KEEP_NEWEST = 2 * CONCURRENCY  # request folders never pruned: those in flight and as many just answered
 MAX_REQUEST_BYTES = 64 * 1024  # a request body other than an upload (the page's calls send under 2 kB)
+UPLOAD_ROUTE = "/gradio_api/upload"  # the one route that takes files (multipart bodies)
+MAX_UPLOAD_BYTES = 2 * 2**20  # an upload request's body: a drawing or a photo of a digit is well under 1 MB
+MAX_UPLOAD_FILES = 4  # files in one upload request (the page sends one or a sketchpad's few layers)
+UPLOAD_BURST, UPLOADS_PER_MINUTE = 30, 30  # upload requests per client address: at once, then a minute
+RATE_ADDRESSES = 10_000  # client addresses whose upload rate is remembered
+UPLOAD_AGE = 600  # seconds an upload is kept (Gradio's delete_cache, checked every UPLOAD_SWEEP seconds)
+UPLOAD_SWEEP = 60
+UPLOAD_BYTES = 256 * 2**20  # upload bodies received in the last UPLOAD_AGE + UPLOAD_SWEEP seconds, from everyone
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -123,9 +132,11 @@ class Catalog:
             self.visiting[name], self.loaded[name] = str(folder), assets
 
     def remove(self, name: str) -> None:
+        """A visitor's model is gone: forget it, and delete the figures served for it."""
         with self.lock:
             self.visiting.pop(name, None)
             self.loaded.pop(name, None)
+        release_files(name)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -294,7 +305,9 @@ class OutputStore:
       KEEP_NEWEST newest folders alone exceed them (4 x 1.1 MB at most).
     - The KEEP_NEWEST newest folders are never pruned (the client of a request just answered has still to
       fetch its files), nor one whose files are being written. A pruned folder asked for again is written
-      again. Pinned folders (the t-SNE figures a page links to when it is built) are counted, never pruned.
+      again. Pinned folders (a checkpoint's t-SNE figure and map picture, which a page links to when it is built)
+      are counted and never pruned, but belong to their checkpoint: `release(owner)` deletes them when it is
+      removed (a visitor's model, vae.visitors), so that they neither stay downloadable nor pile up.
     - `root` is one of Gradio's static paths, so Gradio serves the files where they are: it neither copies
       them nor records their paths for delete_cache (it would keep every path it ever served: a file pruned
       here is never found again, so its path would never be dropped).
@@ -305,6 +318,7 @@ class OutputStore:
         self.lock = threading.Lock()
         self.folders: OrderedDict[str, tuple[int, int]] = OrderedDict()  # name → (bytes, files), oldest first
         self.pinned: dict[str, tuple[int, int]] = {}
+        self.owners: dict[str, set[str]] = {}  # pinned folder → the checkpoints it belongs to
         self.writing: Counter[str] = Counter()  # folders whose files a call is writing now
         self.bytes = self.files = 0
         root.mkdir(parents=True, exist_ok=True)
@@ -360,9 +374,10 @@ class OutputStore:
             self.bytes -= used
             self.files -= files
 
-    def put(self, files: dict[str, bytes], pin: bool = False) -> list[str]:
-        """Named contents → their paths, in a folder named by their hash. Each file is written beside its name
-        and renamed into place, so no reader sees half a file; one already there is not written again."""
+    def put(self, files: dict[str, bytes], pin: str | None = None) -> list[str]:
+        """Named contents → their paths, in a folder named by their hash, pinned for checkpoint `pin` if given. Each
+        file is written beside its name and renamed into place, so no reader sees half a file; one already there is
+        not written again."""
         digest = hashlib.sha256()
         for name, data in files.items():
             digest.update(name.encode() + b"\0" + data)
@@ -372,8 +387,10 @@ class OutputStore:
                 self.folders.move_to_end(key)
             elif key not in self.pinned:
                 self.count(key, *self.footprint(files))
-            if pin and key in self.folders:
-                self.pinned[key] = self.folders.pop(key)
+            if pin is not None:
+                if key in self.folders:
+                    self.pinned[key] = self.folders.pop(key)
+                self.owners.setdefault(key, set()).add(pin)
             self.writing[key] += 1
             self.prune()
         try:
@@ -393,18 +410,45 @@ class OutputStore:
                 self.writing -= Counter({key: 1})
         return paths
 
+    def release(self, owner: str) -> None:
+        """The checkpoint `owner` is gone: delete the pinned folders that belonged to it alone."""
+        with self.lock:
+            for key in [key for key, owners in self.owners.items() if owner in owners]:
+                self.owners[key].discard(owner)
+                if self.owners[key]:
+                    continue
+                del self.owners[key]
+                if self.writing[key]:  # a call is writing it now: it becomes an unpinned folder, pruned in turn
+                    self.folders[key] = self.pinned.pop(key)
+                    continue
+                used, files = self.pinned.pop(key)
+                shutil.rmtree(self.root / key, ignore_errors=True)
+                self.bytes -= used
+                self.files -= files
+
 
 STORES: dict[Path, OutputStore] = {}  # one per Gradio cache (GRADIO_TEMP_DIR is read when a file is written)
 STORES_LOCK = threading.Lock()
 
 
-def cache_files(files: dict[str, bytes], pin: bool = False) -> list[str]:
-    """Named contents → files in the app's folder of Gradio's cache (see OutputStore), served from there."""
-    root = Path(get_upload_folder()) / OUTPUTS  # Gradio's cache: GRADIO_TEMP_DIR, else the temp directory's gradio/
+def output_store() -> OutputStore:
+    """The store in the app's folder of Gradio's cache (GRADIO_TEMP_DIR, else the temp directory's gradio/)."""
+    root = Path(get_upload_folder()) / OUTPUTS
     with STORES_LOCK:
         if root not in STORES:
             STORES[root] = OutputStore(root)
-    return STORES[root].put(files, pin)
+        return STORES[root]
+
+
+def cache_files(files: dict[str, bytes], pin: str | None = None) -> list[str]:
+    """Named contents → files in the app's folder of Gradio's cache (see OutputStore), served from there; pinned
+    for checkpoint `pin` until release_files(pin)."""
+    return output_store().put(files, pin)
+
+
+def release_files(owner: str) -> None:
+    """Delete the pinned output files of checkpoint `owner` (see OutputStore.release)."""
+    output_store().release(owner)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -453,7 +497,7 @@ def walk_files(assets: Assets, a: int, b: int, steps: int, mode: str, start: str
 def tsne_figure(assets: Assets) -> str | None:
     """The checkpoint's cached t-SNE figure as a file in Gradio's cache. Gradio serves only files in its cache,
     the working directory or the temp directory, and a Hub checkpoint lives in the Hugging Face cache."""
-    return cache_files({"tsne.png": assets.tsne_figure}, pin=True)[0] if assets.tsne_figure else None
+    return cache_files({"tsne.png": assets.tsne_figure}, pin=assets.name)[0] if assets.tsne_figure else None
 
 
 @dataclass
@@ -582,7 +626,7 @@ def check_point(value, name: str, assets: Assets) -> tuple[float, float]:
 
 def map_picture(assets: Assets) -> str | None:
     """The checkpoint's clickable map without marks, as a file in Gradio's cache (pinned: a page links to it)."""
-    return cache_files({"map.png": png(assets.click_map.image)}, pin=True)[0] if assets.click_map else None
+    return cache_files({"map.png": png(assets.click_map.image)}, pin=assets.name)[0] if assets.click_map else None
 
 
 def clicked_point(assets: Assets, index) -> tuple[float, float]:
@@ -663,48 +707,150 @@ def pick(assets: Assets, point: tuple[float, float], before: tuple[float, float]
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+class TooLarge(Exception):
+    """Raised into the app by RequestLimit's receive once a body passed its cap: the app stops reading it."""
+
+
+class UploadRate:
+    """A token bucket per client address: UPLOAD_BURST uploads at once, then UPLOADS_PER_MINUTE. At most
+    RATE_ADDRESSES addresses are remembered (the least recently seen forgotten: a full bucket again)."""
+
+    def __init__(self, burst: int = UPLOAD_BURST, per_minute: float = UPLOADS_PER_MINUTE):
+        self.burst, self.per_second = burst, per_minute / 60
+        self.buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # address → (tokens, when)
+        self.lock = threading.Lock()
+
+    def take(self, address: str) -> float:
+        """One upload for `address`: 0 if allowed, else the seconds until the next one is."""
+        now = time.monotonic()
+        with self.lock:
+            tokens, when = self.buckets.pop(address, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - when) * self.per_second)
+            wait = 0.0 if tokens >= 1 else (1 - tokens) / self.per_second
+            self.buckets[address] = (tokens - 1 if tokens >= 1 else tokens, now)
+            while len(self.buckets) > RATE_ADDRESSES:
+                self.buckets.popitem(last=False)
+        return wait
+
+
+class UploadLedger:
+    """The bytes of upload bodies received in the last UPLOAD_AGE + UPLOAD_SWEEP seconds: no upload is older than that
+    (Gradio's delete_cache), so they bound what the uploads hold on disk without walking the upload folder."""
+
+    def __init__(self):
+        self.received: deque[tuple[float, int]] = deque()  # (when, bytes), oldest first
+        self.total = 0
+        self.lock = threading.Lock()
+
+    def room(self) -> int:
+        """Bytes that may still be received now."""
+        cutoff = time.monotonic() - (UPLOAD_AGE + UPLOAD_SWEEP)
+        with self.lock:
+            while self.received and self.received[0][0] < cutoff:
+                self.total -= self.received.popleft()[1]
+            return UPLOAD_BYTES - self.total
+
+    def add(self, size: int) -> None:
+        with self.lock:
+            self.received.append((time.monotonic(), size))
+            self.total += size
+
+    def wait(self) -> int:
+        """Seconds until the oldest bytes counted leave the window."""
+        with self.lock:
+            oldest = self.received[0][0] if self.received else time.monotonic()
+        return max(1, math.ceil(oldest + UPLOAD_AGE + UPLOAD_SWEEP - time.monotonic()))
+
+
 class RequestLimit:
-    """ASGI middleware for `python app.py`: a request body over MAX_REQUEST_BYTES, other than a file upload
-    (multipart, which max_file_size bounds), is refused with 413 before Gradio reads it.
+    """ASGI middleware for `python app.py`: every request body is counted as it arrives, and refused with 413 as soon
+    as it passes its cap (or when its Content-Length says it will), before the app has read it whole:
+    MAX_REQUEST_BYTES on every route but UPLOAD_ROUTE, where MAX_UPLOAD_BYTES and MAX_UPLOAD_FILES files a request,
+    UPLOAD_BURST then UPLOADS_PER_MINUTE requests per client address, and UPLOAD_BYTES from everyone over the time
+    an upload is kept (429 past those). A multipart body (files) is refused on any other route.
 
     Gradio's API takes JSON of any size, and keeps each session's last inputs in memory until app.SESSIONS newer
     sessions push them out (each raw API call is a session of its own): 25 calls with a 5 MB class name grew
-    the server by 125 MB, for good. With the limit it keeps at most SESSIONS x 64 kB of inputs.
+    the server by 125 MB, for good. With the limit it keeps at most SESSIONS x 64 kB of inputs. Multipart bodies
+    were let through whole to every route: one 200 MiB body to /gradio_api/queue/join grew the server by 830 MB,
+    and the upload route took 1,000 files of 10 MB a request.
     """
 
-    def __init__(self, app, limit: int = MAX_REQUEST_BYTES):
-        self.app, self.limit = app, limit
+    def __init__(self, app, limit: int = MAX_REQUEST_BYTES, upload_limit: int = MAX_UPLOAD_BYTES):
+        self.app, self.limit, self.upload_limit = app, limit, upload_limit
+        self.rate = UploadRate()
+        self.ledger = UploadLedger()
 
     async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
         headers = dict(scope.get("headers") or [])
-        if scope["type"] != "http" or headers.get(b"content-type", b"").startswith(b"multipart/form-data"):
-            return await self.app(scope, receive, send)
+        content_type = headers.get(b"content-type", b"").lower()
+        upload = scope.get("path", "").rstrip("/") == UPLOAD_ROUTE
+        limit = self.upload_limit if upload else self.limit
+        what = f"at most {limit // 1024} kB a request"
+        if upload:
+            what += f" and {MAX_UPLOAD_FILES} files"
+        if content_type.startswith(b"multipart/") and not upload:
+            return await self.refuse(send, 413, f"Files are taken only by {UPLOAD_ROUTE}.")
         length = headers.get(b"content-length")
-        if length is not None:  # the server reads no more than it says
-            if not length.isdigit() or int(length) > self.limit:
-                return await self.refuse(send)
-            return await self.app(scope, receive, send)
-        body = b""  # chunked, or no body: read it here, up to the limit, and hand it on
-        while True:
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            return await self.refuse(send, 413, f"Request body too large: this route takes {what}.")
+        full = f"This server holds as many uploads as it keeps ({UPLOAD_BYTES // 2**20} MB): try again in"
+        if upload and scope.get("method") == "POST":
+            wait = self.rate.take((scope.get("client") or ("?",))[0])
+            if wait:
+                minute = f"{UPLOAD_BURST} at once, then {UPLOADS_PER_MINUTE} a minute"
+                return await self.refuse(send, 429, f"Too many uploads ({minute}): try again in {math.ceil(wait)} s.")
+            if self.ledger.room() < (int(length) if length is not None else 1):
+                return await self.refuse(send, 429, f"{full} {self.ledger.wait()} s.")
+        boundary = re.search(rb"boundary=\"?([^\";]+)", content_type) if upload else None
+        # Each part of a multipart body begins with this line; one more, the closing one, ends the body.
+        delimiter = b"--" + boundary[1] if boundary else None
+        state = {"bytes": 0, "parts": 0, "tail": b"", "started": False, "refused": False}
+
+        async def counted():
             message = await receive()
-            if message["type"] != "http.request":  # the client went away
+            if message["type"] != "http.request" or state["refused"]:
+                return message
+            chunk = message.get("body", b"")
+            state["bytes"] += len(chunk)
+            problem = None
+            if upload:
+                self.ledger.add(len(chunk))  # counted as it arrives: a body refused later may have left a file
+            if state["bytes"] > limit:
+                problem = f"Request body too large: this route takes {what}."
+            elif upload and self.ledger.room() < 0:
+                problem = f"{full} {self.ledger.wait()} s."
+            elif delimiter is not None:  # counted across chunk edges: the tail of the chunk before is searched too
+                seen = state["tail"] + chunk
+                state["parts"] += seen.count(delimiter)
+                state["tail"] = seen[-(len(delimiter) - 1) :]
+                if state["parts"] > MAX_UPLOAD_FILES + 1:
+                    problem = f"Too many files: {UPLOAD_ROUTE} takes at most {MAX_UPLOAD_FILES} a request."
+            if problem is None:
+                return message
+            state["refused"] = True
+            if not state["started"]:
+                await self.refuse(send, 429 if problem.startswith(full) else 413, problem)
+            raise TooLarge(problem)
+
+        async def guarded(message):
+            if state["refused"]:  # the app's own answer to the body it did not get: the 413 is sent already
                 return
-            body += message.get("body", b"")
-            if len(body) > self.limit:
-                return await self.refuse(send)
-            if not message.get("more_body"):
-                break
-        first = [{"type": "http.request", "body": body, "more_body": False}]
+            if message["type"] == "http.response.start":
+                state["started"] = True
+            await send(message)
 
-        async def replay():  # then the real receive: event streams watch it for the client going away
-            return first.pop() if first else await receive()
+        try:
+            await self.app(scope, counted, guarded)
+        except TooLarge:
+            pass
 
-        return await self.app(scope, replay, send)
-
-    async def refuse(self, send) -> None:
-        text = f"Request body too large: this app takes at most {self.limit} bytes besides uploads.".encode()
+    async def refuse(self, send, status: int, message: str) -> None:
+        text = message.encode()
         headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(text)).encode())]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": text})
 
 

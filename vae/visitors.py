@@ -45,11 +45,16 @@ class VisitorModel:
 
 
 class Visitors:
-    """The visitors' models on this server, under `root` (by default a temporary folder made for the first run: Gradio
-    serves files from the system's temporary folder)."""
+    """The visitors' models on this server, under `root` (by default a temporary folder made for the first run).
+
+    Gradio serves the files under `root` (the zips, the live pictures) where they are: without that, it copies each
+    file a handler returns into its cache, where the copy escaped MAX_BYTES and stayed downloadable for up to two
+    hours after the model was deleted."""
 
     def __init__(self, root: str | Path | None = None, on_remove=None):
         self.given_root = Path(root) if root else None
+        if self.given_root is not None:
+            serve_in_place(self.given_root)
         self.made_root: Path | None = None
         self.models: dict[str, VisitorModel] = {}
         self.on_remove = on_remove  # called with a model's name when it is deleted (the catalog forgets it)
@@ -62,6 +67,7 @@ class Visitors:
             return self.given_root
         if self.made_root is None:
             self.made_root = Path(tempfile.mkdtemp(prefix="vae-studio-visitors-"))
+            serve_in_place(self.made_root)
             atexit.register(shutil.rmtree, self.made_root, ignore_errors=True)  # at exit; SIGTERM: see serving
         return self.made_root
 
@@ -167,6 +173,13 @@ class Visitors:
 
     def bytes(self) -> int:
         return sum(f.stat().st_size for f in self.root.rglob("*") if f.is_file()) if self.root.exists() else 0
+
+
+def serve_in_place(root: Path) -> None:
+    """Have Gradio serve the files under `root` from there: no copy in its cache, deleted with what they belong to."""
+    import gradio as gr  # here: the rest of this module needs no Gradio
+
+    gr.set_static_paths([root])
 
 
 def delete_run(folder: Path) -> None:
