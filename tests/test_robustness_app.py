@@ -526,19 +526,24 @@ def server(tmp_path_factory) -> Server:
         )
     server = Server(f"http://127.0.0.1:{port}", process, log, cache)
     try:
-        deadline = time.monotonic() + START_UP
-        while True:
-            assert process.poll() is None, log.read_text()[-3000:]
-            try:
-                httpx.get(f"{server.base}/gradio_api/info", timeout=5).raise_for_status()
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline, f"no server after {START_UP} s"
-                time.sleep(0.5)
+        wait_for_server(server.base, process, log)
         yield server
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def wait_for_server(base: str, process: subprocess.Popen, log: Path) -> None:
+    """Until `python app.py` at `base` answers; its log's end if it dies, an error after START_UP seconds."""
+    deadline = time.monotonic() + START_UP
+    while True:
+        assert process.poll() is None, log.read_text()[-3000:]
+        try:
+            httpx.get(f"{base}/gradio_api/info", timeout=5).raise_for_status()
+            return
+        except httpx.HTTPError:
+            assert time.monotonic() < deadline, f"no server after {START_UP} s"
+            time.sleep(0.5)
 
 
 @dataclasses.dataclass

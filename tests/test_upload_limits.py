@@ -25,11 +25,11 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 from test_app import free_port
+from test_robustness_app import wait_for_server
 
 from vae import serving
 
 ROOT = Path(__file__).resolve().parent.parent
-START_UP = 120  # seconds for `python app.py` to answer on a busy 2-core machine
 HUGE = 200 * 2**20  # the body an attacker streams
 CHUNK = 2**20
 MAX_RSS_GROWTH = 50 * 2**20  # what one refused body may add to the server's memory, at most
@@ -51,15 +51,7 @@ def server(tmp_path_factory) -> Iterator[tuple[str, subprocess.Popen]]:
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + START_UP
-        while True:
-            assert process.poll() is None, (folder / "server.log").read_text()[-3000:]
-            try:
-                httpx.get(f"{base}/gradio_api/info", timeout=5).raise_for_status()
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline, f"no server after {START_UP} s"
-                time.sleep(0.5)
+        wait_for_server(base, process, folder / "server.log")
         yield base, process
     finally:
         process.terminate()
