@@ -104,6 +104,7 @@ def test_a_swap_killed_at_any_rename_is_completed_or_rolled_back_by_the_next_rea
     assert (folder / "training_state" / "epoch-0001" / "progress.json").is_file(), "the training state is kept"
 
 
+@pytest.mark.slow
 def test_the_next_command_completes_a_killed_swap(tmp_path, mnist_dir):
     """vae.tsne, run after a swap killed between its two folder renames, finds the folder and rewrites it."""
     folder = model_copy(tmp_path)
@@ -206,6 +207,7 @@ def read_only_model(tmp_path):
     subprocess.run(["chmod", "-R", "u+w", str(folder.parent)], check=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "command",
     [
@@ -225,6 +227,7 @@ def test_a_read_only_folder_is_refused_before_any_work(read_only_model, mnist_di
     assert {str(p): p.stat().st_mtime_ns for p in read_only_model.parent.rglob("*")} == before, "no leftovers"
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_refused_before_any_work(tmpfs, mnist_dir):
     """A rewrite needs room for a copy of the folder: a disk without it gets a message, not a half-written copy."""
     small_disk = tmpfs("10m")  # room for one copy of a model folder, not for two

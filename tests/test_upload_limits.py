@@ -29,6 +29,8 @@ from test_robustness_app import wait_for_server
 
 from vae import serving
 
+pytestmark = pytest.mark.slow  # each test talks to a `python app.py` of its own module's
+
 ROOT = Path(__file__).resolve().parent.parent
 HUGE = 200 * 2**20  # the body an attacker streams
 CHUNK = 2**20
