@@ -609,6 +609,17 @@ def model_work(**options) -> dict:
     return {"preprocess": False, "concurrency_id": MODEL_WORK, "concurrency_limit": serving.CONCURRENCY, **options}
 
 
+def cleared_on_switch(checkpoint: gr.Dropdown, outputs: list[gr.components.Component]) -> None:
+    """A new checkpoint (chosen, or a Train run's model selected): these outputs showed the previous model's work,
+    so they are emptied rather than left beside the new model's name."""
+    empty = None if len(outputs) == 1 else [None] * len(outputs)  # one output takes the value itself, not a list
+
+    def emptied():  # no model work: outside the queue, at once
+        return empty
+
+    checkpoint.change(emptied, None, outputs, api_visibility="private", queue=False)
+
+
 def scatter(label: str, assets: Assets, value: pd.DataFrame | None = None) -> gr.ScatterPlot:
     axes = {"x": "x", "y": "y", "color": "class", "x_title": "t-SNE 1", "y_title": "t-SNE 2"}
     return gr.ScatterPlot(value, **axes, color_map=colours(assets), label=label, height=480)
@@ -656,6 +667,8 @@ def samples_tab(
     run = serialized(functools.partial(sample, catalog), outputs)
     button.click(run, inputs, outputs, api_name="sample", **model_work(postprocess=False))
     demo.load(run, inputs, outputs, api_visibility="private", **model_work(postprocess=False))  # a page opens with some
+    # A new checkpoint: the same draw from it, of any class (the class choice is reset to "any" at the same time).
+    checkpoint.change(run, inputs[:4], outputs, api_visibility="private", **model_work(postprocess=False))
     return {"sample_class": class_name}
 
 
@@ -677,6 +690,7 @@ def walk_tab(catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Assets)
                 gif = pixel_image("Animated", format="gif", height=260, elem_id="walk-gif")
     inputs = [class_a, class_b, steps, interpolation, start, seed, checkpoint]
     button.click(functools.partial(latent_walk, catalog), inputs, [strip, gif], api_name="walk", **model_work())
+    cleared_on_switch(checkpoint, [strip, gif])
     return {"class_a": class_a, "class_b": class_b}  # what shows the checkpoint, by CheckpointView's fields
 
 
@@ -740,6 +754,7 @@ def sliders_tab(catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Asse
     )
     show = functools.partial(show_sliders, catalog)
     checkpoint.change(show, [checkpoint], sliders, api_visibility="private", **model_work())
+    cleared_on_switch(checkpoint, [view])
     # The API: offsets as one list. Wired to a hidden component that the page never changes, so only calls run it.
     offsets.change(
         functools.partial(slide, catalog),
@@ -835,6 +850,7 @@ def digit_tab(catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Assets
     encode_upload.click(run, [upload, target, checkpoint], outputs, api_name="encode", **model_work())
     upload.upload(run, [upload, target, checkpoint], outputs, api_visibility="private", **model_work())  # at once
     encode_drawing.click(run, [sketch, target, checkpoint], outputs, api_name="encode_drawing", **model_work())
+    cleared_on_switch(checkpoint, [model_input, reconstruction, nearest, walk, notes])  # the map: select_checkpoint
     return {"target": target, "encode_map": plot}
 
 

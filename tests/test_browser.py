@@ -289,7 +289,7 @@ def test_train_in_the_page_then_sample_the_new_model(train_url, browser, tmp_pat
     shots = Path(os.environ.get("VAE_SCREENSHOTS") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
     browser.get(train_url)
-    loaded_image(browser, "#sample-grid")  # the page is up
+    first = loaded_image(browser, "#sample-grid").get_attribute("src")  # the page is up, with the default's samples
     open_tab(browser, "Train")
     epochs = browser.find_element(By.CSS_SELECTOR, "#train-epochs input[type=number]")
     epochs.send_keys(Keys.CONTROL, "a")
@@ -322,8 +322,11 @@ def test_train_in_the_page_then_sample_the_new_model(train_url, browser, tmp_pat
     name = re.search(r"(visitor-[0-9a-f]{16})", status(browser)).group(1)
     assert browser.find_element(By.CSS_SELECTOR, "#checkpoint input").get_attribute("value") == name
 
-    open_tab(browser, "Samples")
-    shown = loaded_image(browser, "#sample-grid").get_attribute("src")
+    open_tab(browser, "Samples")  # already the new model's samples (issue 29), and a new seed samples it again
+    shown = loaded_image(browser, "#sample-grid", not_src=first).get_attribute("src")
+    seed = browser.find_element(By.CSS_SELECTOR, "#sample-seed input")
+    seed.clear()
+    seed.send_keys("5")
     browser.find_element(By.ID, "sample-button").click()
     loaded_image(browser, "#sample-grid", not_src=shown)
     assert no_error_shown(browser)
@@ -334,3 +337,49 @@ def test_train_in_the_page_then_sample_the_new_model(train_url, browser, tmp_pat
     assert len(kept) == 1 and (kept[0] / "model.safetensors").is_file()
     browser.get("about:blank")
     WebDriverWait(browser, 120).until(lambda d: not kept[0].exists(), "the model outlived the visit")
+
+
+@pytest.fixture(scope="module")
+def two_models_url():
+    fashion = {"vae-fashion-mnist": str(app.CHECKPOINTS / "vae-fashion-mnist")}
+    with launched(app.build_demo(load_assets(app.DEFAULT_CHECKPOINT), fashion)) as base:
+        yield base + "/"
+
+
+def test_a_new_checkpoint_leaves_no_picture_of_the_old_one(two_models_url, browser):
+    """Issue 29: switching the model refreshes the samples (the API's images for the new model, pixel for pixel) and
+    empties the walk, the slid digit and your digit's results, which showed the old model's work."""
+    import io
+
+    import httpx
+    import numpy as np
+    from gradio_client import Client
+    from PIL import Image
+
+    url = two_models_url
+    browser.get(url)
+    before = loaded_image(browser, "#sample-grid").get_attribute("src")
+    open_tab(browser, "Latent walk")
+    browser.find_element(By.ID, "walk-button").click()
+    loaded_image(browser, "#walk-strip")
+    open_tab(browser, "Sliders")
+    old_digit = loaded_image(browser, "#slide-digit").get_attribute("src")
+    choose(browser, "checkpoint", "vae-fashion-mnist")  # while the Sliders tab is open: its digit goes at once
+    WebDriverWait(browser, TIMEOUT).until(
+        lambda d: (
+            "vae-fashion-mnist" in d.find_element(By.ID, "checkpoint-status").text
+            and all(i.get_attribute("src") != old_digit for i in d.find_elements(By.CSS_SELECTOR, "#slide-digit img"))
+        ),
+        "the Sliders tab still shows the old model's digit",
+    )
+
+    open_tab(browser, "Samples")
+    shown = loaded_image(browser, "#sample-grid", not_src=before).get_attribute("src")
+    expected, _ = Client(url, verbose=False).predict(64, 0, 1.0, "vae-fashion-mnist", api_name="/sample")
+    page = Image.open(io.BytesIO(httpx.get(shown, timeout=30).content))
+    assert np.array_equal(np.asarray(page), np.asarray(Image.open(expected))), "the new model's samples"
+    open_tab(browser, "Latent walk")
+    WebDriverWait(browser, TIMEOUT).until(
+        lambda d: not d.find_elements(By.CSS_SELECTOR, "#walk-strip img"), "the walk still shows the old model's"
+    )
+    assert no_error_shown(browser)
