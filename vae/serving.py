@@ -43,6 +43,7 @@ from vae.imaging import as_float, png, prepare_drawing, to_gif, to_grid, to_uint
 from vae.latent import class_latent, class_walk, nearest_class, place_on_map, walk
 from vae.maps import ClickMap
 from vae.steering import class_latents, sample_class, slide
+from vae.visitors import client_address
 
 # What a caller may ask for.
 MAX_IMAGES = 256  # samples per request
@@ -798,7 +799,10 @@ class RequestLimit:
             return await self.refuse(send, 413, f"Request body too large: this route takes {what}.")
         full = f"This server holds as many uploads as it keeps ({UPLOAD_BYTES // 2**20} MB): try again in"
         if upload and scope.get("method") == "POST":
-            wait = self.rate.take((scope.get("client") or ("?",))[0])
+            forwarded = {"x-forwarded-for": headers.get(b"x-forwarded-for", b"").decode("latin-1")}
+            wait = self.rate.take(
+                client_address(forwarded, (scope.get("client") or (None,))[0])
+            )  # the Train tab's rule
             if wait:
                 minute = f"{UPLOAD_BURST} at once, then {UPLOADS_PER_MINUTE} a minute"
                 return await self.refuse(send, 429, f"Too many uploads ({minute}): try again in {math.ceil(wait)} s.")
