@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+import warm
 from test_training import ROOT, run_train
 
 from vae import VAE
@@ -93,9 +93,7 @@ def test_train_samples_without_iwae_is_refused():
         build_config({"train_samples": 5})
     with pytest.raises(UserError, match="'binarize' must be one of none, dynamic"):
         build_config({"binarize": "static"})
-    result = subprocess.run(
-        [sys.executable, "train.py", "--train-samples", "4", "--epochs", "1"], cwd=ROOT, capture_output=True, text=True
-    )
+    result = warm.run([sys.executable, "train.py", "--train-samples", "4", "--epochs", "1"], cwd=ROOT)
     assert result.returncode != 0 and "needs --objective iwae" in result.stderr and "Traceback" not in result.stderr
 
 
@@ -119,7 +117,7 @@ def test_a_binarised_iwae_run_and_its_evaluation_agree(binary_run, tmp_path):
     assert set(test.images.unique().tolist()) == {0, 255}
     output = tmp_path / "eval.json"
     command = [sys.executable, "-m", "vae.evaluate", "--checkpoint", str(binary_run), "--iw-samples", "5"]
-    result = subprocess.run([*command, "--output", str(output)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = warm.run([*command, "--output", str(output)], cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stderr
     measured = json.loads(output.read_text())
     assert measured["test_loss"] == pytest.approx(recorded["test_loss"], abs=1e-4), "the folder's numbers reproduce"

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import warm
 import yaml
 
 from vae import UserError
@@ -138,7 +139,7 @@ def test_build_config_validates_python_values_too():
 
 
 def run_train(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return warm.run([sys.executable, "train.py", *args], cwd=ROOT, timeout=120)
 
 
 @pytest.mark.slow  # a new Python that imports torch: a few seconds

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import warm
 from test_robustness_trainer import assert_refused
 from test_training import ROOT, SMALL, run_train
 
@@ -112,7 +113,7 @@ def test_the_next_command_completes_a_killed_swap(tmp_path, mnist_dir):
     assert not folder.exists(), "the kill left no folder under its name"
     cmd = [sys.executable, "-m", "vae.tsne", "--checkpoint", str(folder), "--samples", "50"]
     cmd += ["--data-dir", str(mnist_dir)]
-    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    result = warm.run(cmd, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (folder / "README.md").read_text() == "the next version\n" and (folder / "tsne.safetensors").is_file()
     assert hidden(folder.parent) == []
@@ -155,7 +156,7 @@ def test_two_train_runs_on_one_folder_cannot_mix_their_files(mnist_dir, tmp_path
     base = [sys.executable, "train.py", "--data-dir", str(mnist_dir), "--output-dir", str(out), *SMALL, "--cpu"]
     log = tmp_path / "first.log"
     with open(log, "w") as sink:  # a file, not a pipe, which its progress bars would fill
-        first = subprocess.Popen([*base, "--epochs", "1000", "--batch-size", "8"], cwd=ROOT, stdout=sink, stderr=sink)
+        first = warm.start([*base, "--epochs", "1000", "--batch-size", "8"], cwd=ROOT, stdout=sink, stderr=sink)
     try:
         deadline = time.monotonic() + 60
         while not (out / "training_state").is_dir():
@@ -166,7 +167,7 @@ def test_two_train_runs_on_one_folder_cannot_mix_their_files(mnist_dir, tmp_path
             [sys.executable, "-m", "vae.tsne", "--checkpoint", str(out)],
         ]
         running = [
-            subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for cmd in others
+            warm.start(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for cmd in others
         ]
         for other in running:
             stdout, stderr = other.communicate(timeout=120)
@@ -224,7 +225,7 @@ def read_only_model(tmp_path):
 def test_a_read_only_folder_is_refused_before_any_work(read_only_model, mnist_dir, command):
     before = {str(p): p.stat().st_mtime_ns for p in read_only_model.parent.rglob("*")}
     args = [sys.executable, "-m", *command, "--checkpoint", str(read_only_model), "--data-dir", str(mnist_dir)]
-    result = subprocess.run([*WITHOUT_OVERRIDE, *args], cwd=ROOT, capture_output=True, text=True)
+    result = warm.run([*WITHOUT_OVERRIDE, *args], cwd=ROOT)
     assert_refused(result, "cannot be written", "nothing was changed")
     assert "test -ELBO" not in result.stdout, "refused before the evaluation, not after it"
     assert {str(p): p.stat().st_mtime_ns for p in read_only_model.parent.rglob("*")} == before, "no leftovers"
@@ -237,7 +238,7 @@ def test_a_full_disk_is_refused_before_any_work(tmpfs, mnist_dir):
     folder = model_copy(small_disk)
     before = sorted(str(p) for p in small_disk.rglob("*"))
     cmd = [sys.executable, "-m", "vae.tsne", "--checkpoint", str(folder), "--samples", "50"]
-    result = subprocess.run([*cmd, "--data-dir", str(mnist_dir)], cwd=ROOT, capture_output=True, text=True)
+    result = warm.run([*cmd, "--data-dir", str(mnist_dir)], cwd=ROOT)
     assert_refused(result, "MB free", "nothing was changed")
     assert sorted(str(p) for p in small_disk.rglob("*")) == before
 

@@ -9,7 +9,6 @@ import random
 import re
 import shutil
 import struct
-import subprocess
 import sys
 import urllib.request
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from pathlib import Path
 from urllib.error import URLError
 
 import pytest
+import warm
 
 from vae import UserError
 from vae.config import build_config
@@ -145,7 +145,7 @@ def test_train_py_with_a_truncated_file_prints_one_error_line_and_writes_nothing
     out = tmp_path / "out"
     cmd = [sys.executable, "train.py", "--epochs", "1", "--max-train-samples", "2000", "--tsne-samples", "200"]
     cmd += ["--cpu", "--data-dir", str(root), "--output-dir", str(out)]
-    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = warm.run(cmd, cwd=ROOT, timeout=300)
     assert result.returncode != 0
     assert result.stderr.startswith("error: "), result.stderr[-3000:]
     assert "Traceback" not in result.stderr + result.stdout

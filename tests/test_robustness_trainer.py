@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+import warm
 from test_training import HUB_FILES, ROOT, SMALL, assert_same_weights, run_train
 
 from vae import UserError
@@ -47,10 +48,15 @@ def uninterrupted(mnist_dir, tmp_path_factory):
     def folder(*args: str) -> Path:
         if args not in runs:
             runs[args] = tmp_path_factory.mktemp("uninterrupted") / "vae"
+            started = time.monotonic()
             run_train(mnist_dir, runs[args], *args)
+            DURATIONS[runs[args]] = time.monotonic() - started
         return runs[args]
 
     return folder
+
+
+DURATIONS: dict[Path, float] = {}  # how long each uninterrupted run took, start-up included
 
 
 def tracked_state() -> dict[str, bytes]:
@@ -68,7 +74,7 @@ def test_an_empty_output_dir_is_refused_and_the_repository_untouched(mnist_dir):
     """`--output-dir ""` used to export into the current folder, replacing the repository's README.md."""
     before = tracked_state()
     cmd = [sys.executable, "train.py", "--data-dir", str(mnist_dir), "--output-dir", "", "--epochs", "1", "--cpu"]
-    assert_refused(subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True), "--output-dir is empty")
+    assert_refused(warm.run(cmd, cwd=ROOT), "--output-dir is empty")
     assert tracked_state() == before and not (ROOT / "training_state").exists()
 
 
@@ -151,7 +157,7 @@ def test_a_model_too_big_to_build_is_refused_before_the_data_is_read(tmp_path, y
     (tmp_path / "big.yaml").write_text(yaml_text)
     cmd = [sys.executable, "train.py", "--config", str(tmp_path / "big.yaml"), "--data-dir", str(tmp_path / "none")]
     started = time.monotonic()
-    result = subprocess.run([*cmd, "--output-dir", str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True)
+    result = warm.run([*cmd, "--output-dir", str(tmp_path / "out")], cwd=ROOT)
     assert_refused(result, words)
     assert "missing" not in result.stderr, "refused before looking for the data"
     assert time.monotonic() - started < 60 and not (tmp_path / "out").exists()
@@ -211,8 +217,8 @@ def test_sigkill_at_a_random_moment_then_resume_gives_the_uninterrupted_weights(
     run_train(mnist_dir, out, *args, "--epochs", "1")  # an earlier run in the same folder
     args += ["--epochs", "3"]
     cmd = [sys.executable, "train.py", "--data-dir", str(mnist_dir), "--output-dir", str(out), *SMALL, *args]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(random.Random(seed).uniform(3.0, 9.0))  # start-up takes ~3 s, the run ~6 s more here
+    proc = warm.start(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(random.Random(seed).uniform(0.05, 1.0) * DURATIONS[reference])  # anywhere in a run as long
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     consistent(out)
@@ -236,7 +242,7 @@ def test_a_signal_stops_at_a_step_keeps_the_checkpoint_and_says_how_to_resume(
     args = [*STEPS, "--epochs", "12"]
     out = tmp_path / "vae"
     cmd = [sys.executable, "train.py", "--data-dir", str(mnist_dir), "--output-dir", str(out), *SMALL, *args]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = warm.start(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not (out / "training_state" / "epoch-0002").exists():
         assert proc.poll() is None and time.monotonic() < deadline, "the run ended before the signal"
@@ -301,9 +307,7 @@ def test_the_other_commands_name_a_corrupt_weights_file(tmp_path, command):
     (folder / "model.safetensors").write_bytes(
         (ROOT / "checkpoints" / "vae-mnist" / "model.safetensors").read_bytes()[:5000]
     )
-    result = subprocess.run(
-        [sys.executable, "-m", command, "--checkpoint", str(folder)], cwd=ROOT, capture_output=True, text=True
-    )
+    result = warm.run([sys.executable, "-m", command, "--checkpoint", str(folder)], cwd=ROOT)
     assert_refused(result, "model.safetensors")
 
 
@@ -315,7 +319,7 @@ def test_train_py_with_only_the_apps_packages_says_what_to_install(tmp_path):
     (tmp_path / "sitecustomize.py").write_text(TRAINING_ONLY)
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     cmd = [sys.executable, "train.py", "--epochs", "1", "--output-dir", str(tmp_path / "out")]
-    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
+    result = warm.run(cmd, cwd=ROOT, env=env)
     assert_refused(result, "pip install -r requirements.txt")
     assert not (tmp_path / "out").exists()
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+import warm
 from safetensors.torch import save_file
 
 from vae import VAE
@@ -128,10 +128,8 @@ def test_the_command_adds_the_files_to_a_folder_with_spaces(tmp_path, mnist_dir)
     shutil.copytree(MNIST, folder, ignore=shutil.ignore_patterns(".*", STEERING, CLASS_SAMPLES))
     before = {name: sha256(folder / name) for name in UNCHANGED}
     card = (folder / CARD).read_text()
-    result = subprocess.run(
+    result = warm.run(
         [sys.executable, "-m", "vae.steering", "--checkpoint", str(folder), "--data-dir", str(mnist_dir)],
-        capture_output=True,
-        text=True,
         cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr
@@ -146,10 +144,8 @@ def test_the_command_adds_the_files_to_a_folder_with_spaces(tmp_path, mnist_dir)
 
 
 def test_the_command_refuses_a_missing_folder(tmp_path):
-    result = subprocess.run(
+    result = warm.run(
         [sys.executable, "-m", "vae.steering", "--checkpoint", str(tmp_path / "nowhere")],
-        capture_output=True,
-        text=True,
         cwd=ROOT,
     )
     assert result.returncode == 1 and "No such checkpoint folder" in result.stderr

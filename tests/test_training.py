@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import warm
 from fake_hub import fake_hub
 from safetensors.torch import load_file
 
@@ -47,7 +48,7 @@ HUB_FILES = {
 
 def run_train(data_dir: Path, output_dir: Path, *args: str, env: dict | None = None, check: bool = True):
     cmd = [sys.executable, "train.py", "--data-dir", str(data_dir), "--output-dir", str(output_dir), *SMALL, *args]
-    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    result = warm.run(cmd, cwd=ROOT, env=env, timeout=300)
     if check:
         assert result.returncode == 0, result.stderr[-3000:]
     return result
@@ -109,9 +110,7 @@ def test_same_seed_same_weights(trained, mnist_dir, tmp_path):
 def test_killed_run_resumes_to_the_same_weights(trained, mnist_dir, tmp_path):
     out = tmp_path / "killed"
     cmd = [sys.executable, "train.py", "--data-dir", str(mnist_dir), "--output-dir", str(out), *SMALL]
-    proc = subprocess.Popen(
-        [*cmd, "--epochs", "3", "--cpu"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    proc = warm.start([*cmd, "--epochs", "3", "--cpu"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while not (out / "training_state" / "epoch-0001").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
@@ -134,7 +133,7 @@ def test_two_process_torchrun(mnist_dir, tmp_path):
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train.py"]
     cmd += ["--data-dir", str(mnist_dir), "--output-dir", str(out), *SMALL, "--epochs", "2"]
-    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    result = warm.run(cmd, cwd=ROOT, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["num_processes"] == 2
@@ -190,7 +189,7 @@ def test_two_processes_download_the_dataset_once(tmp_path):
         str(tmp_path / "run.py"),
     ]
     cmd += ["--data-dir", str(tmp_path / "data"), "--output-dir", str(tmp_path / "out"), *SMALL, "--epochs", "1"]
-    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    result = warm.run(cmd, cwd=ROOT, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     downloads = log.read_text().splitlines()
     assert sorted(downloads) == sorted(f"0 {name}.gz" for name in RAW_FILES), downloads
@@ -198,9 +197,8 @@ def test_two_processes_download_the_dataset_once(tmp_path):
 
 @pytest.mark.slow
 def test_evaluate_and_tsne_commands(trained, tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "vae.evaluate", "--checkpoint", str(trained), "--iw-samples", "20", "--output", str(tmp_path / "e.json")],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    result = warm.run(
+        [sys.executable, "-m", "vae.evaluate", "--checkpoint", str(trained), "--iw-samples", "20", "--output", str(tmp_path / "e.json")], cwd=ROOT, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     metrics = json.loads((tmp_path / "e.json").read_text())
@@ -210,19 +208,16 @@ def test_evaluate_and_tsne_commands(trained, tmp_path):
     assert "IW bound" in result.stdout
 
     before = (trained / "tsne.safetensors").stat().st_mtime_ns
-    result = subprocess.run(
-        [sys.executable, "-m", "vae.tsne", "--checkpoint", str(trained), "--samples", "50"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    result = warm.run(
+        [sys.executable, "-m", "vae.tsne", "--checkpoint", str(trained), "--samples", "50"], cwd=ROOT, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert (trained / "tsne.safetensors").stat().st_mtime_ns > before
     assert load_file(str(trained / "tsne.safetensors"))["coords"].shape == (50, 2)
 
-    missing = subprocess.run(
+    missing = warm.run(
         [sys.executable, "-m", "vae.evaluate", "--checkpoint", str(tmp_path / "nope")],
         cwd=ROOT,
-        capture_output=True,
-        text=True,
     )
     assert (
         missing.returncode != 0 and "No such checkpoint folder" in missing.stderr and "Traceback" not in missing.stderr
@@ -234,9 +229,8 @@ def test_evaluate_update_card_rewrites_the_test_figures(trained, tmp_path):
     folder = tmp_path / "vae"
     shutil.copytree(trained, folder, ignore=shutil.ignore_patterns("training_state"))
     before = json.loads((folder / "metrics.json").read_text())
-    result = subprocess.run(
-        [sys.executable, "-m", "vae.evaluate", "--checkpoint", str(folder), "--iw-samples", "12", "--update-card"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    result = warm.run(
+        [sys.executable, "-m", "vae.evaluate", "--checkpoint", str(folder), "--iw-samples", "12", "--update-card"], cwd=ROOT, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     after = json.loads((folder / "metrics.json").read_text())
@@ -253,9 +247,8 @@ def test_evaluate_update_card_rewrites_the_test_figures(trained, tmp_path):
     no_run = tmp_path / "bare"
     shutil.copytree(folder, no_run)
     (no_run / "train_config.yaml").unlink()
-    result = subprocess.run(
-        [sys.executable, "-m", "vae.evaluate", "--checkpoint", str(no_run), "--update-card"],
-        cwd=ROOT, capture_output=True, text=True,
+    result = warm.run(
+        [sys.executable, "-m", "vae.evaluate", "--checkpoint", str(no_run), "--update-card"], cwd=ROOT,
     )  # fmt: skip
     assert result.returncode != 0 and "train_config.yaml" in result.stderr and "Traceback" not in result.stderr
 
@@ -269,9 +262,8 @@ def test_a_folder_whose_settings_this_version_does_not_know_still_evaluates(trai
     with open(folder / "train_config.yaml", "a") as settings:
         settings.write("kl_anneal_epochs: 2.0\nlr_schedule: linear\n")  # renamed since; a schedule this version lacks
     assert len(checkpoint_test_set(folder)) == 300
-    result = subprocess.run(
-        [sys.executable, "-m", "vae.evaluate", "--checkpoint", str(folder), "--iw-samples", "3", "--update-card"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    result = warm.run(
+        [sys.executable, "-m", "vae.evaluate", "--checkpoint", str(folder), "--iw-samples", "3", "--update-card"], cwd=ROOT, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((folder / "metrics.json").read_text())

@@ -17,15 +17,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-
-try:
-    from torchvision import datasets
-except ModuleNotFoundError as err:  # an install older than requirements.txt: say what to install
-    raise ModuleNotFoundError(
-        f"No module named {err.name!r}: training, vae.evaluate and vae.tsne need the packages in "
-        "requirements.txt (pip install -r requirements.txt).",
-        name=err.name,
-    ) from None
 from tqdm.auto import tqdm
 
 from vae.errors import UserError
@@ -43,7 +34,7 @@ FASHION_CLASSES = [
     "Bag",
     "Ankle boot",
 ]
-TORCHVISION = {"mnist": (datasets.MNIST, "MNIST"), "fashion-mnist": (datasets.FashionMNIST, "FashionMNIST")}
+TORCHVISION = {"mnist": ("MNIST", "MNIST"), "fashion-mnist": ("FashionMNIST", "FashionMNIST")}  # class, folder
 RAW_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
 # Sizes of the official files, uncompressed: the same for MNIST and Fashion-MNIST (60,000 + 10,000 28x28 digits).
 OFFICIAL_BYTES = dict(zip(RAW_FILES, [47_040_016, 60_008, 7_840_016, 10_008], strict=True))
@@ -98,6 +89,19 @@ class DataSettings:
     def image_shape(self) -> tuple[int, int, int]:
         """(channels, height, width) of the images, known before any is read: MNIST's are 1x28x28."""
         return (self.channels, self.image_size, self.image_size) if self.dataset == "imagefolder" else (1, 28, 28)
+
+
+def torchvision_datasets():
+    """torchvision.datasets, imported only to download or to list an image folder: its import takes ~1.5 s (it loads
+    torch._dynamo), a third of a small run's start-up, and reading MNIST files already on disk does not need it."""
+    try:
+        from torchvision import datasets
+    except ModuleNotFoundError as err:  # an install older than requirements.txt: say what to install
+        raise UserError(
+            f"No module named {err.name!r}: training, vae.evaluate and vae.tsne need the packages in "
+            "requirements.txt (pip install -r requirements.txt)."
+        ) from None
+    return datasets
 
 
 def extract_gz(raw: Path) -> None:
@@ -169,12 +173,13 @@ def read_split(raw: Path, split: str, class_names: list[str]) -> ImageSet:
 
 def load_torchvision(name: str, root: str) -> tuple[ImageSet, ImageSet]:
     """MNIST or Fashion-MNIST from ROOT/<MNIST|FashionMNIST>/raw, downloaded there when missing, every file checked."""
-    cls, folder = TORCHVISION[name]
+    class_name, folder = TORCHVISION[name]
     raw = Path(root) / folder / "raw"
     extract_gz(raw)
     if not all((raw / file).is_file() for file in RAW_FILES):
+        dataset = getattr(torchvision_datasets(), class_name)
         try:
-            cls(root, train=True, download=True)  # fetches all four files; read and checked below like any others
+            dataset(root, train=True, download=True)  # fetches all four files; read and checked below like any others
         except Exception as err:  # torchvision raises RuntimeError/URLError/OSError depending on the failure
             files = ", ".join(RAW_FILES)
             raise UserError(
@@ -191,7 +196,7 @@ def load_imagefolder(root: str, size: int, channels: int) -> ImageSet:
     if not Path(root).is_dir():
         raise UserError(f"Image folder not found: {root}. Pass --data-dir with a folder of class subfolders.")
     try:
-        folder = datasets.ImageFolder(root, loader=lambda path: path)  # decode below, counting failures
+        folder = torchvision_datasets().ImageFolder(root, loader=lambda path: path)  # decode below, counting failures
     except (FileNotFoundError, RuntimeError) as err:
         raise UserError(
             f"{root} is not an image folder: {err}. Put images in one subfolder per class, "

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
-from sklearn.manifold import TSNE
 
 from vae.data import ImageSet
 from vae.errors import command
@@ -28,6 +27,8 @@ def compute_tsne(model: VAE, test: ImageSet, samples: int, seed: int = 0) -> dic
     images = test.images[index]  # (n, C, H, W) uint8
     latents = posterior_means(model, images).cpu()  # (n, D)
     perplexity = min(30.0, (n - 1) / 3)
+    from sklearn.manifold import TSNE  # here, not at the top: its import takes ~1.3 s, which only t-SNE pays
+
     coords = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(latents.numpy())
     return {
         "coords": torch.from_numpy(coords).float(),  # (n, 2)
