@@ -30,12 +30,17 @@ from vae.steering import read_steering, sample_class
 TARGET_ACCURACY, TARGET_DIVERSITY, CLASSIFIER_TARGET = 0.90, 0.80, 0.97
 
 
+def classifier_net() -> nn.Module:
+    """The judge's architecture: an MLP from 28x28 pixels to 10 class scores."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 10))
+
+
 def train_classifier(
     train: ImageSet, test: ImageSet, epochs: int = 5, batch_size: int = 128
 ) -> tuple[nn.Module, float]:
     """A small MLP trained on every training image (seeded); returns it and its test accuracy."""
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Flatten(), nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 10))
+    net = classifier_net()
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
     steps = epochs * -(-len(train) // batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=2e-3, total_steps=steps)

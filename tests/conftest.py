@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import gzip
 import os
 import shutil
@@ -11,10 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
-from bench.class_samples import train_classifier
+from bench.class_samples import classifier_net, train_classifier
 from vae.config import build_config
-from vae.data import DataSettings, ImageSet, load_splits
+from vae.data import RAW_FILES, DataSettings, ImageSet, load_splits
 
 ROOT = Path(__file__).resolve().parent.parent
 SLICE = ROOT / "tests" / "data" / "mnist-slice"
@@ -23,6 +26,9 @@ FASHION_GZ = Path(os.environ.get("VAE_TEST_FASHION_DIR", "/usr/share/datasets/fa
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach the network
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one of several workers (pyproject's -n): the cores are shared out
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # and its commands', which inherit it: threads that outnumber the
+    torch.set_num_threads(1)  # cores spin against each other, making a test 5-10x slower, not 2x
 
 
 def gunzip_into(src: Path, raw: Path) -> None:
@@ -33,10 +39,27 @@ def gunzip_into(src: Path, raw: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def mnist_dir(tmp_path_factory) -> Path:
+def shared_dir(tmp_path_factory) -> Path:
+    """A folder every worker of this test run sees (with -n, each worker has its own base folder inside it)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@contextlib.contextmanager
+def built_once(shared_dir: Path, name: str) -> Iterator[Path]:
+    """SHARED_DIR/NAME, for a result that one worker builds and the others read: the first to come builds it while
+    the others wait (flock on NAME.lock); the result, complete, says that it was built."""
+    with open(shared_dir / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield shared_dir / name
+
+
+@pytest.fixture(scope="session")
+def mnist_dir(shared_dir) -> Path:
     """A data root holding MNIST/raw with the committed slice: 1,200 training and 300 test digits."""
-    root = tmp_path_factory.mktemp("mnist-slice")
-    gunzip_into(SLICE, root / "MNIST" / "raw")
+    with built_once(shared_dir, "mnist-slice") as root:
+        if not all((root / "MNIST" / "raw" / name).exists() for name in RAW_FILES):
+            gunzip_into(SLICE, root / "MNIST" / "raw")
     return root
 
 
@@ -67,27 +90,35 @@ def mnist_splits(full_mnist_dir):
 
 
 @pytest.fixture(scope="session")
-def digit_classifier(mnist_splits):
+def digit_classifier(mnist_splits, shared_dir):
     """The class-samples benchmark's MLP, trained on all 60,000 MNIST training images (~98% on the test set, ~10 s);
-    it must reach 97%. It judges what the app decodes: an independent reader of digits."""
-    train, val = mnist_splits.train, mnist_splits.val
-    everything = ImageSet(
-        torch.cat([train.images, val.images]), torch.cat([train.labels, val.labels]), train.class_names
-    )
-    net, accuracy = train_classifier(everything, mnist_splits.test)
-    assert accuracy >= 0.97, f"the classifier itself is too weak to judge the VAE: {accuracy:.3f}"
-    return net
+    it must reach 97%. It judges what the app decodes: an independent reader of digits. Trained once per test run."""
+    with built_once(shared_dir, "digit classifier.safetensors") as saved:
+        if not saved.exists():
+            train, val = mnist_splits.train, mnist_splits.val
+            everything = ImageSet(
+                torch.cat([train.images, val.images]), torch.cat([train.labels, val.labels]), train.class_names
+            )
+            net, accuracy = train_classifier(everything, mnist_splits.test)
+            assert accuracy >= 0.97, f"the classifier itself is too weak to judge the VAE: {accuracy:.3f}"
+            save_file(net.state_dict(), saved.with_suffix(".part"))
+            saved.with_suffix(".part").rename(saved)
+    net = classifier_net()
+    net.load_state_dict(load_file(saved))
+    return net.eval()
 
 
 @pytest.fixture(scope="session")
-def trained_run(mnist_dir, tmp_path_factory) -> Path:
+def trained_run(mnist_dir, shared_dir) -> Path:
     """One small train.py run folder (3 epochs on the slice, test_training.SMALL), shared by the tests that need a
-    trained run: read it, or copy it to change it."""
+    trained run (built once per test run): read it, or copy it to change it."""
     from test_training import run_train
 
-    out = tmp_path_factory.mktemp("trained run") / "vae"
-    run_train(mnist_dir, out, "--epochs", "3", "--cpu")
-    return out
+    with built_once(shared_dir, "trained run") as folder:
+        if not (folder / "vae" / "model.safetensors").exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a run that failed part-way
+            run_train(mnist_dir, folder / "vae", "--epochs", "3", "--cpu")
+    return folder / "vae"
 
 
 @pytest.fixture

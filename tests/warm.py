@@ -22,6 +22,7 @@ import atexit
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -45,6 +46,7 @@ PRELOAD = [  # what the commands import; a fresh process imports the same module
     "vae.hub",
 ]
 IGNORED_ENV = {"PYTEST_CURRENT_TEST"}  # changes with every test; read by nothing the server imports
+PRELOADED_ENV: dict[str, str] = {}  # the variables the server's imports set (os.environ.setdefault at import)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -58,8 +60,10 @@ def send(conn: socket.socket, message: dict) -> None:
 
 def serve(path: str) -> dict:
     """Preload, then fork a monitor per connection; returns only in a command's process, with its request."""
+    before = dict(os.environ)
     for name in PRELOAD:
         __import__(name)
+    PRELOADED_ENV.update({k: v for k, v in os.environ.items() if before.get(k) != v})  # scikit-learn sets two
     assert threading.active_count() == 1, "forking is safe only while the server has one thread"
     parent = os.getppid()
     server = socket.socket(socket.AF_UNIX)
@@ -67,7 +71,7 @@ def serve(path: str) -> dict:
     server.listen(64)
     server.settimeout(2)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the monitors
-    print("ready", flush=True)
+    print(json.dumps({"ready": PRELOADED_ENV}), flush=True)
     while os.getppid() == parent:  # ends when the test process does, however it ends
         try:
             conn, _ = server.accept()
@@ -99,6 +103,8 @@ def become(request: dict) -> None:
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
+    for key, value in PRELOADED_ENV.items():  # what the imports set, as they would in a fresh process
+        os.environ.setdefault(key, value)
     for fd, name, flags in (
         (0, os.devnull, os.O_RDONLY),
         (1, request["stdout"], os.O_WRONLY | os.O_APPEND),
@@ -143,21 +149,21 @@ class Server:
             start_new_session=True,  # a Ctrl-C in the terminal reaches pytest, whose exit stops the server
         )
         ready = self.process.stdout.readline()
-        if ready.strip() != "ready":
+        if not ready.startswith('{"ready"'):
             raise RuntimeError(f"the warm Python did not start (see the output above): {ready!r}")
+        self.preloaded_env = json.loads(ready)["ready"]
         atexit.register(self.stop)
 
     def stop(self) -> None:
         self.process.kill()
         self.process.wait()
-        for path in self.folder.iterdir():
-            path.unlink()
-        self.folder.rmdir()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
-    def serves(self, cmd: list[str], cwd: Path | str | None, env: dict | None) -> bool:
-        env = dict(os.environ) if env is None else env
-        differs = {k for k in env.keys() | self.env.keys() if env.get(k) != self.env.get(k)} - IGNORED_ENV
-        return not differs and self.process.poll() is None
+    def differs(self, env: dict) -> set[str]:
+        """The variables whose values in ENV differ from the server's, less those that its imports set to ENV's value
+        (the test process set them when it imported the same module)."""
+        changed = {k for k in env.keys() | self.env.keys() if env.get(k) != self.env.get(k)}
+        return {k for k in changed - IGNORED_ENV if env.get(k) != self.preloaded_env.get(k)}
 
 
 _server: Server | None = None
@@ -172,13 +178,25 @@ def ours(cmd: list[str], cwd) -> bool:
 
 
 def server_for(cmd: list[str], cwd, env: dict | None) -> Server | None:
+    """The warm server that can run CMD, or None: a fresh process. The environment a test gives a command is the one
+    it runs with; what the server imported must have seen the same. When this test process's own environment has
+    changed since the server started (a library may set a variable), a new server starts with it; a command given
+    another environment than this process's is started fresh."""
     global _server
     if os.environ.get("VAE_TEST_WARM") == "0" or not ours(cmd, cwd):
         return None
+    if env is not None and env != dict(os.environ):
+        return None
     with _lock:
+        if _server is not None and (_server.differs(dict(os.environ)) or _server.process.poll() is not None):
+            if os.environ.get("VAE_TEST_WARM_LOG"):
+                with open(os.environ["VAE_TEST_WARM_LOG"], "a") as log:
+                    log.write(f"restart: {sorted(_server.differs(dict(os.environ)))}\n")
+            _server.stop()  # the commands it forked run on: they are its monitors' children
+            _server = None
         if _server is None:
             _server = Server()
-    return _server if _server.serves(cmd, cwd, env) else None
+    return _server
 
 
 class Process:
@@ -187,6 +205,8 @@ class Process:
     def __init__(self, server: Server, cmd: list[str], cwd, stdout, stderr, text: bool) -> None:
         self.args, self.text, self.returncode = cmd, text, None
         self.files: dict[str, Path | None] = {}
+        self.folder = Path(tempfile.mkdtemp(prefix="warm-command-"))  # its output: the command's, not the server's
+        self.output: dict[str, str | bytes | None] = {}
         for name, target in (("stdout", stdout), ("stderr", stderr)):
             if target == subprocess.DEVNULL:
                 self.files[name] = None
@@ -195,9 +215,8 @@ class Process:
             elif hasattr(target, "fileno"):  # an open file: the command appends to it, as to an inherited descriptor
                 self.files[name] = Path(target.name)
             else:  # PIPE, or None (inherit): a file, read (or copied to the test's own stream) when the command ends
-                handle, path = tempfile.mkstemp(prefix=f"{name}-", dir=server.folder)
-                os.close(handle)
-                self.files[name] = Path(path)
+                self.files[name] = self.folder / name
+                self.files[name].touch()
         self.inherit = {name for name, target in (("stdout", stdout), ("stderr", stderr)) if target is None}
         self.piped = {name for name, target in (("stdout", stdout), ("stderr", stderr)) if target == subprocess.PIPE}
         request = {
@@ -238,20 +257,17 @@ class Process:
         if self.returncode is None:
             self.returncode = self.receive(timeout)["returncode"]
             self.conn.close()
+            for name in self.piped | self.inherit:
+                data = self.files[name].read_bytes()
+                self.output[name] = data.decode(errors="replace") if self.text else data
             for name in self.inherit:
-                getattr(sys, name).write(self.read(name) or "")
+                getattr(sys, name).write(self.output[name] if self.text else self.output[name].decode(errors="replace"))
+            shutil.rmtree(self.folder, ignore_errors=True)
         return self.returncode
-
-    def read(self, name: str) -> str | bytes | None:
-        path = self.files[name]
-        if path is None:
-            return None
-        data = path.read_bytes()
-        return data.decode(errors="replace") if self.text else data
 
     def communicate(self, timeout: float | None = None) -> tuple:
         self.wait(timeout)
-        return tuple(self.read(name) if name in self.piped else None for name in ("stdout", "stderr"))
+        return tuple(self.output.get(name) if name in self.piped else None for name in ("stdout", "stderr"))
 
     def send_signal(self, signum: int) -> None:
         if self.poll() is None:
