@@ -31,6 +31,12 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # one of several workers (pyproject's
     torch.set_num_threads(1)  # cores spin against each other, making a test 5-10x slower, not 2x
 
 
+def pytest_xdist_auto_num_workers(config) -> int:
+    """`-n auto` (pyproject's addopts): a worker per core, at most 4: each holds torch, Gradio and a warm Python
+    (~2 GB), and beyond 4 the suite's longest files, which one worker runs whole, set its length anyway."""
+    return max(1, min(len(os.sched_getaffinity(0)), 4))
+
+
 def gunzip_into(src: Path, raw: Path) -> None:
     raw.mkdir(parents=True, exist_ok=True)
     for gz in src.glob("*.gz"):
@@ -109,7 +115,7 @@ def digit_classifier(mnist_splits, shared_dir):
 
 
 @pytest.fixture(scope="session")
-def trained_run(mnist_dir, shared_dir) -> Path:
+def trained_run(mnist_dir, shared_dir) -> Iterator[Path]:
     """One small train.py run folder (3 epochs on the slice, test_training.SMALL), shared by the tests that need a
     trained run (built once per test run): read it, or copy it to change it."""
     from test_training import run_train
@@ -118,7 +124,14 @@ def trained_run(mnist_dir, shared_dir) -> Path:
         if not (folder / "vae" / "model.safetensors").exists():
             shutil.rmtree(folder, ignore_errors=True)  # a run that failed part-way
             run_train(mnist_dir, folder / "vae", "--epochs", "3", "--cpu")
-    return folder / "vae"
+    before = snapshot(folder)
+    yield folder / "vae"
+    assert snapshot(folder) == before, "a test changed the shared trained run: copy it first (shutil.copytree)"
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under FOLDER with its size and modification time."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
 
 
 @pytest.fixture

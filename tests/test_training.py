@@ -207,13 +207,15 @@ def test_evaluate_and_tsne_commands(trained, tmp_path):
     assert metrics["test_iw_nll"] <= metrics["test_loss"] + 1
     assert "IW bound" in result.stdout
 
-    before = (trained / "tsne.safetensors").stat().st_mtime_ns
+    folder = tmp_path / "my runs" / "vae"  # a copy: the shared run is read by other tests, perhaps at this moment
+    shutil.copytree(trained, folder)
+    before = (folder / "tsne.safetensors").stat().st_mtime_ns
     result = warm.run(
-        [sys.executable, "-m", "vae.tsne", "--checkpoint", str(trained), "--samples", "50"], cwd=ROOT, timeout=300,
+        [sys.executable, "-m", "vae.tsne", "--checkpoint", str(folder), "--samples", "50"], cwd=ROOT, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert (trained / "tsne.safetensors").stat().st_mtime_ns > before
-    assert load_file(str(trained / "tsne.safetensors"))["coords"].shape == (50, 2)
+    assert (folder / "tsne.safetensors").stat().st_mtime_ns > before
+    assert load_file(str(folder / "tsne.safetensors"))["coords"].shape == (50, 2)
 
     missing = warm.run(
         [sys.executable, "-m", "vae.evaluate", "--checkpoint", str(tmp_path / "nope")],
