@@ -19,6 +19,7 @@ def fresh(cmd: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow  # a fresh Python for each: ~4 s
 @pytest.mark.parametrize(
     "args",
     [
@@ -36,6 +37,7 @@ def test_a_warm_command_prints_and_exits_as_a_fresh_one(args):
     assert (forked.returncode, forked.stdout, forked.stderr) == (started.returncode, started.stdout, started.stderr)
 
 
+@pytest.mark.slow
 def test_signals_reach_the_command_and_end_it_as_they_would(mnist_dir, tmp_path):
     cmd = [sys.executable, "train.py", "--data-dir", str(mnist_dir), "--output-dir", str(tmp_path / "vae")]
     cmd += ["--epochs", "50", "--batch-size", "8", "--cpu", "--hidden-dims", "64", "--latent-dim", "2"]
