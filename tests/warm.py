@@ -189,9 +189,6 @@ def server_for(cmd: list[str], cwd, env: dict | None) -> Server | None:
         return None
     with _lock:
         if _server is not None and (_server.differs(dict(os.environ)) or _server.process.poll() is not None):
-            if os.environ.get("VAE_TEST_WARM_LOG"):
-                with open(os.environ["VAE_TEST_WARM_LOG"], "a") as log:
-                    log.write(f"restart: {sorted(_server.differs(dict(os.environ)))}\n")
             _server.stop()  # the commands it forked run on: they are its monitors' children
             _server = None
         if _server is None:

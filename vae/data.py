@@ -34,7 +34,7 @@ FASHION_CLASSES = [
     "Bag",
     "Ankle boot",
 ]
-TORCHVISION = {"mnist": ("MNIST", "MNIST"), "fashion-mnist": ("FashionMNIST", "FashionMNIST")}  # class, folder
+TORCHVISION = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}  # torchvision's class, and its folder under the root
 RAW_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
 # Sizes of the official files, uncompressed: the same for MNIST and Fashion-MNIST (60,000 + 10,000 28x28 digits).
 OFFICIAL_BYTES = dict(zip(RAW_FILES, [47_040_016, 60_008, 7_840_016, 10_008], strict=True))
@@ -173,11 +173,11 @@ def read_split(raw: Path, split: str, class_names: list[str]) -> ImageSet:
 
 def load_torchvision(name: str, root: str) -> tuple[ImageSet, ImageSet]:
     """MNIST or Fashion-MNIST from ROOT/<MNIST|FashionMNIST>/raw, downloaded there when missing, every file checked."""
-    class_name, folder = TORCHVISION[name]
+    folder = TORCHVISION[name]
     raw = Path(root) / folder / "raw"
     extract_gz(raw)
     if not all((raw / file).is_file() for file in RAW_FILES):
-        dataset = getattr(torchvision_datasets(), class_name)
+        dataset = getattr(torchvision_datasets(), folder)
         try:
             dataset(root, train=True, download=True)  # fetches all four files; read and checked below like any others
         except Exception as err:  # torchvision raises RuntimeError/URLError/OSError depending on the failure
