@@ -206,7 +206,7 @@ def test_a_run_whose_visitor_left_ends_at_once_without_writing_its_model(studio,
     run = Watched(client, epochs=20, train_images=1000)
     run.wait_for("Epoch 1:")
     trainer = trainer_process()
-    folder = Path(json.loads(trainer.cmdline()[-1])["output_dir"])
+    folder = run_folder(trainer)
     written = []  # whether the model's weights appeared, seen from beside the run
 
     def watch() -> None:
@@ -253,30 +253,87 @@ def test_sigterm_ends_the_server_with_its_visitors_models_and_run(mnist_dir, tmp
         assert list(root.glob("*/visitor-*/model.safetensors"))
         run = Watched(new_client(f"http://127.0.0.1:{port}", tmp_path_factory), epochs=20, train_images=1000)
         run.wait_for("Epoch 1:")
-        trainers = [trainer_process(psutil.Process(server.pid))]
+        children = trainers(psutil.Process(server.pid))
+        assert len(children) >= 2, "the run's trainer, and the spare for the next run (and maybe the last, exiting)"
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=60) == 128 + signal.SIGTERM, log.read_text()[-3000:]
     finally:
         if server.poll() is None:
             server.kill()
             server.wait()
-    _, alive = psutil.wait_procs(trainers, timeout=10)
-    assert not alive, "the training child outlived the server"
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, "a training child outlived the server"
     assert not root.exists(), f"the visitors' models outlived the server: {sorted(root.rglob('*'))[:5]}"
     with contextlib.suppress(Exception):
         run.result()
 
 
-def trainer_process(server: psutil.Process | None = None) -> psutil.Process:
-    """The server's training child (python -m vae.live), not an exited one; the server runs in this process unless
-    given."""
+def test_after_the_first_run_each_run_starts_in_a_child_that_has_imported_already(mnist_dir, tmp_path):
+    """The server's first run starts its own child and a spare for the next one, which imports torch and the trainer
+    while the first trains; the next run takes it. A spare that died while it waited is replaced, and the server's exit
+    ends the spare too."""
+    runs, settings = live.Runs(), live.LiveSettings(**SETTINGS)
+
+    def finished(run: live.LiveRun) -> dict:
+        *_, last = run.events(max_seconds=120)
+        runs.finish(run)
+        return last
+
+    try:
+        first = runs.start("a", settings.config(mnist_dir, tmp_path / "first"))
+        spare = runs.spare
+        assert finished(first)["event"] == "done"
+        deadline = time.monotonic() + 60
+        while not any("libtorch" in m.path for m in psutil.Process(spare.pid).memory_maps()):
+            assert time.monotonic() < deadline, "the spare never imported torch"
+            time.sleep(0.1)
+        second = runs.start("b", settings.config(mnist_dir, tmp_path / "second"))
+        assert second.process is spare and runs.spare is not spare
+        assert finished(second) == {"event": "done", "folder": str(tmp_path / "second")}
+        runs.spare.kill()  # as the out-of-memory killer might, while it waits
+        runs.spare.wait()
+        third = runs.start("c", settings.config(mnist_dir, tmp_path / "third"))
+        assert third.process.pid != spare.pid and finished(third)["event"] == "done"
+    finally:
+        runs.end()
+    assert runs.spare.poll() is not None, "the server's exit ends the spare"
+    assert {p.name for p in tmp_path.iterdir()} >= {"first", "second", "third"}
+
+
+def trainer_process(server: psutil.Process | None = None, timeout: float = 10) -> psutil.Process:
+    """The server's training child (python -m vae.live) running the latest run (its output goes to the run's log):
+    not the spare waiting for the next run, nor an earlier run's child still exiting; the server runs in this process
+    unless given. Waits `timeout` for the child to open its log."""
+    deadline = time.monotonic() + timeout
+    while True:
+        running = []
+        for child in trainers(server):
+            with contextlib.suppress(psutil.Error):
+                if run_folder(child) is not None:
+                    running.append(child)
+        if running:
+            return max(running, key=lambda child: child.create_time())
+        if time.monotonic() > deadline:
+            raise AssertionError("no training process")
+        time.sleep(0.05)
+
+
+def trainers(server: psutil.Process | None = None) -> list[psutil.Process]:
+    """The server's training children, running or spare."""
+    found = []
     for child in (server or psutil.Process()).children():
-        try:
+        with contextlib.suppress(psutil.Error):
             if child.status() != psutil.STATUS_ZOMBIE and "vae.live" in child.cmdline():
-                return child
-        except psutil.Error:
-            continue
-    raise AssertionError("no training process")
+                found.append(child)
+    return found
+
+
+def run_folder(trainer: psutil.Process) -> Path | None:
+    """The model folder a training child writes: its log (live.log_path) is beside it."""
+    for file in trainer.open_files():
+        if file.path.endswith(".log"):
+            return Path(file.path).with_suffix("")
+    return None
 
 
 @pytest.mark.parametrize(
@@ -435,7 +492,7 @@ def wait_for_no_trainer(timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            trainer_process()
+            trainer_process(timeout=0)
         except AssertionError:
             return
         assert time.monotonic() < deadline, "a training process outlived its cancelled job"
@@ -482,7 +539,7 @@ def test_a_visitor_who_leaves_during_the_export_leaves_nothing_behind(studio, tm
     client = Client(studio, verbose=False, download_files=False)  # no download races the deletion
     run = Watched(client, train_images=1000)
     run.wait_for("Starting the trainer")
-    folder = Path(json.loads(trainer_process().cmdline()[-1])["output_dir"])
+    folder = run_folder(trainer_process())
     deadline = time.monotonic() + 120
     while not any("Writing the model folder" in s for s in run.statuses()):
         assert time.monotonic() < deadline and not run.job.done(), run.statuses()

@@ -1,6 +1,8 @@
 """Training in the app: `vae.training.train`, the loop train.py runs, in a child process, its progress streamed back.
 
-The Train tab (and /train) starts a run with `LiveRun(settings.config(...))`. The child process
+The Train tab (and /train) starts a run with `Runs.start(visitor, settings.config(...))`. The child process
+- is started ahead of the run after the server's first one (a spare that has already imported torch and the trainer,
+  which saves a visitor ~3 s of waiting), and reads its run's settings from its stdin;
 - trains with one thread at a lower priority, so that the server's process keeps a core for /sample and /walk
   (bench/app_train_load.py measures them with and without a run);
 - reports as JSON lines on its stdout: "step" events within an epoch (at most two a second), an "epoch" event with
@@ -14,6 +16,7 @@ process is not touched by it, and the next run starts a new child.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import queue
@@ -80,24 +83,34 @@ class LiveSettings:
         )
 
 
+def start_trainer() -> subprocess.Popen:
+    """A training child (`python -m vae.live`): it imports torch and the trainer (~3 s of CPU, at its lower priority),
+    then waits for its run's config, one JSON line on its stdin. A plain interpreter, not multiprocessing's spawn: that
+    would import the server's main module (app.py, Gradio) in the child again before it could start."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "vae.live"],
+        cwd=Path(__file__).resolve().parent.parent,  # where `vae` is importable from, installed or not
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+
+
 class LiveRun:
-    """One training run in a child process (`python -m vae.live CONFIG_JSON`): its events, and a way to stop it.
+    """One training run in a child process: its events, and a way to stop it.
 
     The child writes one JSON event per line to its stdout; the trainer's own lines go to a log beside the model
-    folder. A plain interpreter, not multiprocessing's spawn: that would import the server's main module (app.py,
-    Gradio) in the child again before it could start.
+    folder. `spare`: a child from start_trainer() that has been importing while it waited, so that the run starts at
+    once; a new one when there is none (or it died while it waited).
     """
 
-    def __init__(self, config: TrainConfig):
+    def __init__(self, config: TrainConfig, spare: subprocess.Popen | None = None):
         self.log = log_path(Path(config.output_dir))
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "vae.live", json.dumps(config.to_dict())],
-            cwd=Path(__file__).resolve().parent.parent,  # where `vae` is importable from, installed or not
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "OMP_NUM_THREADS": "1"},
-        )
+        self.process = spare if spare is not None and spare.poll() is None else start_trainer()
+        with contextlib.suppress(OSError):  # a child that died before it read its config: events() reports it
+            self.process.stdin.write(json.dumps(config.to_dict()) + "\n")
+            self.process.stdin.close()
         self.queue: queue.Queue[dict] = queue.Queue()
         threading.Thread(target=self.read, daemon=True).start()
         self.started = time.monotonic()
@@ -193,7 +206,6 @@ def child(config: TrainConfig, threads: int = 1) -> None:
     with open(log, "w") as out:  # from here on, whatever prints (the trainer, a traceback) goes to the log
         os.dup2(out.fileno(), sys.stdout.fileno())
         os.dup2(out.fileno(), sys.stderr.fileno())
-    os.nice(NICENESS)
     os.environ["TQDM_DISABLE"] = "1"  # the bars' lines would only fill the log
 
     def send(event: dict) -> None:
@@ -357,20 +369,27 @@ class Runs:
 
     def __init__(self):
         self.current: tuple[str, LiveRun] | None = None
+        self.spare: subprocess.Popen | None = None  # the next run's child, importing while this run trains
         self.ending = False  # whether the server's exit ends a run still going (registered with the first run)
 
     def start(self, visitor: str, config: TrainConfig) -> LiveRun:
+        """The visitor's run, in the spare child when there is one; then a spare for the next run. The first run of a
+        server starts its own child: a server whose Train tab is never used keeps no idle trainer in memory."""
         if not self.ending:
             atexit.register(self.end)
             self.ending = True
-        run = LiveRun(config)
-        self.current = (visitor, run)
+        run = LiveRun(config, self.spare)
+        self.current, self.spare = (visitor, run), start_trainer()
         return run
 
     def end(self) -> None:
-        """The server exits: a run still going is killed, not left writing into folders about to be deleted."""
+        """The server exits: a run still going is killed, not left writing into folders about to be deleted; the spare
+        goes too (it would also end on its own when its stdin closes)."""
         if self.current is not None:
             self.current[1].close()
+        if self.spare is not None:
+            self.spare.kill()
+            self.spare.wait()
 
     def close(self, visitor: str) -> None:
         """The visitor left: their run, if one is going, is killed (their folder is about to be deleted under it)."""
@@ -389,5 +408,17 @@ class Runs:
             self.current = None
 
 
-if __name__ == "__main__":  # the child of LiveRun: python -m vae.live CONFIG_JSON
-    child(build_config(json.loads(sys.argv[1])))
+def main() -> None:
+    """The child of start_trainer(): below the server's priority, its imports done before its run's config arrives."""
+    os.nice(NICENESS)
+    with contextlib.suppress(Exception):  # a failed import fails again in child(), where it becomes an "error" event
+        import torch  # noqa: F401
+
+        import vae.training  # noqa: F401
+    line = sys.stdin.readline()
+    if line:  # else the server closed without a run for it
+        child(build_config(json.loads(line)))
+
+
+if __name__ == "__main__":
+    main()
