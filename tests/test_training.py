@@ -127,29 +127,6 @@ def test_killed_run_resumes_to_the_same_weights(trained, mnist_dir, tmp_path):
     ]
 
 
-@pytest.mark.slow
-def test_two_process_torchrun(mnist_dir, tmp_path):
-    out = tmp_path / "ddp"
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train.py"]
-    cmd += ["--data-dir", str(mnist_dir), "--output-dir", str(out), *SMALL, "--epochs", "2"]
-    result = warm.run(cmd, cwd=ROOT, env=env, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["num_processes"] == 2
-    assert {p.name for p in out.iterdir()} == HUB_FILES | {"training_state"}
-    # one log line per epoch (main process only), and each process trained on its own half of the data
-    log = result.stdout + result.stderr
-    assert log.count("epoch 1/2  train") == 1 and log.count("epoch 2/2  train") == 1
-    assert "2 process(es)" in log
-    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    train_images = 1200 - 200
-    assert history[0]["images_per_sec"] * history[0]["epoch_seconds"] == pytest.approx(train_images, rel=0.01)
-    # the state of both processes' RNGs is saved for resuming
-    state = out / "training_state" / "epoch-0002"
-    assert (state / "random_states_0.pkl").exists() and (state / "random_states_1.pkl").exists()
-
-
 DOWNLOAD_LOGGER = """
 import gzip, os, runpy, sys, time
 from pathlib import Path
@@ -173,26 +150,34 @@ runpy.run_path("train.py", run_name="__main__")
 
 
 @pytest.mark.slow
-def test_two_processes_download_the_dataset_once(tmp_path):
-    """With no data yet, one process downloads it and the other waits, instead of both writing the same files."""
+def test_two_process_torchrun_downloads_the_dataset_once_and_trains_one_run(tmp_path):
+    """`torchrun --standalone --nproc_per_node 2 train.py` on a machine with no data yet: one process downloads it and
+    the other waits, instead of both writing the same files; then both train one run, each its own half of the data,
+    written once by the main process with the random states of both."""
     (tmp_path / "run.py").write_text(DOWNLOAD_LOGGER)
-    log = tmp_path / "downloads.log"
+    log, out = tmp_path / "downloads.log", tmp_path / "ddp"
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "DOWNLOAD_LOG": str(log)}
     env["SLICE"] = str(ROOT / "tests" / "data" / "mnist-slice")
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        str(tmp_path / "run.py"),
-    ]
-    cmd += ["--data-dir", str(tmp_path / "data"), "--output-dir", str(tmp_path / "out"), *SMALL, "--epochs", "1"]
-    result = warm.run(cmd, cwd=ROOT, env=env, timeout=300)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd += [str(tmp_path / "run.py"), "--data-dir", str(tmp_path / "data"), "--output-dir", str(out), *SMALL]
+    result = warm.run([*cmd, "--epochs", "2"], cwd=ROOT, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     downloads = log.read_text().splitlines()
     assert sorted(downloads) == sorted(f"0 {name}.gz" for name in RAW_FILES), downloads
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_processes"] == 2
+    assert {p.name for p in out.iterdir()} == HUB_FILES | {"training_state"}
+    # one log line per epoch (main process only), and each process trained on its own half of the data
+    output = result.stdout + result.stderr
+    assert output.count("epoch 1/2  train") == 1 and output.count("epoch 2/2  train") == 1
+    assert "2 process(es)" in output
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    train_images = 1200 - 200
+    assert history[0]["images_per_sec"] * history[0]["epoch_seconds"] == pytest.approx(train_images, rel=0.01)
+    # the state of both processes' RNGs is saved for resuming
+    state = out / "training_state" / "epoch-0002"
+    assert (state / "random_states_0.pkl").exists() and (state / "random_states_1.pkl").exists()
 
 
 @pytest.mark.slow
