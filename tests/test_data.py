@@ -14,7 +14,6 @@ from urllib.error import URLError
 import pytest
 import torch
 from PIL import Image
-from torchvision import datasets
 
 from vae import UserError
 from vae.config import build_config
@@ -48,9 +47,17 @@ def test_mnist_slice_loads_as_uint8_with_a_seeded_validation_split(mnist_dir):
     assert x.dtype == torch.float32 and x.max() == 1.0 and x.min() == 0.0
 
 
+def official_mnist(root: str, train: bool):
+    """torchvision's own reader of the files, imported here: importing torchvision costs ~1.4 s (it loads
+    torch._dynamo), which every test worker would pay when it collects this file."""
+    from torchvision import datasets
+
+    return datasets.MNIST(root, train=train)
+
+
 def test_train_and_validation_partition_the_official_training_images(mnist_dir):
     splits = load(mnist_dir, val_size=200)
-    official = datasets.MNIST(str(mnist_dir), train=True)
+    official = official_mnist(str(mnist_dir), train=True)
     assert not rows(splits.train.images) & rows(splits.val.images)
     assert rows(splits.train.images) + rows(splits.val.images) == rows(official.data)
     # labels travel with their images
@@ -59,7 +66,7 @@ def test_train_and_validation_partition_the_official_training_images(mnist_dir):
     }
     for images, labels in [(splits.train.images, splits.train.labels), (splits.val.images, splits.val.labels)]:
         assert [by_image[image.numpy().tobytes()] for image in images[:, 0]] == labels.tolist()
-    assert rows(splits.test.images) == rows(datasets.MNIST(str(mnist_dir), train=False).data)
+    assert rows(splits.test.images) == rows(official_mnist(str(mnist_dir), train=False).data)
 
 
 def test_the_split_is_fixed_by_the_seed(mnist_dir):
@@ -140,7 +147,7 @@ def test_mnist_as_gz_files_loads_offline_whatever_compressed_them(mnist_dir, tmp
 
 def write_digits_as_pngs(mnist_dir: Path, root: Path, per_class: int = 4) -> list[tuple[int, bytes]]:
     """The first `per_class` test digits of 0, 1 and 2 as PNGs in zero/, one/, two/; returns (label, bytes)."""
-    test = datasets.MNIST(str(mnist_dir), train=False)
+    test = official_mnist(str(mnist_dir), train=False)
     written = []
     for label, name in enumerate(["one", "two", "zero"]):  # folders sort alphabetically: one=0, two=1, zero=2
         digit = {"one": 1, "two": 2, "zero": 0}[name]
