@@ -68,8 +68,25 @@ CSS = """
 .pixelated img, .pixelated canvas { image-rendering: pixelated; }
 #walk-gif img { width: 224px !important; height: 224px !important; object-fit: contain !important; }
 #slide-digit img { width: 224px !important; height: 224px !important; object-fit: contain !important; }
+/* a picture's label and toolbar sit above it, not on it (python -m bench.screenshots checks each picture) */
+.pixelated .image-container, #click-map .image-container { padding-top: 34px; box-sizing: border-box; }
 """
-LAUNCH_OPTIONS = {"css": CSS, "max_file_size": MAX_FILE_SIZE, "show_error": False, "state_session_capacity": SESSIONS}
+# Rules Gradio must not scope under its container (it rewrites `css`, not `head`): on a phone, the Sliders' digit above
+# the sliders and in view while they move. Gradio's container hides its overflow, which makes it a scroller that
+# sticky elements stick to; `clip` hides the same and is no scroller.
+HEAD = """<style>
+@media (max-width: 700px) {
+  #slide-view { order: -1; position: sticky; top: 0; z-index: 5; background: var(--background-fill-primary); }
+  .gradio-container { overflow: clip !important; }
+}
+</style>"""
+LAUNCH_OPTIONS = {
+    "css": CSS,
+    "head": HEAD,
+    "max_file_size": MAX_FILE_SIZE,
+    "show_error": False,
+    "state_session_capacity": SESSIONS,
+}
 
 # bench/class_samples.py's classifier on 500 samples per class of checkpoints/vae-mnist, per class
 # (python -m bench.class_samples --data-dir DIR --temperature T: bench/results/class_samples*.json)
@@ -726,7 +743,7 @@ def sliders_tab(catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Asse
                     )
                     for k in range(DIRECTIONS)
                 ]
-            with gr.Column(scale=1):
+            with gr.Column(scale=1, elem_id="slide-view"):
                 view = pixel_image("The digit", elem_id="slide-digit", height=260)
         offsets = gr.JSON(visible=False)  # /slide's offsets: inside the tab, or it would split the row of tabs in two
     # The page: a slider moved, or a new start point. always_last: while one update runs, only the newest waits.
@@ -840,10 +857,10 @@ def digit_tab(catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Assets
                 target = gr.Dropdown(default.class_names, value=default_pair(default)[1], label="Walk to class")
             with gr.Column(scale=2):
                 with gr.Row():
-                    model_input = pixel_image("As the model sees it")
-                    reconstruction = pixel_image("Reconstruction")
+                    model_input = pixel_image("As the model sees it", elem_id="digit-seen")
+                    reconstruction = pixel_image("Reconstruction", elem_id="digit-reconstruction")
                     nearest = gr.Textbox(label="Nearest class mean", interactive=False, elem_id="nearest")
-                walk = pixel_image("Walk to the chosen class")
+                walk = pixel_image("Walk to the chosen class", elem_id="digit-walk")
                 plot = scatter("Where it lands on the t-SNE map", default)
                 notes = gr.Markdown(label="Notes")
     run, outputs = functools.partial(encode, catalog), [model_input, reconstruction, nearest, plot, walk, notes]

@@ -26,6 +26,7 @@ from test_steering_app import STEERED, folders  # noqa: F401 (folders is a fixtu
 from test_train_tab import training_studio
 
 import app
+from bench import screenshots
 from vae.assets import load_assets
 from vae.latent import neighbour_agreement
 
@@ -160,6 +161,25 @@ def test_click_through_the_tabs(url, browser, tmp_path):
         "tsne.png",
         "walk.png",
     ]
+
+
+def test_every_picture_is_whole_and_uncovered_on_a_laptop_and_a_phone(url, tmp_path):
+    """Every tab after its main button at 1280x900 and 390x844 (python -m bench.screenshots, which refreshes the
+    screenshots in docs/): each picture inside the window with no label or toolbar over any corner of it (so a strip's
+    first and last digit show), and the Sliders' digit in view while the last slider moves on a phone."""
+    reports = screenshots.shoot(url, tmp_path)
+    problems = [
+        f"{size} #{picture}: {problem}"
+        for size, pictures in reports.items()
+        for picture, report in pictures.items()
+        for problem in report["problems"]
+    ]
+    assert not problems, "\n".join(problems)
+    assert (
+        set(reports["phone"]) == {*reports["laptop"]} and "slide-digit while the last slider moves" in reports["phone"]
+    )
+    tabs = {f"{size}-{tab.lower().replace(' ', '-')}.png" for size in screenshots.SIZES for tab in screenshots.TABS}
+    assert {p.name for p in tmp_path.glob("*.png")} == tabs
 
 
 @pytest.fixture(scope="module")
