@@ -56,6 +56,7 @@ from vae.steering import DIRECTIONS
 from vae.visitors import PER_VISITOR, Visitors, client_address, delete_run
 
 ROOT = Path(__file__).resolve().parent
+WEB = ROOT / "web"  # the page's own JavaScript, run by the browser (tests/test_browser.py checks what it does)
 CHECKPOINTS = ROOT / "checkpoints"  # the committed models, offered in the checkpoint dropdown
 DEFAULT_CHECKPOINT = CHECKPOINTS / "vae-mnist"
 DATA_DIR = ROOT / "data"  # where the Train tab reads MNIST and Fashion-MNIST (downloaded there when missing)
@@ -63,13 +64,23 @@ DATA_DIR = ROOT / "data"  # where the Train tab reads MNIST and Fashion-MNIST (d
 MAX_FILE_SIZE = "2mb"  # the upload route refuses bigger files (serving.RequestLimit caps the whole request too)
 QUEUE_SIZE = 64  # requests waiting beyond this are turned away ("queue full") instead of piling up
 MODEL_WORK = "model"  # the one concurrency group every event joins (bench/app_load.py sets it to None to compare)
+# The sketchpad's brush radius on its 400x400 canvas: a 1 drawn down two thirds of it comes out 2.5-3 px wide in the
+# 20 px box of an MNIST digit, as wide as the middle half of MNIST's 1s (tests/test_browser.py measures both).
+BRUSH = 24
 SESSIONS = 500  # Gradio keeps ~0.1-0.5 MB of page state per visitor; the app needs none of it between calls
 CSS = """
 .pixelated img, .pixelated canvas { image-rendering: pixelated; }
 #walk-gif img { width: 224px !important; height: 224px !important; object-fit: contain !important; }
 #slide-digit img { width: 224px !important; height: 224px !important; object-fit: contain !important; }
 """
-LAUNCH_OPTIONS = {"css": CSS, "max_file_size": MAX_FILE_SIZE, "show_error": False, "state_session_capacity": SESSIONS}
+PAGE_JS = (WEB / "sketchpad.js").read_text(encoding="utf-8")  # a file of the repository, read like a constant
+LAUNCH_OPTIONS = {
+    "css": CSS,
+    "js": PAGE_JS,
+    "max_file_size": MAX_FILE_SIZE,
+    "show_error": False,
+    "state_session_capacity": SESSIONS,
+}
 
 # bench/class_samples.py's classifier on 500 samples per class of checkpoints/vae-mnist, per class
 # (python -m bench.class_samples --data-dir DIR --temperature T: bench/results/class_samples*.json)
@@ -824,10 +835,10 @@ def digit_tab(catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Assets
             with gr.Column(scale=1):
                 with gr.Tab("Draw"):
                     sketch = gr.Sketchpad(
-                        label="Draw a digit: pick the brush on the left, then draw",
+                        label="Draw a digit",
                         elem_id="sketchpad",
                         canvas_size=(400, 400),
-                        brush=gr.Brush(default_size=14, colors=["#000000"], color_mode="fixed"),
+                        brush=gr.Brush(default_size=BRUSH, colors=["#000000"], color_mode="fixed"),
                         format="png",
                         type="filepath",
                     )
@@ -840,7 +851,7 @@ def digit_tab(catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Assets
                 target = gr.Dropdown(default.class_names, value=default_pair(default)[1], label="Walk to class")
             with gr.Column(scale=2):
                 with gr.Row():
-                    model_input = pixel_image("As the model sees it")
+                    model_input = pixel_image("As the model sees it", elem_id="digit-input")
                     reconstruction = pixel_image("Reconstruction")
                     nearest = gr.Textbox(label="Nearest class mean", interactive=False, elem_id="nearest")
                 walk = pixel_image("Walk to the chosen class")

@@ -7,13 +7,19 @@ each tab are saved in the test's temporary folder.
 
 from __future__ import annotations
 
+import gzip
+import io
 import os
 import re
 import shutil
 import tempfile
+import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
+from conftest import SLICE
+from PIL import Image
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
@@ -132,16 +138,8 @@ def test_click_through_the_tabs(url, browser, tmp_path):
 
     # Your digit: draw a 1 with the mouse and encode it.
     open_tab(browser, "Your digit")
-    canvas = WebDriverWait(browser, TIMEOUT).until(
-        lambda d: next(
-            (c for c in d.find_elements(By.CSS_SELECTOR, "#sketchpad canvas") if c.size["height"] > 100), False
-        )
-    )
-    browser.find_element(By.CSS_SELECTOR, "#sketchpad button[aria-label='Brush']").click()
-    height = canvas.size["height"]
-    ActionChains(browser).move_to_element_with_offset(canvas, 0, -height // 3).click_and_hold().move_by_offset(
-        0, height // 3
-    ).move_by_offset(0, height // 3).release().perform()
+    canvas = sketchpad_canvas(browser)
+    draw_a_one(browser, canvas)
     browser.find_element(By.ID, "encode-drawing").click()
     nearest = WebDriverWait(browser, TIMEOUT).until(
         lambda d: d.find_element(By.CSS_SELECTOR, "#nearest textarea, #nearest input").get_attribute("value") or False
@@ -160,6 +158,54 @@ def test_click_through_the_tabs(url, browser, tmp_path):
         "tsne.png",
         "walk.png",
     ]
+
+
+def sketchpad_canvas(driver) -> WebElement:
+    return WebDriverWait(driver, TIMEOUT).until(
+        lambda d: next(
+            (c for c in d.find_elements(By.CSS_SELECTOR, "#sketchpad canvas") if c.size["height"] > 100), False
+        )
+    )
+
+
+def draw_a_one(driver, canvas: WebElement, slant: int = 0) -> None:
+    """A drag down the middle two thirds of the sketchpad, as a visitor draws a 1 (leaning `slant` px to the right)."""
+    height = canvas.size["height"]
+    ActionChains(driver).move_to_element_with_offset(canvas, -slant, -height // 3).click_and_hold().move_by_offset(
+        slant, height // 3
+    ).move_by_offset(slant, height // 3).release().perform()
+
+
+def stroke_width(digit: np.ndarray) -> float:
+    """The ink of a 28x28 digit in [0, 1] per row across its middle (rows 10-17): a vertical stroke's width in px."""
+    return float(digit[10:18].sum(axis=1).mean())
+
+
+def test_the_sketchpad_draws_on_the_first_drag_with_an_mnist_sized_brush(url, browser):
+    """No tool to pick first: a drag right after the page opens draws (and again after "Clear canvas"), and the 1 it
+    draws is as wide, as the model sees it, as the middle half of MNIST's 1s."""
+    browser.get(url)
+    open_tab(browser, "Your digit")
+    canvas = sketchpad_canvas(browser)
+    draw_a_one(browser, canvas)
+    browser.find_element(By.ID, "encode-drawing").click()
+    seen = loaded_image(browser, "#digit-input")
+    assert no_error_shown(browser), "the drag drew: there is a drawing to encode"
+    with Image.open(io.BytesIO(urllib.request.urlopen(seen.get_attribute("src")).read())) as img:
+        digit = np.asarray(img.convert("L"), dtype=np.float32)[::8, ::8] / 255  # 224x224, upscaled 8x → 28x28
+    with gzip.open(SLICE / "t10k-images-idx3-ubyte.gz") as images, gzip.open(SLICE / "t10k-labels-idx1-ubyte.gz") as f:
+        labels = np.frombuffer(f.read(), np.uint8, offset=8)  # after the IDX header
+        ones = np.frombuffer(images.read(), np.uint8, offset=16).reshape(-1, 28, 28)[labels == 1] / 255
+    ones = [stroke_width(one) for one in ones]
+    assert np.percentile(ones, 25) <= stroke_width(digit) <= np.percentile(ones, 75)
+
+    # "Clear canvas" takes the pad back to its first state: the next drag draws too.
+    browser.find_element(By.CSS_SELECTOR, "#sketchpad button[aria-label='Clear canvas']").click()
+    WebDriverWait(browser, TIMEOUT).until(lambda d: not d.find_elements(By.CSS_SELECTOR, "#sketchpad .empty.wrap"))
+    draw_a_one(browser, canvas, slant=canvas.size["width"] // 8)
+    browser.find_element(By.ID, "encode-drawing").click()
+    loaded_image(browser, "#digit-input", not_src=seen.get_attribute("src"))  # the leaning 1, not the first
+    assert no_error_shown(browser)
 
 
 @pytest.fixture(scope="module")
