@@ -49,7 +49,7 @@ from vae import live, serving
 from vae.assets import Assets, load_assets
 from vae.errors import UserError, clip, command
 from vae.folder import discard, looks_local
-from vae.hub import machine_account, metrics_table, on_space
+from vae.hub import machine_account, metrics_table, on_space, with_model_id
 from vae.imaging import class_colours
 from vae.latent import INTERPOLATIONS, START_POINTS
 from vae.steering import DIRECTIONS
@@ -101,12 +101,8 @@ change them smoothly (**Sliders**), and images of the same class sit together (*
 
 This one is a plain stack of `nn.Linear` layers, trained with the studio's `train.py`.
 """
-LINKS = """
-## Links
-
-- Kingma & Welling, *Auto-Encoding Variational Bayes* (2014): https://arxiv.org/abs/1312.6114
-- Gradio: https://www.gradio.app · Hugging Face Hub: https://huggingface.co
-"""
+PAPER_LINK = "- Kingma & Welling, *Auto-Encoding Variational Bayes* (2014): https://arxiv.org/abs/1312.6114"
+TOOL_LINKS = "- Gradio: https://www.gradio.app · Hugging Face Hub: https://huggingface.co"
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -276,13 +272,27 @@ def encode(catalog: serving.Catalog, image, target_class, checkpoint=None) -> tu
 
 @user_errors
 def about(catalog: serving.Catalog, checkpoint=None) -> str:
-    """About tab: what a VAE is, this checkpoint's card and metrics, links."""
+    """About tab: what a VAE is, then this checkpoint's model card (its metrics, figures and links), or its metrics
+    alone when it has none."""
     assets = catalog.get(checkpoint)
     metrics = serving.numbers(assets.metrics)
     card = html.escape(assets.card, quote=False) if isinstance(assets.card, str) else ""  # Markdown, but no HTML
     card = card or (f"## Test metrics\n\n{metrics_table(metrics)}" if metrics else "")
-    hub = "" if looks_local(assets.source) else f"\n- This model on the Hub: https://huggingface.co/{assets.source}"
-    return f"{ABOUT}\n{card}\n{LINKS}{hub}\n"
+    links = [TOOL_LINKS]
+    if not looks_local(assets.source):  # its card loads the repo it was pushed to, and says so
+        card = with_model_id(card, assets.source)
+        links.append(f"- This model on the Hub: https://huggingface.co/{assets.source}")
+    return f"{ABOUT}\n{with_links(serving.card_with_figures(assets, card), links)}\n"
+
+
+def with_links(card: str, links: list[str]) -> str:
+    """The card with the page's links added to its own Links section (one section, not two), or in a new one."""
+    start = card.find("## Links\n")
+    if start < 0:
+        return f"{card}\n\n## Links\n\n" + "\n".join([PAPER_LINK, *links])
+    end = card.find("\n## ", start + 1)
+    end = len(card) if end < 0 else end
+    return card[:end].rstrip() + "\n" + "\n".join(links) + "\n\n" + card[end:].lstrip()
 
 
 # The Train tab --------------------------------------------------------------------------------------------------------
@@ -867,7 +877,7 @@ def digit_tab(catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Assets
 
 def about_tab(catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Assets) -> gr.Markdown:
     with gr.Tab("About") as tab:
-        text = gr.Markdown(about(catalog, default.name))
+        text = gr.Markdown(about(catalog, default.name), elem_id="about")
     tab.select(functools.partial(about, catalog), [checkpoint], [text], api_name="about", **model_work())
     return text
 

@@ -485,7 +485,10 @@ def test_a_hub_repo_id_loads_through_the_hub_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     hub = load_assets("someone/vae-mnist")
     assert hub.name == "someone/vae-mnist" and hub.tsne is not None and not hub.problems
-    assert "https://huggingface.co/someone/vae-mnist" in app.about(serving.Catalog(hub))
+    about = app.about(serving.Catalog(hub))
+    assert "https://huggingface.co/someone/vae-mnist" in about and about.count("## Links") == 1
+    assert 'VAE.from_pretrained("someone/vae-mnist")' in about, "the card's code loads the model shown"
+    assert about.count(f"]({serving.FILE_ROUTE}") == 6, "its figures, served by the app"
     with pytest.raises(UserError, match="Could not get someone/nothing from the Hugging Face Hub"):
         load_assets("someone/nothing")
 

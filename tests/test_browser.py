@@ -33,6 +33,7 @@ from test_train_tab import training_studio
 
 import app
 from vae.assets import load_assets
+from vae.folder import CARD_FIGURES
 from vae.latent import neighbour_agreement
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -206,6 +207,33 @@ def test_the_sketchpad_draws_on_the_first_drag_with_an_mnist_sized_brush(url, br
     browser.find_element(By.ID, "encode-drawing").click()
     loaded_image(browser, "#digit-input", not_src=seen.get_attribute("src"))  # the leaning 1, not the first
     assert no_error_shown(browser)
+
+
+def test_about_is_the_model_card_with_its_figures(url, browser):
+    """Issue 29: the About tab shows the card's six figures (served from the app, the model folder's own files), one
+    Links section, a table header with words, and numbers as people read them."""
+    browser.get(url)
+    open_tab(browser, "About")
+    folder = app.DEFAULT_CHECKPOINT
+    figures = [name for name in CARD_FIGURES if (folder / name).is_file()]
+    assert len(figures) == 6
+
+    def loaded(d):
+        images = d.find_elements(By.CSS_SELECTOR, "#about img")
+        done = [img for img in images if d.execute_script("return arguments[0].naturalWidth > 0", img)]
+        return images if len(images) == len(figures) and len(done) == len(images) else False
+
+    images = WebDriverWait(browser, TIMEOUT).until(loaded, "the card's figures never all loaded")
+    for name, img in zip(figures, images, strict=True):
+        src = img.get_attribute("src")
+        assert src.startswith(url) and src.endswith(f"/{name}")
+        assert urllib.request.urlopen(src).read() == (folder / name).read_bytes(), name
+    headings = [h.text for h in browser.find_elements(By.CSS_SELECTOR, "#about h2")]
+    assert headings.count("Links") == 1 and "Figures" in headings
+    assert all(th.text.strip() for th in browser.find_elements(By.CSS_SELECTOR, "#about th")), "no empty header"
+    text = browser.find_element(By.ID, "about").text
+    assert "in 33 min 35 s." in text and "KL warm-up 10 epochs" in text
+    assert 'VAE.from_pretrained("checkpoints/vae-mnist")' in text and "path/or/user-repo" not in text
 
 
 @pytest.fixture(scope="module")

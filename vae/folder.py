@@ -62,7 +62,7 @@ TRAINED_FILES = (CARD, METRICS, HISTORY, TRAIN_CONFIG, SAMPLES, RECONSTRUCTIONS,
 TRAINED_FILES += (LOSS_CURVE, TSNE_FIGURE, TSNE_MAP, STEERING, CLASS_SAMPLES)
 # The figures a model card shows, in its order (vae.hub captions them; the app's About tab serves them).
 CARD_FIGURES = (SAMPLES, CLASS_SAMPLES, RECONSTRUCTIONS, LATENT_WALK, LATENT_GRID, TSNE_FIGURE, LOSS_CURVE)
-APP_FILES = [CONFIG, WEIGHTS, CARD, METRICS, TSNE_MAP, TSNE_FIGURE, STEERING]  # what the app downloads of a Hub model
+APP_FILES = [CONFIG, WEIGHTS, CARD, METRICS, TSNE_MAP, STEERING, *CARD_FIGURES]  # what the app downloads of a Hub model
 HUB_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 

@@ -25,6 +25,7 @@ import signal
 import sys
 import threading
 import time
+import urllib.parse
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -493,6 +494,24 @@ def walk_files(assets: Assets, a: int, b: int, steps: int, mode: str, start: str
     files = {f"walk-{a}-{b}.png": strip(images), "walk.gif": to_gif(images, scale=GIF_SCALE)}
     strip_path, gif_path = cache_files(files)
     return strip_path, gif_path
+
+
+CARD_IMAGE = re.compile(r"!\[([^\]\n]*)\]\(([^)\s]*)\)")  # ![caption](target) in a model card
+FILE_ROUTE = "gradio_api/file="  # where Gradio serves a file of its cache, relative to the page
+
+
+def card_with_figures(assets: Assets, card: str) -> str:
+    """The model card with its figures shown: each `![caption](name.png)` that names one of the folder's card figures
+    (Assets.card_figures) links to a copy in the app's cache, where Gradio serves it; any other image (a file the
+    folder lacks, or a picture elsewhere on the web) is left out, so that the page loads nothing from outside."""
+    figures = assets.card_figures
+    paths = dict(zip(figures, cache_files(figures, pin=assets.name), strict=True)) if figures else {}
+
+    def shown(image: re.Match) -> str:
+        path = paths.get(image[2])
+        return f"![{image[1]}]({FILE_ROUTE}{urllib.parse.quote(path)})" if path else ""
+
+    return CARD_IMAGE.sub(shown, card)
 
 
 def tsne_figure(assets: Assets) -> str | None:
