@@ -68,8 +68,12 @@ MODEL_WORK = "model"  # the one concurrency group every event joins (bench/app_l
 # 20 px box of an MNIST digit, as wide as the middle half of MNIST's 1s (tests/test_browser.py measures both).
 BRUSH = 24
 SESSIONS = 500  # Gradio keeps ~0.1-0.5 MB of page state per visitor; the app needs none of it between calls
+YOU_COLOUR = "#000000"  # your digit's point on the map: no class has it, so the CSS below finds that point by it
 CSS = """
 .pixelated img, .pixelated canvas { image-rendering: pixelated; }
+#digit-map .role-mark path[stroke="#000000"] {
+  d: path("M8,0A8,8,0,1,1,-8,0A8,8,0,1,1,8,0"); fill: #000000; stroke: #ffffff; stroke-width: 2px;
+}
 #walk-gif img { width: 224px !important; height: 224px !important; object-fit: contain !important; }
 #slide-digit img { width: 224px !important; height: 224px !important; object-fit: contain !important; }
 """
@@ -85,9 +89,16 @@ LAUNCH_OPTIONS = {
 # bench/class_samples.py's classifier on 500 samples per class of checkpoints/vae-mnist, per class
 # (python -m bench.class_samples --data-dir DIR --temperature T: bench/results/class_samples*.json)
 TEMPERATURE_NOTE = (
-    "Samples of a class are that digit 92–97 % of the time at 1, 69–92 % at 1.5 and 46–82 % at 2: higher is more "
-    "varied, and less often the digit asked for."
+    "How far from the middle of latent space the samples are drawn: z ~ N(0, temperature²). 1 is what the model was "
+    "trained on; lower gives plainer digits, higher more varied ones, less often the digit asked for (a class's "
+    "samples are that digit 92–97 % of the time at 1, 69–92 % at 1.5, 46–82 % at 2)."
 )
+INTERPOLATION_NOTE = (
+    "linear: the straight line between the two latents; spherical: along the arc between them (slerp), each step "
+    "about as far from the centre of latent space as real digits lie."
+)
+DIRECTION_NOTE = "The {nth}most varied direction of the test digits' latents; σ: one standard deviation along it."
+ORDINALS = ["", "2nd ", "3rd ", "4th ", "5th ", "6th ", "7th ", "8th "]  # as many as steering.DIRECTIONS
 ABOUT = """
 ## What is a VAE?
 
@@ -234,18 +245,26 @@ def click_map(catalog: serving.Catalog, before, checkpoint, event: gr.SelectData
 
 
 def show_map(catalog: serving.Catalog, checkpoint) -> tuple:
-    """A checkpoint chosen: its clickable map, unmarked, and nothing picked yet."""
+    """A checkpoint chosen: its clickable map, unmarked, and nothing picked yet; the tab named for the map."""
     try:
         assets = catalog.get(checkpoint)
     except UserError:
-        return gr.update(value=None), None, None, "", None, None  # select_checkpoint says why
+        return gr.update(value=None), None, None, "", None, None, gr.update()  # select_checkpoint says why
     picture = gr.update(value=serving.map_picture(assets), label=map_label(assets))
-    return picture, None, None, map_hint(assets), None, None
+    return picture, None, None, map_hint(assets), None, None, gr.update(label=map_tab_label(assets))
+
+
+def on_plane(assets: Assets) -> bool:
+    return assets.click_map is not None and assets.click_map.kind == "plane"
 
 
 def map_label(assets: Assets) -> str:
-    plane = assets.click_map is not None and assets.click_map.kind == "plane"
-    return "The latent plane: click anywhere" if plane else "The t-SNE map: click a point"
+    return "The latent plane: click anywhere" if on_plane(assets) else "The t-SNE map: click a point"
+
+
+def map_tab_label(assets: Assets) -> str:
+    """The map tab's name: what its clickable map is (a 2-D model's latent plane itself, else a t-SNE map of it)."""
+    return "Latent plane" if on_plane(assets) else "t-SNE"
 
 
 def map_hint(assets: Assets) -> str:
@@ -599,8 +618,8 @@ def default_pair(assets: Assets) -> tuple[str | None, str | None]:
 
 
 def colours(assets: Assets) -> dict[str, str]:
-    """Class → colour as in the cached figure, and black for the point of the user's digit."""
-    return class_colours(assets.class_names) | {serving.YOU: "#000000"}
+    """Class → colour as in the cached figure, and YOU_COLOUR for the point of the user's digit (drawn large: CSS)."""
+    return class_colours(assets.class_names) | {serving.YOU: YOU_COLOUR}
 
 
 def serialized(handler: Callable, outputs: list[gr.components.Component]) -> Callable:
@@ -641,9 +660,9 @@ def cleared_on_switch(checkpoint: gr.Dropdown, outputs: list[gr.components.Compo
     checkpoint.change(emptied, None, outputs, api_visibility="private", queue=False)
 
 
-def scatter(label: str, assets: Assets, value: pd.DataFrame | None = None) -> gr.ScatterPlot:
+def scatter(label: str, assets: Assets, value: pd.DataFrame | None = None, **options) -> gr.ScatterPlot:
     axes = {"x": "x", "y": "y", "color": "class", "x_title": "t-SNE 1", "y_title": "t-SNE 2"}
-    return gr.ScatterPlot(value, **axes, color_map=colours(assets), label=label, height=480)
+    return gr.ScatterPlot(value, **axes, color_map=colours(assets), label=label, height=480, **options)
 
 
 def pixel_image(label: str, **options) -> gr.Image:
@@ -701,7 +720,9 @@ def walk_tab(catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Assets)
                 class_a = gr.Dropdown(names, value=a, label="From class")
                 class_b = gr.Dropdown(names, value=b, label="To class")
                 steps = gr.Slider(*serving.STEPS, value=10, step=1, label="Steps")
-                interpolation = gr.Radio(list(INTERPOLATIONS), value="linear", label="Interpolation")
+                interpolation = gr.Radio(
+                    list(INTERPOLATIONS), value="linear", label="Interpolation", info=INTERPOLATION_NOTE
+                )
                 ends = [("class means", "mean"), ("random examples of each class", "sample")]
                 start = gr.Radio(ends, value="mean", label="Start and end points")
                 seed = gr.Number(0, label="Seed (random examples)", precision=0, minimum=0, maximum=serving.MAX_SEED)
@@ -742,6 +763,7 @@ def sliders_tab(catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Asse
                         value=0.0,
                         step=0.1,
                         label=f"direction {k + 1} (σ)",
+                        info=DIRECTION_NOTE.format(nth=ORDINALS[k]),
                         elem_id=f"slide-{k + 1}",
                         visible=k < count,
                     )
@@ -788,7 +810,7 @@ def sliders_tab(catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Asse
 
 
 def tsne_tab(catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Assets) -> dict[str, gr.Component]:
-    with gr.Tab("t-SNE") as tab:
+    with gr.Tab(map_tab_label(default), elem_id="map-tab") as tab:
         gr.Markdown(
             "Where the model puts the test digits. Click the map to decode what lies there. Below it, the t-SNE "
             "figure drawn when the model was exported, with thumbnails, and the same map to hover over."
@@ -831,7 +853,7 @@ def tsne_tab(catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Assets)
 
     picture.select(clicked, [before, checkpoint], [*shown, before], api_visibility="private", **model_work())
     show = functools.partial(show_map, catalog)
-    checkpoint.change(show, [checkpoint], [*shown, before], api_visibility="private", **model_work())
+    checkpoint.change(show, [checkpoint], [*shown, before, tab], api_visibility="private", **model_work())
     # The API: wired to a hidden component that the page never changes, so only calls run it.
     point.change(
         functools.partial(pick, catalog), [point, walk_from, checkpoint], shown, api_name="pick", **model_work()
@@ -865,8 +887,8 @@ def digit_tab(catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Assets
                     reconstruction = pixel_image("Reconstruction")
                     nearest = gr.Textbox(label="Nearest class mean", interactive=False, elem_id="nearest")
                 walk = pixel_image("Walk to the chosen class")
-                plot = scatter("Where it lands on the t-SNE map", default)
-                notes = gr.Markdown(label="Notes")
+                plot = scatter("Where it lands on the t-SNE map", default, elem_id="digit-map")
+                notes = gr.Markdown(label="Notes", elem_id="digit-notes")
     run, outputs = functools.partial(encode, catalog), [model_input, reconstruction, nearest, plot, walk, notes]
     encode_upload.click(run, [upload, target, checkpoint], outputs, api_name="encode", **model_work())
     upload.upload(run, [upload, target, checkpoint], outputs, api_visibility="private", **model_work())  # at once

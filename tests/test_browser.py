@@ -209,6 +209,27 @@ def test_the_sketchpad_draws_on_the_first_drag_with_an_mnist_sized_brush(url, br
     assert no_error_shown(browser)
 
 
+def test_your_digit_stands_out_on_the_map(url, browser):
+    """Issue 29: your digit's point is drawn several times the size of the test digits' points, and its note is a
+    sentence that says which point it is."""
+    browser.get(url)
+    open_tab(browser, "Your digit")
+    draw_a_one(browser, sketchpad_canvas(browser))
+    browser.find_element(By.ID, "encode-drawing").click()
+    points = "#digit-map .role-mark path"
+    WebDriverWait(browser, TIMEOUT).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, points)) > 1000)
+    sizes = browser.execute_script(
+        "return [...document.querySelectorAll(arguments[0])].map(p => {"
+        "  const box = p.getBoundingClientRect(); return [p.getAttribute('stroke'), box.width * box.height]; })",
+        points,
+    )
+    yours = [area for colour, area in sizes if colour == app.YOU_COLOUR]
+    others = sorted(area for colour, area in sizes if colour != app.YOU_COLOUR)
+    assert len(yours) == 1 and yours[0] > 4 * others[len(others) // 2], "four times the area of a typical point"
+    note = browser.find_element(By.ID, "digit-notes").text
+    assert re.fullmatch(r"Your digit is the large black dot on the t-SNE map, at \(\S+, \S+\): .+\.", note), note
+
+
 def test_about_is_the_model_card_with_its_figures(url, browser):
     """Issue 29: the About tab shows the card's six figures (served from the app, the model folder's own files), one
     Links section, a table header with words, and numbers as people read them."""
@@ -337,6 +358,9 @@ def test_clicks_on_the_map_and_on_the_latent_plane(map_url, browser, tmp_path):
 
     choose(browser, "checkpoint", "vae-mnist-2d")
     WebDriverWait(browser, TIMEOUT).until(lambda d: "latent plane" in d.find_element(By.ID, "click-map").text)
+    tabs = lambda d: [t.text for t in d.find_elements(By.CSS_SELECTOR, "[role=tab]")]  # noqa: E731
+    WebDriverWait(browser, TIMEOUT).until(lambda d: "Latent plane" in tabs(d), "the tab is named for its map")
+    assert "t-SNE" not in tabs(browser)
     click_picture(browser, "#click-map", 15.5 * 28, 4.5 * 28)  # the middle of row 4, column 15
     caption = caption_says(browser, "decoded exactly there")
     plane = load_assets(app.CHECKPOINTS / "vae-mnist-2d").click_map

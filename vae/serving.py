@@ -610,8 +610,16 @@ def map_with_point(assets: Assets, z: torch.Tensor) -> tuple[pd.DataFrame | None
     x, y = place_on_map(z, assets.tsne["latents"], assets.tsne["coords"], MAP_NEIGHBOURS).tolist()
     you = pd.DataFrame({"x": [x], "y": [y], "class": [YOU]})
     points = pd.concat([assets.map_points, you], ignore_index=True)
-    note = f"On the t-SNE map at ({x:.1f}, {y:.1f}): among its {MAP_NEIGHBOURS} nearest test images in latent space."
+    note = (
+        f"Your digit is the large black dot on the t-SNE map, at ({x:.1f}, {y:.1f}): it is placed among its "
+        f"{MAP_NEIGHBOURS} nearest test images in latent space."
+    )
     return points, note
+
+
+def article(name: str) -> str:
+    """The indefinite article a class name reads with: a 3, an 8, an 11, an Ankle boot, a T-shirt/top."""
+    return "an" if re.match(r"[aeiou8]|1[18](?!\d)", name, re.IGNORECASE) else "a"
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -686,7 +694,7 @@ def latent_at(assets: Assets, point: tuple[float, float]) -> tuple[torch.Tensor,
             int(index),
             (
                 f"z = ({x:.2f}, {y:.2f}), decoded exactly there. The test digit whose latent is nearest "
-                f"({float(distance):.2f} away) is a **{literal(name)}**."
+                f"({float(distance):.2f} away) is {article(name)} **{literal(name)}**."
             ),
         )
     index = int(torch.cdist(torch.tensor([[x, y]]), tsne["coords"])[0].argmin())
@@ -695,7 +703,8 @@ def latent_at(assets: Assets, point: tuple[float, float]) -> tuple[torch.Tensor,
         tsne["latents"][index],
         index,
         (
-            f"The test digit nearest ({x:.1f}, {y:.1f}) on the map is a **{literal(name)}**: beside the real digit, its latent "
+            f"The test digit nearest ({x:.1f}, {y:.1f}) on the map is {article(name)} **{literal(name)}**: beside the real "
+            "digit, its latent "
             "(the posterior mean) decoded, which is the model's reconstruction of it."
         ),
     )
