@@ -108,7 +108,8 @@ every image rather than a single point, and training keeps those clouds close to
 distribution. That is what makes the latent space smooth: any point drawn from N(0, I) decodes to a
 plausible image (**Samples**; choose a class to sample only where that class lives), the straight line
 between two digits passes through digits (**Latent walk**), the directions along which digits vary most
-change them smoothly (**Sliders**), and images of the same class sit together (**t-SNE**, **Your digit**).
+change them smoothly (**Sliders**), and images of the same class sit together (**t-SNE**, or **Latent plane** for a
+model with a 2-D latent; **Your digit**).
 
 This one is a plain stack of `nn.Linear` layers, trained with the studio's `train.py`.
 """
