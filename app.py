@@ -49,13 +49,14 @@ from vae import live, serving
 from vae.assets import Assets, load_assets
 from vae.errors import UserError, clip, command
 from vae.folder import discard, looks_local
-from vae.hub import machine_account, metrics_table, on_space
+from vae.hub import machine_account, metrics_table, on_space, with_model_id
 from vae.imaging import class_colours
 from vae.latent import INTERPOLATIONS, START_POINTS
 from vae.steering import DIRECTIONS
 from vae.visitors import PER_VISITOR, Visitors, client_address, delete_run
 
 ROOT = Path(__file__).resolve().parent
+WEB = ROOT / "web"  # the page's own JavaScript, run by the browser (tests/test_browser.py checks what it does)
 CHECKPOINTS = ROOT / "checkpoints"  # the committed models, offered in the checkpoint dropdown
 DEFAULT_CHECKPOINT = CHECKPOINTS / "vae-mnist"
 DATA_DIR = ROOT / "data"  # where the Train tab reads MNIST and Fashion-MNIST (downloaded there when missing)
@@ -63,9 +64,16 @@ DATA_DIR = ROOT / "data"  # where the Train tab reads MNIST and Fashion-MNIST (d
 MAX_FILE_SIZE = "2mb"  # the upload route refuses bigger files (serving.RequestLimit caps the whole request too)
 QUEUE_SIZE = 64  # requests waiting beyond this are turned away ("queue full") instead of piling up
 MODEL_WORK = "model"  # the one concurrency group every event joins (bench/app_load.py sets it to None to compare)
+# The sketchpad's brush radius on its 400x400 canvas: a 1 drawn down two thirds of it comes out 2.5-3 px wide in the
+# 20 px box of an MNIST digit, as wide as the middle half of MNIST's 1s (tests/test_browser.py measures both).
+BRUSH = 24
 SESSIONS = 500  # Gradio keeps ~0.1-0.5 MB of page state per visitor; the app needs none of it between calls
+YOU_COLOUR = "#000000"  # your digit's point on the map: no class has it, so the CSS below finds that point by it
 CSS = """
 .pixelated img, .pixelated canvas { image-rendering: pixelated; }
+#digit-map .role-mark path[stroke="#000000"] {
+  d: path("M8,0A8,8,0,1,1,-8,0A8,8,0,1,1,8,0"); fill: #000000; stroke: #ffffff; stroke-width: 2px;
+}
 #walk-gif img { width: 224px !important; height: 224px !important; object-fit: contain !important; }
 #slide-digit img { width: 224px !important; height: 224px !important; object-fit: contain !important; }
 /* a picture's label and toolbar sit above it, not on it (python -m bench.screenshots checks each picture) */
@@ -80,9 +88,11 @@ HEAD = """<style>
   .gradio-container { overflow: clip !important; }
 }
 </style>"""
+PAGE_JS = (WEB / "sketchpad.js").read_text(encoding="utf-8")  # a file of the repository, read like a constant
 LAUNCH_OPTIONS = {
     "css": CSS,
     "head": HEAD,
+    "js": PAGE_JS,
     "max_file_size": MAX_FILE_SIZE,
     "show_error": False,
     "state_session_capacity": SESSIONS,
@@ -91,9 +101,16 @@ LAUNCH_OPTIONS = {
 # bench/class_samples.py's classifier on 500 samples per class of checkpoints/vae-mnist, per class
 # (python -m bench.class_samples --data-dir DIR --temperature T: bench/results/class_samples*.json)
 TEMPERATURE_NOTE = (
-    "Samples of a class are that digit 92–97 % of the time at 1, 69–92 % at 1.5 and 46–82 % at 2: higher is more "
-    "varied, and less often the digit asked for."
+    "How far from the middle of latent space the samples are drawn: z ~ N(0, temperature²). 1 is what the model was "
+    "trained on; lower gives plainer digits, higher more varied ones, less often the digit asked for (a class's "
+    "samples are that digit 92–97 % of the time at 1, 69–92 % at 1.5, 46–82 % at 2)."
 )
+INTERPOLATION_NOTE = (
+    "linear: the straight line between the two latents; spherical: along the arc between them (slerp), each step "
+    "about as far from the centre of latent space as real digits lie."
+)
+DIRECTION_NOTE = "The {nth}most varied direction of the test digits' latents; σ: one standard deviation along it."
+ORDINALS = ["", "2nd ", "3rd ", "4th ", "5th ", "6th ", "7th ", "8th "]  # as many as steering.DIRECTIONS
 ABOUT = """
 ## What is a VAE?
 
@@ -103,16 +120,13 @@ every image rather than a single point, and training keeps those clouds close to
 distribution. That is what makes the latent space smooth: any point drawn from N(0, I) decodes to a
 plausible image (**Samples**; choose a class to sample only where that class lives), the straight line
 between two digits passes through digits (**Latent walk**), the directions along which digits vary most
-change them smoothly (**Sliders**), and images of the same class sit together (**t-SNE**, **Your digit**).
+change them smoothly (**Sliders**), and images of the same class sit together (**t-SNE**, or **Latent plane** for a
+model with a 2-D latent; **Your digit**).
 
 This one is a plain stack of `nn.Linear` layers, trained with the studio's `train.py`.
 """
-LINKS = """
-## Links
-
-- Kingma & Welling, *Auto-Encoding Variational Bayes* (2014): https://arxiv.org/abs/1312.6114
-- Gradio: https://www.gradio.app · Hugging Face Hub: https://huggingface.co
-"""
+PAPER_LINK = "- Kingma & Welling, *Auto-Encoding Variational Bayes* (2014): https://arxiv.org/abs/1312.6114"
+TOOL_LINKS = "- Gradio: https://www.gradio.app · Hugging Face Hub: https://huggingface.co"
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -244,18 +258,26 @@ def click_map(catalog: serving.Catalog, before, checkpoint, event: gr.SelectData
 
 
 def show_map(catalog: serving.Catalog, checkpoint) -> tuple:
-    """A checkpoint chosen: its clickable map, unmarked, and nothing picked yet."""
+    """A checkpoint chosen: its clickable map, unmarked, and nothing picked yet; the tab named for the map."""
     try:
         assets = catalog.get(checkpoint)
     except UserError:
-        return gr.update(value=None), None, None, "", None, None  # select_checkpoint says why
+        return gr.update(value=None), None, None, "", None, None, gr.update()  # select_checkpoint says why
     picture = gr.update(value=serving.map_picture(assets), label=map_label(assets))
-    return picture, None, None, map_hint(assets), None, None
+    return picture, None, None, map_hint(assets), None, None, gr.update(label=map_tab_label(assets))
+
+
+def on_plane(assets: Assets) -> bool:
+    return assets.click_map is not None and assets.click_map.kind == "plane"
 
 
 def map_label(assets: Assets) -> str:
-    plane = assets.click_map is not None and assets.click_map.kind == "plane"
-    return "The latent plane: click anywhere" if plane else "The t-SNE map: click a point"
+    return "The latent plane: click anywhere" if on_plane(assets) else "The t-SNE map: click a point"
+
+
+def map_tab_label(assets: Assets) -> str:
+    """The map tab's name: what its clickable map is (a 2-D model's latent plane itself, else a t-SNE map of it)."""
+    return "Latent plane" if on_plane(assets) else "t-SNE"
 
 
 def map_hint(assets: Assets) -> str:
@@ -282,13 +304,27 @@ def encode(catalog: serving.Catalog, image, target_class, checkpoint=None) -> tu
 
 @user_errors
 def about(catalog: serving.Catalog, checkpoint=None) -> str:
-    """About tab: what a VAE is, this checkpoint's card and metrics, links."""
+    """About tab: what a VAE is, then this checkpoint's model card (its metrics, figures and links), or its metrics
+    alone when it has none."""
     assets = catalog.get(checkpoint)
     metrics = serving.numbers(assets.metrics)
     card = html.escape(assets.card, quote=False) if isinstance(assets.card, str) else ""  # Markdown, but no HTML
     card = card or (f"## Test metrics\n\n{metrics_table(metrics)}" if metrics else "")
-    hub = "" if looks_local(assets.source) else f"\n- This model on the Hub: https://huggingface.co/{assets.source}"
-    return f"{ABOUT}\n{card}\n{LINKS}{hub}\n"
+    links = [TOOL_LINKS]
+    if not looks_local(assets.source):  # its card loads the repo it was pushed to, and says so
+        card = with_model_id(card, assets.source)
+        links.append(f"- This model on the Hub: https://huggingface.co/{assets.source}")
+    return f"{ABOUT}\n{with_links(serving.card_with_figures(assets, card), links)}\n"
+
+
+def with_links(card: str, links: list[str]) -> str:
+    """The card with the page's links added to its own Links section (one section, not two), or in a new one."""
+    start = card.find("## Links\n")
+    if start < 0:
+        return f"{card}\n\n## Links\n\n" + "\n".join([PAPER_LINK, *links])
+    end = card.find("\n## ", start + 1)
+    end = len(card) if end < 0 else end
+    return card[:end].rstrip() + "\n" + "\n".join(links) + "\n\n" + card[end:].lstrip()
 
 
 # The Train tab --------------------------------------------------------------------------------------------------------
@@ -595,8 +631,8 @@ def default_pair(assets: Assets) -> tuple[str | None, str | None]:
 
 
 def colours(assets: Assets) -> dict[str, str]:
-    """Class → colour as in the cached figure, and black for the point of the user's digit."""
-    return class_colours(assets.class_names) | {serving.YOU: "#000000"}
+    """Class → colour as in the cached figure, and YOU_COLOUR for the point of the user's digit (drawn large: CSS)."""
+    return class_colours(assets.class_names) | {serving.YOU: YOU_COLOUR}
 
 
 def serialized(handler: Callable, outputs: list[gr.components.Component]) -> Callable:
@@ -637,9 +673,9 @@ def cleared_on_switch(checkpoint: gr.Dropdown, outputs: list[gr.components.Compo
     checkpoint.change(emptied, None, outputs, api_visibility="private", queue=False)
 
 
-def scatter(label: str, assets: Assets, value: pd.DataFrame | None = None) -> gr.ScatterPlot:
+def scatter(label: str, assets: Assets, value: pd.DataFrame | None = None, **options) -> gr.ScatterPlot:
     axes = {"x": "x", "y": "y", "color": "class", "x_title": "t-SNE 1", "y_title": "t-SNE 2"}
-    return gr.ScatterPlot(value, **axes, color_map=colours(assets), label=label, height=480)
+    return gr.ScatterPlot(value, **axes, color_map=colours(assets), label=label, height=480, **options)
 
 
 def pixel_image(label: str, **options) -> gr.Image:
@@ -697,7 +733,9 @@ def walk_tab(catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Assets)
                 class_a = gr.Dropdown(names, value=a, label="From class")
                 class_b = gr.Dropdown(names, value=b, label="To class")
                 steps = gr.Slider(*serving.STEPS, value=10, step=1, label="Steps")
-                interpolation = gr.Radio(list(INTERPOLATIONS), value="linear", label="Interpolation")
+                interpolation = gr.Radio(
+                    list(INTERPOLATIONS), value="linear", label="Interpolation", info=INTERPOLATION_NOTE
+                )
                 ends = [("class means", "mean"), ("random examples of each class", "sample")]
                 start = gr.Radio(ends, value="mean", label="Start and end points")
                 seed = gr.Number(0, label="Seed (random examples)", precision=0, minimum=0, maximum=serving.MAX_SEED)
@@ -738,6 +776,7 @@ def sliders_tab(catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Asse
                         value=0.0,
                         step=0.1,
                         label=f"direction {k + 1} (σ)",
+                        info=DIRECTION_NOTE.format(nth=ORDINALS[k]),
                         elem_id=f"slide-{k + 1}",
                         visible=k < count,
                     )
@@ -784,7 +823,7 @@ def sliders_tab(catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Asse
 
 
 def tsne_tab(catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Assets) -> dict[str, gr.Component]:
-    with gr.Tab("t-SNE") as tab:
+    with gr.Tab(map_tab_label(default), elem_id="map-tab") as tab:
         gr.Markdown(
             "Where the model puts the test digits. Click the map to decode what lies there. Below it, the t-SNE "
             "figure drawn when the model was exported, with thumbnails, and the same map to hover over."
@@ -827,7 +866,7 @@ def tsne_tab(catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Assets)
 
     picture.select(clicked, [before, checkpoint], [*shown, before], api_visibility="private", **model_work())
     show = functools.partial(show_map, catalog)
-    checkpoint.change(show, [checkpoint], [*shown, before], api_visibility="private", **model_work())
+    checkpoint.change(show, [checkpoint], [*shown, before, tab], api_visibility="private", **model_work())
     # The API: wired to a hidden component that the page never changes, so only calls run it.
     point.change(
         functools.partial(pick, catalog), [point, walk_from, checkpoint], shown, api_name="pick", **model_work()
@@ -841,10 +880,10 @@ def digit_tab(catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Assets
             with gr.Column(scale=1):
                 with gr.Tab("Draw"):
                     sketch = gr.Sketchpad(
-                        label="Draw a digit: pick the brush on the left, then draw",
+                        label="Draw a digit",
                         elem_id="sketchpad",
                         canvas_size=(400, 400),
-                        brush=gr.Brush(default_size=14, colors=["#000000"], color_mode="fixed"),
+                        brush=gr.Brush(default_size=BRUSH, colors=["#000000"], color_mode="fixed"),
                         format="png",
                         type="filepath",
                     )
@@ -857,12 +896,12 @@ def digit_tab(catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Assets
                 target = gr.Dropdown(default.class_names, value=default_pair(default)[1], label="Walk to class")
             with gr.Column(scale=2):
                 with gr.Row():
-                    model_input = pixel_image("As the model sees it", elem_id="digit-seen")
+                    model_input = pixel_image("As the model sees it", elem_id="digit-input")
                     reconstruction = pixel_image("Reconstruction", elem_id="digit-reconstruction")
                     nearest = gr.Textbox(label="Nearest class mean", interactive=False, elem_id="nearest")
                 walk = pixel_image("Walk to the chosen class", elem_id="digit-walk")
-                plot = scatter("Where it lands on the t-SNE map", default)
-                notes = gr.Markdown(label="Notes")
+                plot = scatter("Where it lands on the t-SNE map", default, elem_id="digit-map")
+                notes = gr.Markdown(label="Notes", elem_id="digit-notes")
     run, outputs = functools.partial(encode, catalog), [model_input, reconstruction, nearest, plot, walk, notes]
     encode_upload.click(run, [upload, target, checkpoint], outputs, api_name="encode", **model_work())
     upload.upload(run, [upload, target, checkpoint], outputs, api_visibility="private", **model_work())  # at once
@@ -873,7 +912,7 @@ def digit_tab(catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Assets
 
 def about_tab(catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Assets) -> gr.Markdown:
     with gr.Tab("About") as tab:
-        text = gr.Markdown(about(catalog, default.name))
+        text = gr.Markdown(about(catalog, default.name), elem_id="about")
     tab.select(functools.partial(about, catalog), [checkpoint], [text], api_name="about", **model_work())
     return text
 

@@ -41,7 +41,7 @@ TABS = {
     "Latent walk": ("walk-button", ["walk-strip", "walk-gif"]),
     "Sliders": (None, ["slide-digit"]),
     "t-SNE": ("click-map", ["click-map", "pick-real", "pick-decoded", "pick-walk"]),
-    "Your digit": ("encode-drawing", ["digit-seen", "digit-reconstruction", "digit-walk"]),
+    "Your digit": ("encode-drawing", ["digit-input", "digit-reconstruction", "digit-walk"]),
     "Train": (None, []),
     "About": (None, []),
 }
@@ -148,8 +148,6 @@ def draw_a_one(driver) -> None:
     canvas = WebDriverWait(driver, TIMEOUT).until(
         lambda d: next((c for c in d.find_elements(By.CSS_SELECTOR, "#sketchpad canvas") if c.size["height"] > 100), 0)
     )
-    with contextlib.suppress(Exception):  # the brush is picked already where the page selects it
-        driver.find_element(By.CSS_SELECTOR, "#sketchpad button[aria-label='Brush']").click()
     third = canvas.size["height"] // 3
     chain = ActionChains(driver).move_to_element_with_offset(canvas, 0, -third).click_and_hold()
     chain.move_by_offset(0, third).move_by_offset(0, third).release().perform()

@@ -274,6 +274,18 @@ def test_encode_a_sketchpad_drawing(client, tmp_path):
     assert nearest == "1"
 
 
+def test_the_words_of_the_controls_are_explained():
+    """Issue 29: temperature, spherical, the sliders' directions and σ each get a line under their control."""
+    demo = app.build_demo(load_assets(app.DEFAULT_CHECKPOINT))
+    info = {block.label: block.info for block in demo.blocks.values() if getattr(block, "info", None)}
+    assert "N(0, temperature²)" in info["Temperature"]
+    assert "spherical: along the arc" in info["Interpolation"] and "linear: the straight line" in info["Interpolation"]
+    for k in range(1, 9):
+        assert "latents; σ: one standard deviation along it" in info[f"direction {k} (σ)"]
+    assert info["direction 1 (σ)"].startswith("The most varied direction of the test digits' latents")
+    assert info["direction 8 (σ)"].startswith("The 8th most varied direction")
+
+
 def test_about_shows_the_card_metrics(client):
     text = client.predict(api_name="/about")
     assert "What is a VAE?" in text
@@ -485,7 +497,10 @@ def test_a_hub_repo_id_loads_through_the_hub_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     hub = load_assets("someone/vae-mnist")
     assert hub.name == "someone/vae-mnist" and hub.tsne is not None and not hub.problems
-    assert "https://huggingface.co/someone/vae-mnist" in app.about(serving.Catalog(hub))
+    about = app.about(serving.Catalog(hub))
+    assert "https://huggingface.co/someone/vae-mnist" in about and about.count("## Links") == 1
+    assert 'VAE.from_pretrained("someone/vae-mnist")' in about, "the card's code loads the model shown"
+    assert about.count(f"]({serving.FILE_ROUTE}") == 6, "its figures, served by the app"
     with pytest.raises(UserError, match="Could not get someone/nothing from the Hugging Face Hub"):
         load_assets("someone/nothing")
 

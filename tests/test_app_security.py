@@ -210,7 +210,7 @@ def test_class_names_with_markup_show_as_literal_text(hostile_url, browser, tmp_
     loaded_image(browser, "#sample-grid")
     for tab in ("Latent walk", "Sliders", "Your digit", "About"):
         open_tab(browser, tab)
-    open_tab(browser, "t-SNE")
+    open_tab(browser, "Latent plane")  # a 2-D model: its map tab is named so
     click_picture(browser, "#click-map", 15.5 * 28, 4.5 * 28)
     caption = WebDriverWait(browser, TIMEOUT).until(
         lambda d: "decoded exactly there" in (text := d.find_element(By.ID, "pick-caption").text) and text
@@ -246,7 +246,7 @@ def no_map_url(tmp_path_factory):
 def test_a_model_without_its_tsne_map_gets_a_plain_note_not_an_error_badge(no_map_url, browser):  # noqa: F811
     browser.get(no_map_url)
     loaded_image(browser, "#sample-grid")
-    open_tab(browser, "t-SNE")
+    open_tab(browser, "Latent plane")  # a 2-D model: its map tab is named so
     figure = lambda d: d.find_element(By.ID, "tsne-figure").text  # noqa: E731
     WebDriverWait(browser, TIMEOUT).until(lambda d: "Error" in figure(d) or "none for this model" in figure(d))
     time.sleep(1)  # an error badge would come with the tab's event, which the label already answered

@@ -7,13 +7,19 @@ each tab are saved in the test's temporary folder.
 
 from __future__ import annotations
 
+import gzip
+import io
 import os
 import re
 import shutil
 import tempfile
+import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
+from conftest import SLICE
+from PIL import Image
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
@@ -28,6 +34,7 @@ from test_train_tab import training_studio
 import app
 from bench import screenshots
 from vae.assets import load_assets
+from vae.folder import CARD_FIGURES
 from vae.latent import neighbour_agreement
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -133,16 +140,8 @@ def test_click_through_the_tabs(url, browser, tmp_path):
 
     # Your digit: draw a 1 with the mouse and encode it.
     open_tab(browser, "Your digit")
-    canvas = WebDriverWait(browser, TIMEOUT).until(
-        lambda d: next(
-            (c for c in d.find_elements(By.CSS_SELECTOR, "#sketchpad canvas") if c.size["height"] > 100), False
-        )
-    )
-    browser.find_element(By.CSS_SELECTOR, "#sketchpad button[aria-label='Brush']").click()
-    height = canvas.size["height"]
-    ActionChains(browser).move_to_element_with_offset(canvas, 0, -height // 3).click_and_hold().move_by_offset(
-        0, height // 3
-    ).move_by_offset(0, height // 3).release().perform()
+    canvas = sketchpad_canvas(browser)
+    draw_a_one(browser, canvas)
     browser.find_element(By.ID, "encode-drawing").click()
     nearest = WebDriverWait(browser, TIMEOUT).until(
         lambda d: d.find_element(By.CSS_SELECTOR, "#nearest textarea, #nearest input").get_attribute("value") or False
@@ -180,6 +179,102 @@ def test_every_picture_is_whole_and_uncovered_on_a_laptop_and_a_phone(url, tmp_p
     )
     tabs = {f"{size}-{tab.lower().replace(' ', '-')}.png" for size in screenshots.SIZES for tab in screenshots.TABS}
     assert {p.name for p in tmp_path.glob("*.png")} == tabs
+
+
+def sketchpad_canvas(driver) -> WebElement:
+    return WebDriverWait(driver, TIMEOUT).until(
+        lambda d: next(
+            (c for c in d.find_elements(By.CSS_SELECTOR, "#sketchpad canvas") if c.size["height"] > 100), False
+        )
+    )
+
+
+def draw_a_one(driver, canvas: WebElement, slant: int = 0) -> None:
+    """A drag down the middle two thirds of the sketchpad, as a visitor draws a 1 (leaning `slant` px to the right)."""
+    height = canvas.size["height"]
+    ActionChains(driver).move_to_element_with_offset(canvas, -slant, -height // 3).click_and_hold().move_by_offset(
+        slant, height // 3
+    ).move_by_offset(slant, height // 3).release().perform()
+
+
+def stroke_width(digit: np.ndarray) -> float:
+    """The ink of a 28x28 digit in [0, 1] per row across its middle (rows 10-17): a vertical stroke's width in px."""
+    return float(digit[10:18].sum(axis=1).mean())
+
+
+def test_the_sketchpad_draws_on_the_first_drag_with_an_mnist_sized_brush(url, browser):
+    """No tool to pick first: a drag right after the page opens draws (and again after "Clear canvas"), and the 1 it
+    draws is as wide, as the model sees it, as the middle half of MNIST's 1s."""
+    browser.get(url)
+    open_tab(browser, "Your digit")
+    canvas = sketchpad_canvas(browser)
+    draw_a_one(browser, canvas)
+    browser.find_element(By.ID, "encode-drawing").click()
+    seen = loaded_image(browser, "#digit-input")
+    assert no_error_shown(browser), "the drag drew: there is a drawing to encode"
+    with Image.open(io.BytesIO(urllib.request.urlopen(seen.get_attribute("src")).read())) as img:
+        digit = np.asarray(img.convert("L"), dtype=np.float32)[::8, ::8] / 255  # 224x224, upscaled 8x → 28x28
+    with gzip.open(SLICE / "t10k-images-idx3-ubyte.gz") as images, gzip.open(SLICE / "t10k-labels-idx1-ubyte.gz") as f:
+        labels = np.frombuffer(f.read(), np.uint8, offset=8)  # after the IDX header
+        ones = np.frombuffer(images.read(), np.uint8, offset=16).reshape(-1, 28, 28)[labels == 1] / 255
+    ones = [stroke_width(one) for one in ones]
+    assert np.percentile(ones, 25) <= stroke_width(digit) <= np.percentile(ones, 75)
+
+    # "Clear canvas" takes the pad back to its first state: the next drag draws too.
+    browser.find_element(By.CSS_SELECTOR, "#sketchpad button[aria-label='Clear canvas']").click()
+    WebDriverWait(browser, TIMEOUT).until(lambda d: not d.find_elements(By.CSS_SELECTOR, "#sketchpad .empty.wrap"))
+    draw_a_one(browser, canvas, slant=canvas.size["width"] // 8)
+    browser.find_element(By.ID, "encode-drawing").click()
+    loaded_image(browser, "#digit-input", not_src=seen.get_attribute("src"))  # the leaning 1, not the first
+    assert no_error_shown(browser)
+
+
+def test_your_digit_stands_out_on_the_map(url, browser):
+    """Issue 29: your digit's point is drawn several times the size of the test digits' points, and its note is a
+    sentence that says which point it is."""
+    browser.get(url)
+    open_tab(browser, "Your digit")
+    draw_a_one(browser, sketchpad_canvas(browser))
+    browser.find_element(By.ID, "encode-drawing").click()
+    points = "#digit-map .role-mark path"
+    WebDriverWait(browser, TIMEOUT).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, points)) > 1000)
+    sizes = browser.execute_script(
+        "return [...document.querySelectorAll(arguments[0])].map(p => {"
+        "  const box = p.getBoundingClientRect(); return [p.getAttribute('stroke'), box.width * box.height]; })",
+        points,
+    )
+    yours = [area for colour, area in sizes if colour == app.YOU_COLOUR]
+    others = sorted(area for colour, area in sizes if colour != app.YOU_COLOUR)
+    assert len(yours) == 1 and yours[0] > 4 * others[len(others) // 2], "four times the area of a typical point"
+    note = browser.find_element(By.ID, "digit-notes").text
+    assert re.fullmatch(r"Your digit is the large black dot on the t-SNE map, at \(\S+, \S+\): .+\.", note), note
+
+
+def test_about_is_the_model_card_with_its_figures(url, browser):
+    """Issue 29: the About tab shows the card's six figures (served from the app, the model folder's own files), one
+    Links section, a table header with words, and numbers as people read them."""
+    browser.get(url)
+    open_tab(browser, "About")
+    folder = app.DEFAULT_CHECKPOINT
+    figures = [name for name in CARD_FIGURES if (folder / name).is_file()]
+    assert len(figures) == 6
+
+    def loaded(d):
+        images = d.find_elements(By.CSS_SELECTOR, "#about img")
+        done = [img for img in images if d.execute_script("return arguments[0].naturalWidth > 0", img)]
+        return images if len(images) == len(figures) and len(done) == len(images) else False
+
+    images = WebDriverWait(browser, TIMEOUT).until(loaded, "the card's figures never all loaded")
+    for name, img in zip(figures, images, strict=True):
+        src = img.get_attribute("src")
+        assert src.startswith(url) and src.endswith(f"/{name}")
+        assert urllib.request.urlopen(src).read() == (folder / name).read_bytes(), name
+    headings = [h.text for h in browser.find_elements(By.CSS_SELECTOR, "#about h2")]
+    assert headings.count("Links") == 1 and "Figures" in headings
+    assert all(th.text.strip() for th in browser.find_elements(By.CSS_SELECTOR, "#about th")), "no empty header"
+    text = browser.find_element(By.ID, "about").text
+    assert "in 33 min 35 s." in text and "KL warm-up 10 epochs" in text
+    assert 'VAE.from_pretrained("checkpoints/vae-mnist")' in text and "path/or/user-repo" not in text
 
 
 @pytest.fixture(scope="module")
@@ -283,6 +378,9 @@ def test_clicks_on_the_map_and_on_the_latent_plane(map_url, browser, tmp_path):
 
     choose(browser, "checkpoint", "vae-mnist-2d")
     WebDriverWait(browser, TIMEOUT).until(lambda d: "latent plane" in d.find_element(By.ID, "click-map").text)
+    tabs = lambda d: [t.text for t in d.find_elements(By.CSS_SELECTOR, "[role=tab]")]  # noqa: E731
+    WebDriverWait(browser, TIMEOUT).until(lambda d: "Latent plane" in tabs(d), "the tab is named for its map")
+    assert "t-SNE" not in tabs(browser)
     click_picture(browser, "#click-map", 15.5 * 28, 4.5 * 28)  # the middle of row 4, column 15
     caption = caption_says(browser, "decoded exactly there")
     plane = load_assets(app.CHECKPOINTS / "vae-mnist-2d").click_map

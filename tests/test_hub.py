@@ -15,7 +15,7 @@ from fake_hub import fake_hub
 from huggingface_hub import HfApi, ModelCard
 from huggingface_hub.utils import filter_repo_objects
 
-from vae import VAE, UserError
+from vae import VAE, UserError, evaluate
 from vae.architecture import ModelConfig
 from vae.config import build_config, shareable_config
 from vae.hub import IGNORED, check_hub_access, push_folder, write_model_card
@@ -248,6 +248,60 @@ def test_model_card_has_hub_front_matter_and_the_test_metrics(tmp_path):
     assert "| latent dimension | 32 |" in card and "784 → 512 → 256 → 2 x 32" in card
     assert "](samples.png)" in card and "tsne.png" not in card  # only figures that exist are shown
     assert "30 epochs" in card and "On 10000 test images" in card
+
+
+def test_model_card_reads_well(tmp_path):
+    """Issue 29: numbers as people read them (2015 s read as a year; 1.6666666666666667 epochs), a table header with
+    words in it, one Links section, and a code sample that loads this model, not "path/or/user-repo"."""
+    config = build_config({"kl_warmup_epochs": 5 / 3, "output_dir": "outputs/my vae"})
+    write_model_card(tmp_path, config, ModelConfig(**ARCHITECTURE), METRICS | {"train_wall_seconds": 2015.4})
+    card = (tmp_path / "README.md").read_text()
+    assert "KL warm-up 1.7 epochs" in card and "in 33 min 35 s." in card
+    assert "| part | this model |" in card and "| | |" not in card
+    assert card.count("## Links") == 1
+    assert 'VAE.from_pretrained("outputs/my vae")' in card and "path/or/user-repo" not in card
+
+    config = build_config({"kl_warmup_epochs": 0, "output_dir": "/srv/visitors/visitor-1", "hub_model_id": None})
+    write_model_card(tmp_path, config, ModelConfig(**ARCHITECTURE), METRICS | {"train_wall_seconds": 4551})
+    card = (tmp_path / "README.md").read_text()
+    assert "no KL warm-up" in card and "in 1 h 15 min." in card
+    assert 'VAE.from_pretrained("visitor-1")' in card and "/srv" not in card, "no place on the machine that wrote it"
+    config = build_config({"hub_model_id": "someone/vae-mnist", "push_to_hub": True})
+    write_model_card(tmp_path, config, ModelConfig(**ARCHITECTURE), METRICS | {"train_wall_seconds": 42})
+    card = (tmp_path / "README.md").read_text()
+    assert 'VAE.from_pretrained("someone/vae-mnist")' in card and "in 42 s." in card
+
+
+def test_a_pushed_card_loads_the_repo_it_was_pushed_to(model_folder):
+    (model_folder / "README.md").write_text('# A VAE\n\n```python\nmodel = VAE.from_pretrained("outputs/vae")\n```\n')
+    api = FakeApi()
+    push_folder(model_folder, "someone/vae", api=api)
+    assert b'VAE.from_pretrained("someone/vae")' in api.sent["README.md"]
+    assert 'from_pretrained("outputs/vae")' in (model_folder / "README.md").read_text(), "the local card is kept"
+
+
+def test_a_card_written_again_keeps_the_id_its_code_sample_loads(tmp_path):
+    """--card-only (and --update-card, vae.steering) keep the card's id; the placeholder of older cards becomes the
+    folder as given."""
+    folder = tmp_path / "vae-mnist"
+    shutil.copytree(CHECKPOINT, folder, ignore=shutil.ignore_patterns(".*", "*.safetensors"))
+    card = (folder / "README.md").read_text()
+    evaluate.main(["--checkpoint", str(folder), "--card-only"])
+    assert (folder / "README.md").read_text() == card, 'still loads "checkpoints/vae-mnist"'
+    (folder / "README.md").write_text(card.replace('"checkpoints/vae-mnist"', '"path/or/user-repo"'))
+    evaluate.main(["--checkpoint", str(folder), "--card-only"])
+    assert 'VAE.from_pretrained("vae-mnist")' in (folder / "README.md").read_text(), "its name: no path of this machine"
+
+
+def test_the_committed_cards_are_the_ones_the_code_writes(tmp_path, monkeypatch):
+    """checkpoints/*/README.md are what `python -m vae.evaluate --checkpoint checkpoints/NAME --card-only` writes
+    today (run again when the card's text changes), their code sample loading checkpoints/NAME."""
+    monkeypatch.chdir(tmp_path)
+    for folder in sorted((ROOT / "checkpoints").iterdir()):
+        copy = Path("checkpoints") / folder.name
+        shutil.copytree(folder, copy, ignore=shutil.ignore_patterns(".*", "*.safetensors"))
+        evaluate.main(["--checkpoint", str(copy), "--card-only"])
+        assert (copy / "README.md").read_text() == (folder / "README.md").read_text(), folder.name
 
 
 def test_model_card_for_an_image_folder_names_no_hub_dataset_and_skips_missing_metrics(tmp_path):

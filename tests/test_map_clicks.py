@@ -123,7 +123,7 @@ def test_a_click_on_each_cluster_decodes_its_digit(client, mnist, digit_classifi
     read_as = {}
     for c, point in cluster_centres(mnist).items():
         _, real, decoded, caption, walk = client.predict(point, None, MNIST, api_name="/pick")
-        assert walk is None and f"is a **{c}**" in caption
+        assert walk is None and f"is {'an' if c == 8 else 'a'} **{c}**" in caption
         index = int(torch.cdist(torch.tensor([point]), mnist.tsne["coords"])[0].argmin())
         assert np.array_equal(read(decoded), decoded_pixels(mnist, mnist.tsne["latents"][index]))
         assert np.array_equal(read(real)[::8, ::8], mnist.tsne["images"][index, 0].numpy())
@@ -155,6 +155,15 @@ def test_a_click_on_the_plane_decodes_exactly_that_point(client, plane):
     line = torch.linspace(-1, 1, 10)[:, None].expand(10, 2)  # the straight line from (-1, -1) to (1, 1)
     with torch.no_grad():
         assert torch.equal(frames, torch.from_numpy(to_uint8(plane.model.decode(line))).float() / 255)
+
+
+def test_the_caption_names_the_nearest_digit_with_its_article(client, plane):
+    """Issue 29: "is an 8", not "is a 8"."""
+    labels, latents = plane.tsne["labels"], plane.tsne["latents"]
+    for digit, article in ((8, "an"), (3, "a")):
+        z = latents[labels == digit][0].tolist()
+        caption = client.predict(z, None, PLANE, api_name="/pick")[3]
+        assert f"(0.00 away) is {article} **{digit}**." in caption
 
 
 def test_a_cell_centre_on_the_plane_shows_that_cell(client, plane):

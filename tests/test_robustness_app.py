@@ -17,12 +17,14 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import struct
 import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import zlib
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -96,6 +98,24 @@ def test_status_and_about_survive_any_metrics(assets, metrics):
 def test_about_survives_any_card(assets, card):
     text = app.about(serving.Catalog(dataclasses.replace(assets, card=card)))
     assert "What is a VAE?" in text
+
+
+def test_about_links_only_the_model_folders_card_figures(assets):
+    """A card's images are shown only when they name one of the folder's card figures, copied into the app's cache;
+    a card that names another file of the folder, a file elsewhere on the machine or a picture on the web gets no
+    image for it (and its About tab still one Links section)."""
+    card = assets.card.replace("](samples.png)", "](../../../etc/passwd)").replace("](tsne.png)", "](config.json)")
+    card += "\n\n![web](https://example.com/x.png) ![abs](/etc/hosts)"
+    text = app.about(serving.Catalog(dataclasses.replace(assets, card=card)))
+    images = re.findall(r"!\[[^\]]*\]\(([^)]*)\)", text)
+    assert len(images) == len(assets.card_figures) - 2 == 4  # class samples, reconstructions, walk, loss curve
+    output_dir = Path(serving.output_store().root)
+    for link in images:
+        path = Path(urllib.parse.unquote(link.removeprefix(serving.FILE_ROUTE)))
+        assert link.startswith(serving.FILE_ROUTE) and path.parent.parent == output_dir
+        assert path.read_bytes() == assets.card_figures[path.name]
+    assert "passwd" not in text and "example.com" not in text and "hosts" not in text and "config.json" not in text
+    assert text.count("## Links") == 1
 
 
 def test_about_without_a_card_shows_the_metrics_that_are_numbers(assets):

@@ -9,7 +9,7 @@ import json
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -19,7 +19,17 @@ from safetensors import safe_open
 
 from vae.architecture import FLOAT_DTYPES, safetensors_header, weights_header
 from vae.errors import UserError, clip, first_line, json_kind, name_list, quote
-from vae.folder import APP_FILES, CARD, METRICS, TSNE_FIGURE, TSNE_MAP, WEIGHTS, is_local_folder, looks_local
+from vae.folder import (
+    APP_FILES,
+    CARD,
+    CARD_FIGURES,
+    METRICS,
+    TSNE_FIGURE,
+    TSNE_MAP,
+    WEIGHTS,
+    is_local_folder,
+    looks_local,
+)
 from vae.latent import has_class_statistics, typical
 from vae.maps import ClickMap, PlaneMap, TsneMap
 from vae.model import VAE
@@ -48,7 +58,7 @@ class Assets:
     )  # coords (N, 2), labels (N,), latents (N, D), images (N, C, H, W) of test images
     tsne_figure: bytes | None  # tsne.png as drawn by the trainer: served from Gradio's cache, wherever the folder is
     metrics: dict
-    card: str  # the model card's text, without front matter and figures
+    card: str  # the model card's text, without front matter; its figures link to files of card_figures by name
     no_class_means: str | None = None  # why walks and the nearest class are off, if they are
     no_map: str | None = None  # why the t-SNE map is off, if it is
     steering: Steering | None = None  # class regions and principal directions: class samples and the sliders
@@ -56,6 +66,7 @@ class Assets:
     no_figure: str | None = None  # why the cached t-SNE figure is not shown (the interactive map may still be)
     no_card: str | None = None  # why README.md is not shown
     no_metrics: str | None = None  # why metrics.json, or some of its values, are not shown
+    card_figures: dict[str, bytes] = field(default_factory=dict)  # file name → PNG, as the card links them
     bank: tuple[torch.Tensor, torch.Tensor] | None = None  # clear real latents and labels: walk start points
     map_points: pd.DataFrame | None = None  # x, y, class: the interactive t-SNE scatter
     click_map: ClickMap | None = None  # the picture a click decodes from: the latent plane (2-D), else the t-SNE map
@@ -214,6 +225,12 @@ def read_figure(folder: Path, source: str) -> tuple[bytes | None, str | None]:
     if size > MAX_FIGURE_BYTES:
         return None, f"{source}/{TSNE_FIGURE} is {size:,} bytes, more than a figure of the map takes, {off}."
     data = path.read_bytes()
+    problem = png_problem(data)
+    return (None, f"{source}/{TSNE_FIGURE} {problem}, {off}.") if problem else (data, None)
+
+
+def png_problem(data: bytes) -> str | None:
+    """Why these bytes are not a PNG of a sensible size that a browser can show, or None when they are one."""
     try:
         with Image.open(io.BytesIO(data), formats=["PNG"]) as img:  # reads the header only
             if img.width * img.height > MAX_FIGURE_PIXELS:
@@ -222,11 +239,29 @@ def read_figure(folder: Path, source: str) -> tuple[bytes | None, str | None]:
         with Image.open(io.BytesIO(data), formats=["PNG"]) as img:  # verify() leaves an image unusable
             img.load()  # every pixel: a truncated or damaged image fails here
     except UnidentifiedImageError:  # its message names the in-memory buffer, not the file
-        return None, f"{source}/{TSNE_FIGURE} is not a PNG image, {off}."
+        return "is not a PNG image"
     except Exception as err:  # Pillow raises many types (OSError, SyntaxError, DecompressionBombError, zlib.error…)
-        reason = f"{type(err).__name__}: {first_line(err)}"
-        return None, f"{source}/{TSNE_FIGURE} is not a PNG image the app can show ({reason}), {off}."
-    return data, None
+        return f"is not a PNG image the app can show ({type(err).__name__}: {first_line(err)})"
+    return None
+
+
+def read_card_figures(folder: Path, tsne_figure: bytes | None) -> dict[str, bytes]:
+    """The figures the model card shows (vae.folder.CARD_FIGURES, files of the folder itself: nothing else of it is
+    served) that are PNGs a browser can show; the cached t-SNE figure as read already. One that is not is left out
+    of the About tab, its caption kept."""
+    figures = {}
+    for name in CARD_FIGURES:
+        path = folder / name
+        if name == TSNE_FIGURE:
+            data = tsne_figure
+        elif path.is_file() and path.stat().st_size <= MAX_FIGURE_BYTES:
+            data = path.read_bytes()
+            data = None if png_problem(data) else data
+        else:
+            data = None
+        if data is not None:
+            figures[name] = data
+    return figures
 
 
 def read_text(path: Path, source: str) -> tuple[str | None, str | None]:
@@ -247,8 +282,8 @@ def read_text(path: Path, source: str) -> tuple[str | None, str | None]:
 
 
 def read_card(folder: Path, source: str) -> tuple[str, str | None]:
-    """The model card's text, without front matter and figures (their relative links would not resolve), or ""
-    and why it is not shown."""
+    """The model card's text, without its front matter, or "" and why it is not shown. Its figures are linked by
+    name: the app serves them (read_card_figures)."""
     text, problem = read_text(folder / CARD, source)
     fix = f"so the About tab shows no model card: put back the {CARD} train.py wrote, or delete it"
     if problem:
@@ -263,7 +298,7 @@ def read_card(folder: Path, source: str) -> tuple[str, str | None]:
                 f"{clip(source)}/{CARD} starts its front matter with --- but never ends it with another, {fix}.",
             )
         text = text[front_matter.end() :]
-    return text.split("## Figures")[0].strip(), None
+    return text.strip(), None
 
 
 def read_metrics(folder: Path, source: str) -> tuple[dict, str | None]:
@@ -326,6 +361,7 @@ def load_assets(source: str | Path, name: str | None = None) -> Assets:
         no_figure=no_figure,
         no_card=no_card,
         no_metrics=no_metrics,
+        card_figures=read_card_figures(folder, figure) if card else {},
     )
     if tsne is not None:
         clear = typical(tsne["latents"], tsne["labels"])  # real test digits their neighbours agree on

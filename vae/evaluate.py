@@ -8,7 +8,8 @@ the test set it was validated against: its train_config.yaml records the seed. T
 K samples per image, 50 images at a time (about 20,000 decoded images, a few hundred MB, in memory at once).
 
 --update-card puts the new test figures into the folder's metrics.json and model card (README.md), e.g.
-to report K = 1000 for a model whose training run measured the bound with K = 100.
+to report K = 1000 for a model whose training run measured the bound with K = 100. --card-only measures nothing and
+writes the card again from the metrics.json already there (for a card whose text changed since it was written).
 """
 
 from __future__ import annotations
@@ -91,18 +92,21 @@ def checkpoint_test_set(checkpoint: str | Path, data_dir: str | None = None) -> 
     return load_splits(settings).test
 
 
-def update_card(folder: Path, figures: dict) -> None:
-    """Replace the test figures in FOLDER's metrics.json with `figures` (from test_metrics) and write its model card
-    again: the folder's next version is written beside it and swapped in whole."""
-    from vae.hub import write_model_card  # imports huggingface_hub; only this option needs it
+def update_card(folder: Path, figures: dict | None) -> None:
+    """Replace the test figures in FOLDER's metrics.json with `figures` (from test_metrics; None keeps those recorded)
+    and write its model card again, its code sample loading the id it had (vae.hub.rewritten_card_id): the folder's
+    next version is written beside it and swapped in whole."""
+    from vae.hub import rewritten_card_id, write_model_card  # imports huggingface_hub; only these options need it
 
     recorded = json.loads((folder / METRICS).read_text()) if (folder / METRICS).is_file() else {}
-    recorded = {k: v for k, v in recorded.items() if not k.startswith("test_") and k != "iw_samples"} | figures
+    if figures is not None:
+        recorded = {k: v for k, v in recorded.items() if not k.startswith("test_") and k != "iw_samples"} | figures
     train_config = saved_config(folder / TRAIN_CONFIG)
     model_config = ModelConfig.from_json(str(folder / CONFIG), str(folder / CONFIG))
+    model_id = rewritten_card_id(folder, train_config)
     with rewriting(folder) as staging:
         atomic_write_text(staging / METRICS, json.dumps(recorded, indent=2) + "\n")
-        write_model_card(staging, train_config, model_config, recorded)
+        write_model_card(staging, train_config, model_config, recorded, model_id)
 
 
 @command
@@ -119,12 +123,23 @@ def main(argv: list[str] | None = None) -> dict:
         action="store_true",
         help="also write these figures into the folder's metrics.json and README.md",
     )
+    parser.add_argument(
+        "--card-only",
+        action="store_true",
+        help="measure nothing: write the folder's README.md again from its metrics.json (after the card's text changed)",
+    )
     args = parser.parse_args(argv)
     if args.iw_samples < 0 or args.batch_size < 1:
         parser.error("--iw-samples must be >= 0 and --batch-size >= 1")
     folder = Path(args.checkpoint)
-    if args.update_card and not (folder / TRAIN_CONFIG).is_file():
-        raise UserError(f"--update-card needs a model folder written by train.py (with {TRAIN_CONFIG}): {folder}")
+    option = "--card-only" if args.card_only else "--update-card"
+    if (args.update_card or args.card_only) and not (folder / TRAIN_CONFIG).is_file():
+        raise UserError(f"{option} needs a model folder written by train.py (with {TRAIN_CONFIG}): {folder}")
+    if args.card_only:
+        with writing(folder):
+            update_card(folder, None)
+        print(f"updated {folder / CARD}")
+        return {}
     local = is_local_folder(args.checkpoint)
     output = args.output or (folder / EVAL if local else Path(EVAL))
     into_folder = args.update_card or (local and output.resolve().parent == folder.resolve())

@@ -60,7 +60,9 @@ REQUIRED_FILES = (CONFIG, WEIGHTS)  # what save_pretrained writes and from_pretr
 # are unchanged.
 TRAINED_FILES = (CARD, METRICS, HISTORY, TRAIN_CONFIG, SAMPLES, RECONSTRUCTIONS, LATENT_WALK, LATENT_GRID)
 TRAINED_FILES += (LOSS_CURVE, TSNE_FIGURE, TSNE_MAP, STEERING, CLASS_SAMPLES)
-APP_FILES = [CONFIG, WEIGHTS, CARD, METRICS, TSNE_MAP, TSNE_FIGURE, STEERING]  # what the app downloads of a Hub model
+# The figures a model card shows, in its order (vae.hub captions them; the app's About tab serves them).
+CARD_FIGURES = (SAMPLES, CLASS_SAMPLES, RECONSTRUCTIONS, LATENT_WALK, LATENT_GRID, TSNE_FIGURE, LOSS_CURVE)
+APP_FILES = [CONFIG, WEIGHTS, CARD, METRICS, TSNE_MAP, STEERING, *CARD_FIGURES]  # what the app downloads of a Hub model
 HUB_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 

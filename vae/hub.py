@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from vae.config import TrainConfig, shareable_config
 from vae.errors import UserError, command, first_line
 from vae.folder import (
     CARD,
+    CARD_FIGURES,
     CLASS_SAMPLES,
     EVAL,
     LATENT_GRID,
@@ -50,15 +52,18 @@ LITERATURE = [
     ("IWAE, k = 50, same paper", 84.78, "IWAE paper, table 1"),
     ("VAE on *static* binarisation, 200 importance samples (another protocol)", 89.78, "pythae benchmark"),
 ]
-FIGURES = [
-    (SAMPLES, "Random samples, z ~ N(0, I)"),
-    (CLASS_SAMPLES, "Samples of each class, drawn from its region of latent space (one row per class)"),
-    (RECONSTRUCTIONS, "Test images (top) and their reconstructions (bottom)"),
-    (LATENT_WALK, "Walks between class means in latent space (first row: 3 → 7)"),
-    (LATENT_GRID, "The 2-D latent space decoded on a grid"),
-    (TSNE_FIGURE, "t-SNE of test-set latents"),
-    (LOSS_CURVE, "Training curves"),
-]
+CAPTIONS = {
+    SAMPLES: "Random samples, z ~ N(0, I)",
+    CLASS_SAMPLES: "Samples of each class, drawn from its region of latent space (one row per class)",
+    RECONSTRUCTIONS: "Test images (top) and their reconstructions (bottom)",
+    LATENT_WALK: "Walks between class means in latent space (first row: 3 → 7)",
+    LATENT_GRID: "The 2-D latent space decoded on a grid",
+    TSNE_FIGURE: "t-SNE of test-set latents",
+    LOSS_CURVE: "Training curves",
+}
+FIGURES = [(name, CAPTIONS[name]) for name in CARD_FIGURES]  # the card's figures, in vae.folder's order
+# The code sample's `VAE.from_pretrained("...")`: the model's own id, replaced by the repo id when it is pushed.
+FROM_PRETRAINED = re.compile(r'(VAE\.from_pretrained\(")([^"\n]*)("\))')
 # What a Hub call can raise: HfHubHTTPError for an answer the Hub refused, and the errors of the HTTP client
 # huggingface_hub uses (HfHubHTTPError's base, whose subclasses include connection errors), and OSError (offline
 # mode, and connection errors of older releases).
@@ -192,7 +197,7 @@ def push_folder(
     api = api or HfApi()
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
-        with shareable_copy(Path(folder)) as public:
+        with shareable_copy(Path(folder), repo_id) as public:
             info = api.upload_folder(
                 repo_id=repo_id,
                 folder_path=str(public),
@@ -212,14 +217,16 @@ def push_folder(
 
 
 @contextlib.contextmanager
-def shareable_copy(folder: Path) -> Iterator[Path]:
+def shareable_copy(folder: Path, repo_id: str | None = None) -> Iterator[Path]:
     """The model folder as it leaves the machine: a temporary copy of what is uploaded, whose train_config.yaml names
-    no place on this machine (vae.config.shareable_config)."""
+    no place on this machine (vae.config.shareable_config) and whose card's code sample loads `repo_id`."""
     with tempfile.TemporaryDirectory(prefix="vae-push-") as tmp:
         public = Path(tmp) / folder.name
         shutil.copytree(folder, public, ignore=shutil.ignore_patterns(STATE_DIR, ".*", EVAL))
         if (public / TRAIN_CONFIG).is_file():
             (public / TRAIN_CONFIG).write_text(shareable_config((public / TRAIN_CONFIG).read_text()))
+        if repo_id and (public / CARD).is_file():
+            (public / CARD).write_text(with_model_id((public / CARD).read_text(encoding="utf-8"), repo_id))
         yield public
 
 
@@ -284,7 +291,7 @@ def architecture_table(config: ModelConfig) -> str:
     shape, widths = config.image_shape, config.hidden_dims
     return f"""Images are {"x".join(str(s) for s in shape)} (channels x height x width), pixels read as Bernoulli probabilities.
 
-| | |
+| part | this model |
 | --- | --- |
 | encoder | {config.num_pixels} → {" → ".join(map(str, widths))} → 2 x {config.latent_dim} (mean, log-variance) |
 | decoder | {config.latent_dim} → {" → ".join(map(str, reversed(widths)))} → pixels (logits) |
@@ -293,15 +300,57 @@ def architecture_table(config: ModelConfig) -> str:
 | classes | {", ".join(config.class_names)} |"""
 
 
-USAGE = """## Use
+def usage(model_id: str) -> str:
+    return f"""## Use
 
 ```python
 from vae import VAE
 
-model = VAE.from_pretrained("path/or/user-repo")
+model = VAE.from_pretrained("{model_id}")
 images = model.sample(16, seed=0)        # (16, C, H, W) in [0, 1]
 mu, logvar = model.encode(images)        # posterior of each image
 ```"""
+
+
+def local_id(folder: str | Path) -> str:
+    """How a card names a model folder it was written for: the path as given when it is relative (as the folder's
+    user calls it), else only the folder's name: a card names no place on the machine that wrote it."""
+    path = Path(folder)
+    return path.as_posix() if not path.is_absolute() else path.name
+
+
+def rewritten_card_id(folder: Path, config: TrainConfig) -> str:
+    """The id the code sample of FOLDER's card loads, for a command that writes the card again: the one the card
+    has, else (a card written before it had one) the run's Hub repo or the folder as given (local_id)."""
+    card = folder / CARD
+    found = FROM_PRETRAINED.search(card.read_text(encoding="utf-8", errors="replace")) if card.is_file() else None
+    if found and found[2] and found[2] != "path/or/user-repo":  # the placeholder of cards written before
+        return found[2]
+    return config.hub_model_id or local_id(folder)
+
+
+def with_model_id(card: str, model_id: str) -> str:
+    """The card with its code sample loading `model_id` (the repo id of a pushed model)."""
+    return FROM_PRETRAINED.sub(lambda m: f"{m[1]}{model_id}{m[3]}", card)
+
+
+def duration(seconds: float) -> str:
+    """A run's time as people read it: "45 s", "33 min 35 s", "2 h 5 min" (never a bare 2015 s, read as a year)."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
+def warmup(epochs: float) -> str:
+    return f"KL warm-up {short(epochs)} epochs" if epochs > 0 else "no KL warm-up"
+
+
+def short(number: float) -> str:
+    """A setting such as an epoch count to one decimal, with no trailing zeros: 10, 1.7, 0.5."""
+    return f"{round(number, 1):g}"
 
 
 def links(metrics: dict) -> str:
@@ -312,8 +361,12 @@ def links(metrics: dict) -> str:
 - The importance-weighted bound: Burda, Grosse & Salakhutdinov, *Importance Weighted Autoencoders*, {IWAE_URL}"""
 
 
-def model_card(folder: Path, config: TrainConfig, architecture: ModelConfig, metrics: dict) -> ModelCard:
-    """The Hub model card: front matter, the architecture, the training settings, test metrics, links, figures."""
+def model_card(
+    folder: Path, config: TrainConfig, architecture: ModelConfig, metrics: dict, model_id: str | None = None
+) -> ModelCard:
+    """The Hub model card: front matter, the architecture, the training settings, test metrics, links, figures. Its
+    code sample loads `model_id`: by default the run's Hub repo, else its output folder (see local_id)."""
+    model_id = model_id or config.hub_model_id or local_id(config.output_dir)
     figures = "\n\n".join(
         f"**{caption}**\n\n![{caption}]({name})" for name, caption in FIGURES if (folder / name).exists()
     )
@@ -332,12 +385,12 @@ bound of [Burda et al., 2015]({IWAE_URL}) estimates -log p(x):
 {metrics_table(metrics)}
 
 Trained for {config.epochs} epochs, batch size {config.batch_size} per process on {metrics.get("num_processes", 1)} process(es),
-Adam lr {config.lr} with a {config.lr_schedule} schedule, KL warm-up {config.kl_warmup_epochs} epochs, seed {config.seed},
-on {metrics.get("device", "?")} (mixed precision {config.mixed_precision}) in {metrics.get("train_wall_seconds", 0):.0f} s.
+Adam lr {config.lr} with a {config.lr_schedule} schedule, {warmup(config.kl_warmup_epochs)}, seed {config.seed},
+on {metrics.get("device", "?")} (mixed precision {config.mixed_precision}) in {duration(metrics.get("train_wall_seconds", 0))}.
 The best epoch by validation loss ({metrics.get("best_epoch")}) is the one saved here. All settings: `train_config.yaml`;
 per-epoch figures: `metrics.jsonl`.{protocol(config, metrics)}
 
-{USAGE}
+{usage(model_id)}
 
 {links(metrics)}
 
@@ -385,7 +438,7 @@ A vanilla VAE ([Kingma & Welling, 2014]({PAPER_URL})) made of `nn.Linear` layers
 
 No test metrics were recorded with these weights: `python -m vae.evaluate --checkpoint DIR` measures them.
 
-{USAGE}
+{usage("DIR")}
 
 {links({})}
 """
@@ -399,9 +452,11 @@ def code_link(metrics: dict) -> str:
     return f"{name}{commit}: `train.py` wrote this folder, `app.py` shows it as a Gradio app"
 
 
-def write_model_card(folder: Path, config: TrainConfig, architecture: ModelConfig, metrics: dict) -> None:
+def write_model_card(
+    folder: Path, config: TrainConfig, architecture: ModelConfig, metrics: dict, model_id: str | None = None
+) -> None:
     """README.md: the model card, written atomically."""
-    card = model_card(Path(folder), config, architecture, metrics)
+    card = model_card(Path(folder), config, architecture, metrics, model_id)
     atomic_write(Path(folder) / CARD, lambda tmp: Path(tmp).write_text(str(card), encoding="utf-8"))
 
 

@@ -25,6 +25,7 @@ import signal
 import sys
 import threading
 import time
+import urllib.parse
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -495,6 +496,24 @@ def walk_files(assets: Assets, a: int, b: int, steps: int, mode: str, start: str
     return strip_path, gif_path
 
 
+CARD_IMAGE = re.compile(r"!\[([^\]\n]*)\]\(([^)\s]*)\)")  # ![caption](target) in a model card
+FILE_ROUTE = "gradio_api/file="  # where Gradio serves a file of its cache, relative to the page
+
+
+def card_with_figures(assets: Assets, card: str) -> str:
+    """The model card with its figures shown: each `![caption](name.png)` that names one of the folder's card figures
+    (Assets.card_figures) links to a copy in the app's cache, where Gradio serves it; any other image (a file the
+    folder lacks, or a picture elsewhere on the web) is left out, so that the page loads nothing from outside."""
+    figures = assets.card_figures
+    paths = dict(zip(figures, cache_files(figures, pin=assets.name), strict=True)) if figures else {}
+
+    def shown(image: re.Match) -> str:
+        path = paths.get(image[2])
+        return f"![{image[1]}]({FILE_ROUTE}{urllib.parse.quote(path)})" if path else ""
+
+    return CARD_IMAGE.sub(shown, card)
+
+
 def tsne_figure(assets: Assets) -> str | None:
     """The checkpoint's cached t-SNE figure as a file in Gradio's cache. Gradio serves only files in its cache,
     the working directory or the temp directory, and a Hub checkpoint lives in the Hugging Face cache."""
@@ -591,8 +610,16 @@ def map_with_point(assets: Assets, z: torch.Tensor) -> tuple[pd.DataFrame | None
     x, y = place_on_map(z, assets.tsne["latents"], assets.tsne["coords"], MAP_NEIGHBOURS).tolist()
     you = pd.DataFrame({"x": [x], "y": [y], "class": [YOU]})
     points = pd.concat([assets.map_points, you], ignore_index=True)
-    note = f"On the t-SNE map at ({x:.1f}, {y:.1f}): among its {MAP_NEIGHBOURS} nearest test images in latent space."
+    note = (
+        f"Your digit is the large black dot on the t-SNE map, at ({x:.1f}, {y:.1f}): it is placed among its "
+        f"{MAP_NEIGHBOURS} nearest test images in latent space."
+    )
     return points, note
+
+
+def article(name: str) -> str:
+    """The indefinite article a class name reads with: a 3, an 8, an 11, an Ankle boot, a T-shirt/top."""
+    return "an" if re.match(r"[aeiou8]|1[18](?!\d)", name, re.IGNORECASE) else "a"
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -667,7 +694,7 @@ def latent_at(assets: Assets, point: tuple[float, float]) -> tuple[torch.Tensor,
             int(index),
             (
                 f"z = ({x:.2f}, {y:.2f}), decoded exactly there. The test digit whose latent is nearest "
-                f"({float(distance):.2f} away) is a **{literal(name)}**."
+                f"({float(distance):.2f} away) is {article(name)} **{literal(name)}**."
             ),
         )
     index = int(torch.cdist(torch.tensor([[x, y]]), tsne["coords"])[0].argmin())
@@ -676,7 +703,8 @@ def latent_at(assets: Assets, point: tuple[float, float]) -> tuple[torch.Tensor,
         tsne["latents"][index],
         index,
         (
-            f"The test digit nearest ({x:.1f}, {y:.1f}) on the map is a **{literal(name)}**: beside the real digit, its latent "
+            f"The test digit nearest ({x:.1f}, {y:.1f}) on the map is {article(name)} **{literal(name)}**: beside the real "
+            "digit, its latent "
             "(the posterior mean) decoded, which is the model's reconstruction of it."
         ),
     )

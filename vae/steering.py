@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
     from vae.config import saved_config
     from vae.data import DataSettings, load_splits
     from vae.folder import METRICS, TRAIN_CONFIG, rewriting, writing
-    from vae.hub import write_model_card
+    from vae.hub import rewritten_card_id, write_model_card
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="model folder written by train.py")
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
         metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
         with rewriting(folder) as staging:  # steering file, figure and card change together
             steering = add_steering(staging, model, splits.train, splits.test, args.directions, args.seed)
-            write_model_card(staging, train_config, model.config, metrics)
+            write_model_card(staging, train_config, model.config, metrics, rewritten_card_id(folder, train_config))
     print(
         f"wrote {folder / STEERING} ({len(steering.class_means)} class regions, {len(steering.spreads)} directions)"
         f" and {CLASS_SAMPLES} in {time.perf_counter() - start:.1f} s"
