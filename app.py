@@ -344,7 +344,7 @@ def train(
                 "(pip install -r requirements.txt) and restart it."
             )
         settings = check_settings(training.limits, dataset, latent_dim, hidden_layers, epochs, train_images, seed)
-        name, folder = training.visitors.new_folder(visitor)
+        name, folder = training.visitors.new_folder(visitor, settings.label)
         config = settings.config(training.limits.data_dir, folder)
     except UserError as err:
         raise gr.Error(html.escape(str(err), quote=False), print_exception=False) from None
@@ -362,8 +362,8 @@ def train(
                 finished = True
                 discard(folder)  # what the run wrote of it; its pictures stay on the page (swept with the rest)
                 message = event["message"]
-                if on_space():  # the trainer's message names folders: not the server's, for a Space's visitors
-                    message = message.replace(str(folder), name).replace(str(training.limits.data_dir), "data/")
+                print(f"Training run {name} failed: {message}", file=sys.stderr)  # the server's paths: its log only
+                message = visitor_message(message, settings.dataset, name, folder, training.limits.data_dir)
                 yield view.update(status=f"⚠️ {serving.literal(message)}")
                 raise gr.Error(html.escape(message, quote=False), print_exception=False)
             if event["event"] == "wait":  # the export: a yield, where Gradio ends the run if its visitor left
@@ -377,6 +377,16 @@ def train(
             delete_run(folder)
         # Closed before (the visitor left, the server exits): whoever closed it deletes the folders, and does so
         # whole; deleting here too would race them.
+
+
+def visitor_message(message: str, dataset: str, name: str, folder: Path, data_dir: Path) -> str:
+    """A trainer's error as the Train tab shows it: no folder of the server's (its log has the message whole)."""
+    if str(data_dir) in message:  # missing or broken data: the server's operator fixes it, not the visitor
+        return (
+            f"This server could not read the {dataset} data it trains on, so it cannot train now. Its log says why "
+            "and how to fix it: please tell whoever runs it."
+        )
+    return message.replace(str(folder), name)
 
 
 def finish(
@@ -870,13 +880,7 @@ def train_tab(demo: gr.Blocks, training: Training, checkpoint: gr.Dropdown) -> N
             "dropdown above, so every tab shows it. Your models are deleted when you leave or after an hour. "
             f"One run at a time on this server, at most {limits.max_epochs} epochs and "
             f"{duration(limits.max_seconds)}; others wait in a queue (one run going and one waiting per visitor, "
-            f"{limits.max_train_jobs} in all). "
-            + (  # a Space's visitors are not shown the server's folders
-                ""
-                if on_space()
-                else f"The data is read from {serving.literal(limits.data_dir)} (VAE_DATA_DIR or app.py --data-dir), "
-                "and downloaded there when missing and the network allows."
-            )
+            f"{limits.max_train_jobs} in all)."  # where the data is: the server's log (main), not the visitors' page
         )
         with gr.Row():
             with gr.Column(scale=1):
@@ -1102,6 +1106,7 @@ def main(argv: list[str] | None = None) -> None:
     for problem in default.problems:
         print(f"warning: {problem}", file=sys.stderr)
     serving.tune_server_process()
+    print(f"Train tab: data in {limits.data_dir} (VAE_DATA_DIR or --data-dir; downloaded there when missing)")
     demo = build_demo(default, serving.find_checkpoints(default, CHECKPOINTS), limits, args.push_with_machine_token)
     # A fresh app_kwargs on each launch: Gradio adds its own entries to the dict it is given.
     limit = {"middleware": [Middleware(serving.RequestLimit)]}

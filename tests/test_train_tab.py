@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -18,6 +19,7 @@ import threading
 import time
 import zipfile
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import gradio as gr
@@ -33,7 +35,7 @@ import app
 from vae import live
 from vae.assets import load_assets
 from vae.errors import UserError
-from vae.visitors import PER_VISITOR, Visitors
+from vae.visitors import PER_VISITOR, Visitors, model_name
 
 pytestmark = pytest.mark.slow
 
@@ -126,7 +128,7 @@ def test_a_run_streams_each_epoch_and_ends_with_a_model_every_tab_can_use(two_ru
     assert epochs, f"no update for the epoch: {run.statuses()}"
     assert any("images/s" in str(u["progress"]) for _, u in run.updates), "a progress bar within the epoch"
     name = final["model_name"]
-    assert name.startswith("visitor-") and len(name) >= len("visitor-") + 16, "an unguessable name"
+    assert re.fullmatch(r"mnist-z8-\d{4}-[a-z2-7]{8}", name), f"dataset, latent size, time, 40 random bits: {name}"
     assert f"**{name}** is ready (done)" in final["status"]
     assert Path(final["samples"]).is_file() and Path(final["walk"]).is_file(), "the last epoch's pictures"
     rows = final["curve"]["data"]  # epoch, loss, curve
@@ -136,7 +138,7 @@ def test_a_run_streams_each_epoch_and_ends_with_a_model_every_tab_can_use(two_ru
     assert [c[0] for c in final["checkpoint"]["choices"]] == ["vae-mnist", name], "the server's models, then mine"
     grid, _ = client.predict(4, 0, 1.0, name, api_name="/sample")
     assert Path(grid).is_file()
-    assert "visitor-" not in client.predict("vae-mnist", api_name="/about")
+    assert name not in client.predict("vae-mnist", api_name="/about")
     # The download: the Hub-ready folder train.py writes, as a zip, without the training state.
     with zipfile.ZipFile(final["download"]["value"]) as archive:
         files = {Path(n).relative_to(name).as_posix() for n in archive.namelist()}
@@ -157,7 +159,7 @@ def test_a_visitors_model_stays_out_of_other_visitors_pages_and_of_checkpoints(t
     assert not any(name in str(dropdown["props"]["choices"]) for name in names)
     first = two_runs[0][1].result()["checkpoint"]["choices"]
     assert two_runs[1][1].result()["model_name"] not in str(first), "one visitor's dropdown lacks the other's model"
-    assert not any(p.name.startswith("visitor-") for p in app.CHECKPOINTS.iterdir())
+    assert not any(p.name in names for p in app.CHECKPOINTS.iterdir())
 
 
 def test_two_visitors_runs_are_served_one_after_the_other(two_runs):
@@ -250,7 +252,7 @@ def test_sigterm_ends_the_server_with_its_visitors_models_and_run(mnist_dir, tmp
                 time.sleep(0.5)
         client.predict(**SETTINGS, api_name="/train")  # a model kept for this visitor
         (root,) = temp.glob("vae-studio-visitors-*")
-        assert list(root.glob("*/visitor-*/model.safetensors"))
+        assert list(root.glob("*/mnist-z8-*/model.safetensors"))
         run = Watched(new_client(f"http://127.0.0.1:{port}", tmp_path_factory), epochs=20, train_images=1000)
         run.wait_for("Epoch 1:")
         trainers = [trainer_process(psutil.Process(server.pid))]
@@ -358,6 +360,38 @@ def test_visitors_models_are_bounded_and_deleted(tmp_path, monkeypatch):
     monkeypatch.setattr("vae.visitors.MAX_MODELS", 0)
     with pytest.raises(UserError, match="as many trained models as it keeps"):
         visitors.new_folder("carol")
+
+
+def test_the_train_tab_shows_visitors_no_server_internals(studio):
+    """Where the server keeps its data, and how its operator sets that, are the server's log's and the docs', not the
+    page's (issue 29)."""
+    config = httpx.get(f"{studio}/config").json()
+    text = json.dumps([c["props"].get("value") for c in config["components"] if c["type"] in ("markdown", "html")])
+    for internal in ("my data", "VAE_DATA_DIR", "--data-dir", "/tmp/", "/work/"):
+        assert internal not in text, f"the page shows {internal!r}"
+
+
+def test_a_trainers_message_about_the_data_names_no_server_folder(tmp_path):
+    data, folder = tmp_path / "srv data", tmp_path / "visitors" / "abc" / "mnist-z8-0412-aaaaaaaa"
+    missing = f"The MNIST files are missing from {data}/MNIST/raw and downloading them failed (…). Put the four files"
+    shown = app.visitor_message(missing, "MNIST", folder.name, folder, data)
+    assert str(tmp_path) not in shown and "--data-dir" not in shown
+    assert shown.startswith("This server could not read the MNIST data it trains on")
+    full = f"Cannot write {folder}/model.safetensors: the disk is full."
+    assert app.visitor_message(full, "MNIST", folder.name, folder, data) == (
+        "Cannot write mnist-z8-0412-aaaaaaaa/model.safetensors: the disk is full."
+    )
+
+
+def test_visitors_models_have_readable_unguessable_names(tmp_path):
+    visitors = Visitors(tmp_path / "visitors")
+    names = {visitors.new_folder("alice", "fashion-mnist-z16")[0] for _ in range(200)}
+    assert len(names) == 200, "unique"
+    at_0412 = datetime(2026, 12, 5, 4, 12, tzinfo=UTC).timestamp()
+    name = model_name("mnist-z8", at_0412)
+    assert re.fullmatch(r"mnist-z8-0412-[a-z2-7]{8}", name), name
+    assert all(re.fullmatch(r"fashion-mnist-z16-\d{4}-[a-z2-7]{8}", n) for n in names)
+    assert model_name("../Odd Name/").startswith("odd-name-"), "a folder's name whatever the label"
 
 
 def test_server_limits_come_from_the_environment(monkeypatch, tmp_path):

@@ -54,6 +54,11 @@ class LiveSettings:
     train_images: int
     seed: int
 
+    @property
+    def label(self) -> str:
+        """What the model is, at the start of its name: "mnist-z8"."""
+        return f"{DATASETS[self.dataset]}-z{self.latent_dim}"
+
     def config(self, data_dir: str | Path, output_dir: str | Path) -> TrainConfig:
         """The run's TrainConfig: the default recipe (learning rate and its schedule, KL warm-up, batch size, ELU) with
         the visitor's choices, on the GPU when the server has one (the app serves its models from the CPU). The KL
