@@ -448,9 +448,15 @@ class LiveView:
                 f"{record['val_loss']:.2f} nats/image, {record['images_per_sec']:,.0f} images/s."
             )
             return self.update(status=self.line)
+        if kind == "export" and "phase" in event:  # the bar is the export's own from here: its phase, and how far
+            label = f"writing the model folder: {event['phase']} ({event['number']}/{event['of']})"
+            return self.update(progress=progress_bar((event["number"] - 1) / event["of"], label))
         if kind == "export":
             ended = f"Stopped ({stop_reason}): the best weights so far become the model." if stop_reason else self.line
-            return self.update(status=f"{ended} Writing the model folder: figures, t-SNE map, card…")
+            return self.update(
+                status=f"{ended} Writing the model folder: figures, t-SNE map, class regions, card…",
+                progress=progress_bar(0.0, "writing the model folder"),
+            )
         return self.update()
 
     def update(self, **changes) -> TrainView:

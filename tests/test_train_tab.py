@@ -35,6 +35,7 @@ import app
 from vae import live
 from vae.assets import load_assets
 from vae.errors import UserError
+from vae.export import EXPORT_PHASES
 from vae.visitors import PER_VISITOR, Visitors, model_name
 
 pytestmark = pytest.mark.slow
@@ -127,6 +128,12 @@ def test_a_run_streams_each_epoch_and_ends_with_a_model_every_tab_can_use(two_ru
     epochs = [s for s in run.statuses() if s.startswith("Epoch 1: train −ELBO")]
     assert epochs, f"no update for the epoch: {run.statuses()}"
     assert any("images/s" in str(u["progress"]) for _, u in run.updates), "a progress bar within the epoch"
+    # Writing the model folder has a bar of its own, phase by phase, not training's frozen at 100% (issue 29).
+    writing = next(i for i, (_, u) in enumerate(run.updates) if "Writing the model folder" in str(u["status"]))
+    bars = [u["progress"] for _, u in run.updates[writing:] if isinstance(u["progress"], str)]
+    shown = [p for p in EXPORT_PHASES if any(f"writing the model folder: {p} (" in b for b in bars)]
+    assert shown == list(EXPORT_PHASES), bars
+    assert not any("left" in b for b in bars[:-1]), "no training bar (time left) while the folder is written"
     name = final["model_name"]
     assert re.fullmatch(r"mnist-z8-\d{4}-[a-z2-7]{8}", name), f"dataset, latent size, time, 40 random bits: {name}"
     assert f"**{name}** is ready (done)" in final["status"]

@@ -107,6 +107,7 @@ def train(
     on_step: Callable[[int, int, int, int, float], None] | None = None,
     on_train_end: Callable[[], None] | None = None,
     keep_on_stop: bool = False,
+    on_export: Callable[[str, int, int], None] | None = None,
 ) -> Path:
     """Train, keep the best model by validation loss, and export a Hub-ready folder; returns its path.
 
@@ -114,7 +115,7 @@ def train(
     (metrics.jsonl is written by then; benchmarks use it to measure test loss against wall time).
     `on_step(epoch, step, steps, images, loss)` after every optimizer step (step counts from 1; images and loss: the
     batch's size and mean loss on this process). `on_train_end()` when the last epoch is done or a stop ended the
-    run, before the export.
+    run, before the export; `on_export(phase, number, of)` as each phase of the export starts (vae.export.EXPORT_PHASES).
     `keep_on_stop`: SIGINT or SIGTERM ends the run at the next step and exports the best weights so far (the
     current ones included) instead of raising Interrupted; the app's Stop button works this way.
     """
@@ -127,7 +128,7 @@ def train(
             with accelerator.main_process_first():  # one process downloads or unpacks the data, the others read it
                 splits = load_splits(DataSettings.of(config))
             try:
-                hooks = Hooks(on_epoch_end, on_step, on_train_end, keep_on_stop)
+                hooks = Hooks(on_epoch_end, on_step, on_train_end, keep_on_stop, on_export)
                 with StopSignals() as signals, failures_reported(accelerator, output_dir):
                     run(config, accelerator, splits, signals, hooks)
             finally:
@@ -191,6 +192,7 @@ class Hooks(NamedTuple):
     on_step: Callable[[int, int, int, int, float], None] | None = None
     on_train_end: Callable[[], None] | None = None
     keep_on_stop: bool = False
+    on_export: Callable[[str, int, int], None] | None = None
 
 
 def run(config: TrainConfig, accelerator: Accelerator, splits: Splits, signals: StopSignals, hooks: Hooks) -> None:
@@ -231,7 +233,7 @@ def run(config: TrainConfig, accelerator: Accelerator, splits: Splits, signals: 
     if hooks.on_train_end is not None:
         hooks.on_train_end()
     if accelerator.is_main_process:
-        export(training, splits, output_dir, time.perf_counter() - run_start, commit)
+        export(training, splits, output_dir, time.perf_counter() - run_start, commit, hooks.on_export)
 
 
 def process_line(training: Training) -> str:
@@ -472,7 +474,14 @@ def save_checkpoint(training: Training, output_dir: Path) -> None:
     accelerator.wait_for_everyone()
 
 
-def export(training: Training, splits: Splits, output_dir: Path, train_seconds: float, commit: str | None) -> None:
+def export(
+    training: Training,
+    splits: Splits,
+    output_dir: Path,
+    train_seconds: float,
+    commit: str | None,
+    on_phase: Callable[[str, int, int], None] | None = None,
+) -> None:
     """The best epoch's model as a Hub-ready folder, written beside the run's folder and swapped in for it whole
     (main process only)."""
     accelerator, config, progress = training.accelerator, training.config, training.progress
@@ -490,7 +499,7 @@ def export(training: Training, splits: Splits, output_dir: Path, train_seconds: 
     best = VAE(accelerator.unwrap_model(training.model).config)
     best.load_state_dict(training.best_state, strict=True)
     with rewriting(output_dir, keep=(TRAIN_CONFIG, HISTORY)) as staging:
-        export_model(best.to(accelerator.device), splits, config, progress["history"], run_info, staging)
+        export_model(best.to(accelerator.device), splits, config, progress["history"], run_info, staging, on_phase)
     print(f"model folder: {output_dir}")
 
 
