@@ -418,11 +418,14 @@ def finish(
     )
 
 
+CURVE_COLUMNS = ["epoch", "loss", "data", "reconstruction", "KL"]  # the loss curve: −ELBO = reconstruction + KL
+
+
 class LiveView:
     """The Train tab's outputs, built up from the run's events."""
 
     def __init__(self):
-        self.rows: list[dict] = []  # the loss curve: epoch (fractional within an epoch), −ELBO, which curve
+        self.rows: list[dict] = []  # the loss curve: two points per epoch (train, validation), CURVE_COLUMNS
         self.samples = self.walk = None
         self.line = ""
 
@@ -430,22 +433,25 @@ class LiveView:
         kind = event["event"]
         if kind == "step":
             fraction = ((event["epoch"] - 1) * event["steps"] + event["step"]) / (event["epochs"] * event["steps"])
-            x = event["epoch"] - 1 + event["step"] / event["steps"]
-            self.rows.append({"epoch": round(x, 3), "loss": event["loss"], "curve": "train"})
             speed = f"{event['images_per_sec']:,.0f} images/s" if event["images_per_sec"] else ""
             left = f"about {duration(event['seconds_left'])} left" if event["seconds_left"] is not None else ""
-            label = " · ".join(t for t in (f"epoch {event['epoch']}/{event['epochs']}", speed, left) if t)
+            loss = f"−ELBO {event['loss']:.1f}"  # a running mean of the batches': the curve has the epochs' means
+            label = " · ".join(t for t in (f"epoch {event['epoch']}/{event['epochs']}", loss, speed, left) if t)
             stopping = f"Stopping ({stop_reason}): the best weights so far become the model…" if stop_reason else ""
             return self.update(
                 status=stopping or self.line or "Training…", progress=progress_bar(fraction, label), curve=gr.skip()
             )  # the curve: at the epoch's end
         if kind == "epoch":
             record = event["record"]
-            self.rows.append({"epoch": float(record["epoch"]), "loss": record["val_loss"], "curve": "validation"})
+            for data, prefix in (("train", "train_"), ("validation", "val_")):
+                parts = [record[prefix + part] for part in ("loss", "recon", "kl")]
+                self.rows.append(dict(zip(CURVE_COLUMNS, [record["epoch"], parts[0], data, *parts[1:]], strict=True)))
             self.samples, self.walk = event["samples"], event["walk"]
+            stopped = f" (stopped {record['epoch_fraction']:.0%} into it)" if record.get("stopped") else ""
             self.line = (
-                f"Epoch {record['epoch']}: train −ELBO {record['train_loss']:.2f}, validation −ELBO "
-                f"{record['val_loss']:.2f} nats/image, {record['images_per_sec']:,.0f} images/s."
+                f"Epoch {record['epoch']}{stopped}: train −ELBO {record['train_loss']:.2f}, validation −ELBO "
+                f"{record['val_loss']:.2f} nats/image (reconstruction {record['val_recon']:.2f} + KL "
+                f"{record['val_kl']:.2f}), {record['images_per_sec']:,.0f} images/s."
             )
             return self.update(status=self.line)
         if kind == "export" and "phase" in event:  # the bar is the export's own from here: its phase, and how far
@@ -460,10 +466,9 @@ class LiveView:
         return self.update()
 
     def update(self, **changes) -> TrainView:
-        # The curve is sent from the first epoch's end on, with both of its lines: the plot fixes its legend and colours
-        # by the lines of the first frame it gets, and an empty frame's columns would reach it as categories.
-        epochs = any(row["curve"] == "validation" for row in self.rows)
-        curve = pd.DataFrame(self.rows, columns=["epoch", "loss", "curve"]) if epochs else gr.skip()
+        # The curve is sent from the first epoch's end on, with both of its series: the plot fixes its legend and
+        # colours by the series of the first frame it gets, and an empty frame's columns would reach it as categories.
+        curve = pd.DataFrame(self.rows, columns=CURVE_COLUMNS) if self.rows else gr.skip()
         view = TrainView(
             status=gr.skip(),
             progress=gr.skip(),
@@ -916,13 +921,19 @@ def train_tab(demo: gr.Blocks, training: Training, checkpoint: gr.Dropdown) -> N
             with gr.Column(scale=2):
                 status = gr.Markdown(elem_id="train-status")
                 progress = gr.HTML(elem_id="train-progress")
-                curve = gr.LinePlot(
+                # Points, not lines: a line needs two epochs, and the first epoch's points are the first news. The
+                # y-axis fits the epochs' means (the first steps' ~550 nats are no point of it); hovering a point
+                # shows its reconstruction and KL parts.
+                curve = gr.ScatterPlot(
                     x="epoch",
                     y="loss",
-                    color="curve",
+                    color="data",
+                    x_title="epoch",
                     y_title="−ELBO (nats/image)",
+                    color_title="",  # the legend reads "train", "validation", not the column's name
                     color_map={"train": "#1f77b4", "validation": "#ff7f0e"},
-                    label="Loss: train (blue; a running mean within the epoch) and validation (orange)",
+                    tooltip=["reconstruction", "KL"],
+                    label="Loss per epoch: train (blue, the epoch's mean) and validation (orange, at its end)",
                     height=330,  # the legend (train, validation) sits below the axes
                     elem_id="train-curve",
                 )

@@ -138,8 +138,12 @@ def test_a_run_streams_each_epoch_and_ends_with_a_model_every_tab_can_use(two_ru
     assert re.fullmatch(r"mnist-z8-\d{4}-[a-z2-7]{8}", name), f"dataset, latent size, time, 40 random bits: {name}"
     assert f"**{name}** is ready (done)" in final["status"]
     assert Path(final["samples"]).is_file() and Path(final["walk"]).is_file(), "the last epoch's pictures"
-    rows = final["curve"]["data"]  # epoch, loss, curve
-    assert {r[2] for r in rows} == {"train", "validation"}
+    # The loss curve: from the first epoch on, its train and validation −ELBO with their parts (issue 29).
+    first = next(u["curve"] for _, u in run.updates if str(u["status"]).startswith("Epoch 1:"))
+    assert first["columns"] == ["epoch", "loss", "data", "reconstruction", "KL"]
+    assert [(r[0], r[2]) for r in first["data"]] == [(1, "train"), (1, "validation")], "both points after epoch 1"
+    assert all(r[1] == pytest.approx(r[3] + r[4], abs=0.01) for r in first["data"]), "−ELBO = reconstruction + KL"
+    assert first["mark"] == "point", "a single epoch's points show: a line needs two"
     # The model: in this visitor's dropdown and selected; /sample and /about answer with it by name.
     assert final["checkpoint"]["value"] == name
     assert [c[0] for c in final["checkpoint"]["choices"]] == ["vae-mnist", name], "the server's models, then mine"
@@ -153,9 +157,27 @@ def test_a_run_streams_each_epoch_and_ends_with_a_model_every_tab_can_use(two_ru
     for expected in ("config.json", "model.safetensors", "README.md", "metrics.json", "train_config.yaml", "tsne.png"):
         assert expected in files
     assert not any(f.startswith("training_state") for f in files)
+    history = [json.loads(line) for line in archive_text(final["download"]["value"], f"{name}/metrics.jsonl")]
+    epochs = [[r["epoch"], r[f"{s}_loss"], data, r[f"{s}_recon"], r[f"{s}_kl"]] for r in history for s, data in SETS]
+    assert final["curve"]["data"] == epochs, "the epochs' means only: no first steps' ~550 nats to stretch the y-axis"
     # Nothing of the server's in it: no absolute path (its data, its visitors' folders), no session id.
     assert b"/tmp" not in text and b"my data" not in text and b"/work" not in text
     assert client.session_hash.encode() not in text, "the visitor's session id"
+
+
+SETS = (("train", "train"), ("val", "validation"))  # metrics.jsonl's prefix → the curve's series
+
+
+def archive_text(zip_path: str, member: str) -> list[str]:
+    with zipfile.ZipFile(zip_path) as archive:
+        return archive.read(member).decode().splitlines()
+
+
+def test_the_loss_curves_legend_names_its_series_not_its_column(studio):
+    config = httpx.get(f"{studio}/config").json()
+    curve = next(c["props"] for c in config["components"] if c.get("props", {}).get("elem_id") == "train-curve")
+    assert curve["color_title"] == "", "no title above train / validation (Vega-Lite titles it with the column's name)"
+    assert curve["tooltip"] == ["reconstruction", "KL"], "a point's parts on hover"
 
 
 def test_a_visitors_model_stays_out_of_other_visitors_pages_and_of_checkpoints(two_runs, studio):
@@ -191,6 +213,9 @@ def test_stop_ends_a_run_within_two_seconds_with_the_best_weights(studio, tmp_pa
     with zipfile.ZipFile(final["download"]["value"]) as archive:
         metrics = json.loads(archive.read(f"{final['model_name']}/metrics.json"))
     assert 2 <= metrics["stopped_in_epoch"] < 20 and metrics["best_epoch"] <= metrics["stopped_in_epoch"]
+    stopped = metrics["stopped_in_epoch"]
+    assert max(r[0] for r in final["curve"]["data"]) == stopped, "the curve ends at the stopped epoch, not before it"
+    assert any(s.startswith(f"Epoch {stopped} (stopped ") for s in run.statuses()), run.statuses()
     grid, _ = client.predict(4, 0, 1.0, final["model_name"], api_name="/sample")
     assert Path(grid).is_file()
     assert client.predict(api_name="/stop_training") == "You have no run going."
