@@ -445,7 +445,8 @@ class LiveView:
             record = event["record"]
             for data, prefix in (("train", "train_"), ("validation", "val_")):
                 parts = [record[prefix + part] for part in ("loss", "recon", "kl")]
-                self.rows.append(dict(zip(CURVE_COLUMNS, [record["epoch"], parts[0], data, *parts[1:]], strict=True)))
+                epoch = str(record["epoch"])  # a category: one tick per epoch, not 1.0, 1.1, 1.2…
+                self.rows.append(dict(zip(CURVE_COLUMNS, [epoch, parts[0], data, *parts[1:]], strict=True)))
             self.samples, self.walk = event["samples"], event["walk"]
             stopped = f" (stopped {record['epoch_fraction']:.0%} into it)" if record.get("stopped") else ""
             self.line = (
@@ -929,6 +930,7 @@ def train_tab(demo: gr.Blocks, training: Training, checkpoint: gr.Dropdown) -> N
                     y="loss",
                     color="data",
                     x_title="epoch",
+                    sort=[str(epoch) for epoch in range(1, limits.max_epochs + 1)],  # 1, 2, … 10, not 1, 10, 2
                     y_title="−ELBO (nats/image)",
                     color_title="",  # the legend reads "train", "validation", not the column's name
                     color_map={"train": "#1f77b4", "validation": "#ff7f0e"},

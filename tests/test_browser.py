@@ -316,6 +316,10 @@ def test_train_in_the_page_then_sample_the_new_model(train_url, browser, tmp_pat
         assert any(s.startswith(f"Epoch {epoch}: train −ELBO") for s in seen["status"]), seen["status"]
     assert len(seen["samples"]) >= 3, "a new sample grid each epoch"
     assert browser.find_elements(By.CSS_SELECTOR, "#train-curve canvas, #train-curve svg"), "the loss curve"
+    legend = browser.find_element(By.CSS_SELECTOR, "#train-curve .role-legend").text.split()
+    assert legend == ["train", "validation"], f"the legend names the series, no title (issue 29): {legend}"
+    points = browser.find_elements(By.CSS_SELECTOR, "#train-curve .role-mark path, #train-curve .role-mark circle")
+    assert len(points) >= 6, f"a train and a validation point per epoch: {len(points)} marks"
     assert "done · 100%" in browser.find_element(By.ID, "train-progress").text
     assert no_error_shown(browser)
     browser.save_screenshot(str(shots / "train-tab.png"))

@@ -141,7 +141,7 @@ def test_a_run_streams_each_epoch_and_ends_with_a_model_every_tab_can_use(two_ru
     # The loss curve: from the first epoch on, its train and validation −ELBO with their parts (issue 29).
     first = next(u["curve"] for _, u in run.updates if str(u["status"]).startswith("Epoch 1:"))
     assert first["columns"] == ["epoch", "loss", "data", "reconstruction", "KL"]
-    assert [(r[0], r[2]) for r in first["data"]] == [(1, "train"), (1, "validation")], "both points after epoch 1"
+    assert [(r[0], r[2]) for r in first["data"]] == [("1", "train"), ("1", "validation")], "both points after epoch 1"
     assert all(r[1] == pytest.approx(r[3] + r[4], abs=0.01) for r in first["data"]), "−ELBO = reconstruction + KL"
     assert first["mark"] == "point", "a single epoch's points show: a line needs two"
     # The model: in this visitor's dropdown and selected; /sample and /about answer with it by name.
@@ -158,7 +158,9 @@ def test_a_run_streams_each_epoch_and_ends_with_a_model_every_tab_can_use(two_ru
         assert expected in files
     assert not any(f.startswith("training_state") for f in files)
     history = [json.loads(line) for line in archive_text(final["download"]["value"], f"{name}/metrics.jsonl")]
-    epochs = [[r["epoch"], r[f"{s}_loss"], data, r[f"{s}_recon"], r[f"{s}_kl"]] for r in history for s, data in SETS]
+    epochs = [
+        [str(r["epoch"]), r[f"{s}_loss"], data, r[f"{s}_recon"], r[f"{s}_kl"]] for r in history for s, data in SETS
+    ]
     assert final["curve"]["data"] == epochs, "the epochs' means only: no first steps' ~550 nats to stretch the y-axis"
     # Nothing of the server's in it: no absolute path (its data, its visitors' folders), no session id.
     assert b"/tmp" not in text and b"my data" not in text and b"/work" not in text
@@ -214,7 +216,9 @@ def test_stop_ends_a_run_within_two_seconds_with_the_best_weights(studio, tmp_pa
         metrics = json.loads(archive.read(f"{final['model_name']}/metrics.json"))
     assert 2 <= metrics["stopped_in_epoch"] < 20 and metrics["best_epoch"] <= metrics["stopped_in_epoch"]
     stopped = metrics["stopped_in_epoch"]
-    assert max(r[0] for r in final["curve"]["data"]) == stopped, "the curve ends at the stopped epoch, not before it"
+    assert max(int(r[0]) for r in final["curve"]["data"]) == stopped, (
+        "the curve ends at the stopped epoch, not before it"
+    )
     assert any(s.startswith(f"Epoch {stopped} (stopped ") for s in run.statuses()), run.statuses()
     grid, _ = client.predict(4, 0, 1.0, final["model_name"], api_name="/sample")
     assert Path(grid).is_file()
@@ -235,7 +239,7 @@ def test_a_killed_trainer_comes_back_as_a_message_and_the_server_stays_up(studio
 
 def test_a_run_whose_visitor_left_ends_at_once_without_writing_its_model(studio, tmp_path_factory):
     """The visitor goes away mid-run (here: the job is cancelled, which closes the server's stream): the trainer is
-    ended within seconds, not left to write the whole model folder (figures, t-SNE map, ~25 s of CPU) to be deleted."""
+    ended within seconds, not left to write the whole model folder (figures, t-SNE map, class regions: ~11 s of CPU) to be deleted."""
     client = new_client(studio, tmp_path_factory)
     run = Watched(client, epochs=20, train_images=1000)
     run.wait_for("Epoch 1:")
@@ -556,7 +560,13 @@ def test_a_visitor_who_leaves_during_the_export_leaves_nothing_behind(studio, tm
     run.job.cancel()
     wait_for_no_trainer()
     deadline = time.monotonic() + 10
-    left = lambda: [p.name for p in folder.parent.iterdir() if folder.name in p.name]  # noqa: E731
+
+    def left() -> list[str]:
+        try:
+            return [p.name for p in folder.parent.iterdir() if folder.name in p.name]
+        except FileNotFoundError:  # the visitor's own folder went too: their session closed
+            return []
+
     while left() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert left() == [], "what the run wrote is deleted"

@@ -156,7 +156,7 @@ class LiveRun:
 
     def close(self) -> None:
         """The run's watcher went away (the visitor left): end it now. Stopping it as Stop does would have it write the
-        whole model folder (figures, t-SNE map: ~25 s of CPU on a full run) only for the folder to be deleted."""
+        whole model folder (figures, t-SNE map, class regions: ~11 s of CPU on a full run) only for the folder to be deleted."""
         self.closed = True
         if self.process.poll() is None:
             self.process.kill()
