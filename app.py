@@ -397,7 +397,7 @@ def train(
                 "(pip install -r requirements.txt) and restart it."
             )
         settings = check_settings(training.limits, dataset, latent_dim, hidden_layers, epochs, train_images, seed)
-        name, folder = training.visitors.new_folder(visitor)
+        name, folder = training.visitors.new_folder(visitor, settings.label)
         config = settings.config(training.limits.data_dir, folder)
     except UserError as err:
         raise gr.Error(html.escape(str(err), quote=False), print_exception=False) from None
@@ -415,8 +415,8 @@ def train(
                 finished = True
                 discard(folder)  # what the run wrote of it; its pictures stay on the page (swept with the rest)
                 message = event["message"]
-                if on_space():  # the trainer's message names folders: not the server's, for a Space's visitors
-                    message = message.replace(str(folder), name).replace(str(training.limits.data_dir), "data/")
+                print(f"Training run {name} failed: {message}", file=sys.stderr)  # the server's paths: its log only
+                message = visitor_message(message, settings.dataset, name, folder, training.limits.data_dir)
                 yield view.update(status=f"⚠️ {serving.literal(message)}")
                 raise gr.Error(html.escape(message, quote=False), print_exception=False)
             if event["event"] == "wait":  # the export: a yield, where Gradio ends the run if its visitor left
@@ -430,6 +430,16 @@ def train(
             delete_run(folder)
         # Closed before (the visitor left, the server exits): whoever closed it deletes the folders, and does so
         # whole; deleting here too would race them.
+
+
+def visitor_message(message: str, dataset: str, name: str, folder: Path, data_dir: Path) -> str:
+    """A trainer's error as the Train tab shows it: no folder of the server's (its log has the message whole)."""
+    if str(data_dir) in message:  # missing or broken data: the server's operator fixes it, not the visitor
+        return (
+            f"This server could not read the {dataset} data it trains on, so it cannot train now. Its log says why "
+            "and how to fix it: please tell whoever runs it."
+        )
+    return message.replace(str(folder), name)
 
 
 def finish(
@@ -461,11 +471,14 @@ def finish(
     )
 
 
+CURVE_COLUMNS = ["epoch", "loss", "data", "reconstruction", "KL"]  # the loss curve: −ELBO = reconstruction + KL
+
+
 class LiveView:
     """The Train tab's outputs, built up from the run's events."""
 
     def __init__(self):
-        self.rows: list[dict] = []  # the loss curve: epoch (fractional within an epoch), −ELBO, which curve
+        self.rows: list[dict] = []  # the loss curve: two points per epoch (train, validation), CURVE_COLUMNS
         self.samples = self.walk = None
         self.line = ""
 
@@ -473,34 +486,43 @@ class LiveView:
         kind = event["event"]
         if kind == "step":
             fraction = ((event["epoch"] - 1) * event["steps"] + event["step"]) / (event["epochs"] * event["steps"])
-            x = event["epoch"] - 1 + event["step"] / event["steps"]
-            self.rows.append({"epoch": round(x, 3), "loss": event["loss"], "curve": "train"})
             speed = f"{event['images_per_sec']:,.0f} images/s" if event["images_per_sec"] else ""
             left = f"about {duration(event['seconds_left'])} left" if event["seconds_left"] is not None else ""
-            label = " · ".join(t for t in (f"epoch {event['epoch']}/{event['epochs']}", speed, left) if t)
+            loss = f"−ELBO {event['loss']:.1f}"  # a running mean of the batches': the curve has the epochs' means
+            label = " · ".join(t for t in (f"epoch {event['epoch']}/{event['epochs']}", loss, speed, left) if t)
             stopping = f"Stopping ({stop_reason}): the best weights so far become the model…" if stop_reason else ""
             return self.update(
                 status=stopping or self.line or "Training…", progress=progress_bar(fraction, label), curve=gr.skip()
             )  # the curve: at the epoch's end
         if kind == "epoch":
             record = event["record"]
-            self.rows.append({"epoch": float(record["epoch"]), "loss": record["val_loss"], "curve": "validation"})
+            for data, prefix in (("train", "train_"), ("validation", "val_")):
+                parts = [record[prefix + part] for part in ("loss", "recon", "kl")]
+                epoch = str(record["epoch"])  # a category: one tick per epoch, not 1.0, 1.1, 1.2…
+                self.rows.append(dict(zip(CURVE_COLUMNS, [epoch, parts[0], data, *parts[1:]], strict=True)))
             self.samples, self.walk = event["samples"], event["walk"]
+            stopped = f" (stopped {record['epoch_fraction']:.0%} into it)" if record.get("stopped") else ""
             self.line = (
-                f"Epoch {record['epoch']}: train −ELBO {record['train_loss']:.2f}, validation −ELBO "
-                f"{record['val_loss']:.2f} nats/image, {record['images_per_sec']:,.0f} images/s."
+                f"Epoch {record['epoch']}{stopped}: train −ELBO {record['train_loss']:.2f}, validation −ELBO "
+                f"{record['val_loss']:.2f} nats/image (reconstruction {record['val_recon']:.2f} + KL "
+                f"{record['val_kl']:.2f}), {record['images_per_sec']:,.0f} images/s."
             )
             return self.update(status=self.line)
+        if kind == "export" and "phase" in event:  # the bar is the export's own from here: its phase, and how far
+            label = f"writing the model folder: {event['phase']} ({event['number']}/{event['of']})"
+            return self.update(progress=progress_bar((event["number"] - 1) / event["of"], label))
         if kind == "export":
             ended = f"Stopped ({stop_reason}): the best weights so far become the model." if stop_reason else self.line
-            return self.update(status=f"{ended} Writing the model folder: figures, t-SNE map, card…")
+            return self.update(
+                status=f"{ended} Writing the model folder: figures, t-SNE map, class regions, card…",
+                progress=progress_bar(0.0, "writing the model folder"),
+            )
         return self.update()
 
     def update(self, **changes) -> TrainView:
-        # The curve is sent from the first epoch's end on, with both of its lines: the plot fixes its legend and colours
-        # by the lines of the first frame it gets, and an empty frame's columns would reach it as categories.
-        epochs = any(row["curve"] == "validation" for row in self.rows)
-        curve = pd.DataFrame(self.rows, columns=["epoch", "loss", "curve"]) if epochs else gr.skip()
+        # The curve is sent from the first epoch's end on, with both of its series: the plot fixes its legend and
+        # colours by the series of the first frame it gets, and an empty frame's columns would reach it as categories.
+        curve = pd.DataFrame(self.rows, columns=CURVE_COLUMNS) if self.rows else gr.skip()
         view = TrainView(
             status=gr.skip(),
             progress=gr.skip(),
@@ -926,13 +948,7 @@ def train_tab(demo: gr.Blocks, training: Training, checkpoint: gr.Dropdown) -> N
             "dropdown above, so every tab shows it. Your models are deleted when you leave or after an hour. "
             f"One run at a time on this server, at most {limits.max_epochs} epochs and "
             f"{duration(limits.max_seconds)}; others wait in a queue (one run going and one waiting per visitor, "
-            f"{limits.max_train_jobs} in all). "
-            + (  # a Space's visitors are not shown the server's folders
-                ""
-                if on_space()
-                else f"The data is read from {serving.literal(limits.data_dir)} (VAE_DATA_DIR or app.py --data-dir), "
-                "and downloaded there when missing and the network allows."
-            )
+            f"{limits.max_train_jobs} in all)."  # where the data is: the server's log (main), not the visitors' page
         )
         with gr.Row():
             with gr.Column(scale=1):
@@ -962,13 +978,20 @@ def train_tab(demo: gr.Blocks, training: Training, checkpoint: gr.Dropdown) -> N
             with gr.Column(scale=2):
                 status = gr.Markdown(elem_id="train-status")
                 progress = gr.HTML(elem_id="train-progress")
-                curve = gr.LinePlot(
+                # Points, not lines: a line needs two epochs, and the first epoch's points are the first news. The
+                # y-axis fits the epochs' means (the first steps' ~550 nats are no point of it); hovering a point
+                # shows its reconstruction and KL parts.
+                curve = gr.ScatterPlot(
                     x="epoch",
                     y="loss",
-                    color="curve",
+                    color="data",
+                    x_title="epoch",
+                    sort=[str(epoch) for epoch in range(1, limits.max_epochs + 1)],  # 1, 2, … 10, not 1, 10, 2
                     y_title="−ELBO (nats/image)",
+                    color_title="",  # the legend reads "train", "validation", not the column's name
                     color_map={"train": "#1f77b4", "validation": "#ff7f0e"},
-                    label="Loss: train (blue; a running mean within the epoch) and validation (orange)",
+                    tooltip=["reconstruction", "KL"],
+                    label="Loss per epoch: train (blue, the epoch's mean) and validation (orange, at its end)",
                     height=330,  # the legend (train, validation) sits below the axes
                     elem_id="train-curve",
                 )
@@ -1158,6 +1181,7 @@ def main(argv: list[str] | None = None) -> None:
     for problem in default.problems:
         print(f"warning: {problem}", file=sys.stderr)
     serving.tune_server_process()
+    print(f"Train tab: data in {limits.data_dir} (VAE_DATA_DIR or --data-dir; downloaded there when missing)")
     demo = build_demo(default, serving.find_checkpoints(default, CHECKPOINTS), limits, args.push_with_machine_token)
     # A fresh app_kwargs on each launch: Gradio adds its own entries to the dict it is given.
     limit = {"middleware": [Middleware(serving.RequestLimit)]}

@@ -434,10 +434,14 @@ def test_train_in_the_page_then_sample_the_new_model(train_url, browser, tmp_pat
         assert any(s.startswith(f"Epoch {epoch}: train −ELBO") for s in seen["status"]), seen["status"]
     assert len(seen["samples"]) >= 3, "a new sample grid each epoch"
     assert browser.find_elements(By.CSS_SELECTOR, "#train-curve canvas, #train-curve svg"), "the loss curve"
+    legend = browser.find_element(By.CSS_SELECTOR, "#train-curve .role-legend").text.split()
+    assert legend == ["train", "validation"], f"the legend names the series, no title (issue 29): {legend}"
+    points = browser.find_elements(By.CSS_SELECTOR, "#train-curve .role-mark path, #train-curve .role-mark circle")
+    assert len(points) >= 6, f"a train and a validation point per epoch: {len(points)} marks"
     assert "done · 100%" in browser.find_element(By.ID, "train-progress").text
     assert no_error_shown(browser)
     browser.save_screenshot(str(shots / "train-tab.png"))
-    name = re.search(r"(visitor-[0-9a-f]{16})", status(browser)).group(1)
+    name = re.search(r"(mnist-z\d+-\d{4}-[a-z2-7]{8})", status(browser)).group(1)
     assert browser.find_element(By.CSS_SELECTOR, "#checkpoint input").get_attribute("value") == name
 
     open_tab(browser, "Samples")  # already the new model's samples (issue 29), and a new seed samples it again

@@ -16,6 +16,8 @@ from safetensors.torch import save_file
 from vae import VAE
 from vae.data import read_split
 from vae.folder import CARD, CLASS_SAMPLES, METRICS, STEERING, WEIGHTS
+from vae.latent import neighbour_agreement
+from vae.live import STEERING_IMAGES
 from vae.steering import (
     DIRECTIONS,
     TENSORS,
@@ -159,6 +161,50 @@ def test_class_samples_are_the_digit_asked_for(digit_classifier):  # noqa: F811 
     model = VAE.from_pretrained(MNIST).eval()
     steering, problem = read_steering(MNIST, model)
     assert problem is None
+    with torch.no_grad():
+        accuracy = [
+            (digit_classifier(sample_class(model, steering, c, 500)).argmax(1) == c).float().mean() for c in range(10)
+        ]
+    assert min(accuracy) >= 0.90, [round(float(a), 3) for a in accuracy]
+
+
+def test_neighbour_agreement_of_some_latents_is_theirs_among_all():
+    """The export judges a sample of the training images (fit_steering's fit_images): each by its neighbours among all
+    of them, exactly as when every image is judged."""
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 10, (3000,), generator=generator)
+    latents = torch.randn(10, 4, generator=generator)[labels] + 0.6 * torch.randn(3000, 4, generator=generator)
+    every = neighbour_agreement(latents, labels)
+    rows = torch.randperm(3000, generator=generator)[:1100]  # more than one block of rows, in no order
+    assert torch.equal(neighbour_agreement(latents, labels, rows=rows), every[rows])
+    assert 0.3 < every.mean() < 0.95, "a mix of clear and ambiguous latents"
+
+
+@pytest.mark.slow
+def test_regions_fitted_as_the_train_tab_fits_them_match_those_fitted_to_all(mnist_splits):
+    """The committed model's regions, fitted to every clear image of the 59,000 (its steering file), and to the clear
+    ones among STEERING_IMAGES of them (the Train tab's export): the same regions within sampling noise."""
+    model = VAE.from_pretrained(MNIST).eval()
+    every, problem = read_steering(MNIST, model)
+    assert problem is None
+    sampled = fit_steering(model, mnist_splits.train, mnist_splits.test, fit_images=STEERING_IMAGES)
+    spread = (every.class_scales**2).sum(dim=(1, 2)).sqrt()  # (K,): each region's spread, √trace(L Lᵀ)
+    moved = (sampled.class_means - every.class_means).norm(dim=1) / spread  # (K,)
+    assert moved.max() < 0.1, f"each centre moves by under a tenth of its region's spread: {moved}"  # 0.03-0.04
+    grown = (sampled.class_scales**2).sum(dim=(1, 2)).sqrt() / spread
+    assert ((grown > 0.97) & (grown < 1.03)).all(), f"and keeps its spread: {grown}"  # within 1.2%
+    assert torch.allclose(sampled.directions, every.directions), "the sliders' directions come from the test set"
+
+
+@pytest.mark.slow
+def test_class_samples_from_regions_fitted_as_the_train_tab_fits_them_are_the_digit_asked_for(
+    digit_classifier,  # noqa: F811 (the imported fixture)
+    mnist_splits,
+):
+    """The Train tab's export judges STEERING_IMAGES of the 59,000 training images, not all (~5 s, not ~29 s, on one
+    core): fitted so to the committed model, its regions still give the digit asked for at least 90% of the time."""
+    model = VAE.from_pretrained(MNIST).eval()
+    steering = fit_steering(model, mnist_splits.train, mnist_splits.test, fit_images=STEERING_IMAGES)
     with torch.no_grad():
         accuracy = [
             (digit_classifier(sample_class(model, steering, c, 500)).argmax(1) == c).float().mean() for c in range(10)

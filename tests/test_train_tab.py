@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -18,6 +19,7 @@ import threading
 import time
 import zipfile
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import gradio as gr
@@ -33,7 +35,8 @@ import app
 from vae import live
 from vae.assets import load_assets
 from vae.errors import UserError
-from vae.visitors import PER_VISITOR, Visitors
+from vae.export import EXPORT_PHASES
+from vae.visitors import PER_VISITOR, Visitors, model_name
 
 pytestmark = pytest.mark.slow
 
@@ -125,18 +128,28 @@ def test_a_run_streams_each_epoch_and_ends_with_a_model_every_tab_can_use(two_ru
     epochs = [s for s in run.statuses() if s.startswith("Epoch 1: train −ELBO")]
     assert epochs, f"no update for the epoch: {run.statuses()}"
     assert any("images/s" in str(u["progress"]) for _, u in run.updates), "a progress bar within the epoch"
+    # Writing the model folder has a bar of its own, phase by phase, not training's frozen at 100% (issue 29).
+    writing = next(i for i, (_, u) in enumerate(run.updates) if "Writing the model folder" in str(u["status"]))
+    bars = [u["progress"] for _, u in run.updates[writing:] if isinstance(u["progress"], str)]
+    shown = [p for p in EXPORT_PHASES if any(f"writing the model folder: {p} (" in b for b in bars)]
+    assert shown == list(EXPORT_PHASES), bars
+    assert not any("left" in b for b in bars[:-1]), "no training bar (time left) while the folder is written"
     name = final["model_name"]
-    assert name.startswith("visitor-") and len(name) >= len("visitor-") + 16, "an unguessable name"
+    assert re.fullmatch(r"mnist-z8-\d{4}-[a-z2-7]{8}", name), f"dataset, latent size, time, 40 random bits: {name}"
     assert f"**{name}** is ready (done)" in final["status"]
     assert Path(final["samples"]).is_file() and Path(final["walk"]).is_file(), "the last epoch's pictures"
-    rows = final["curve"]["data"]  # epoch, loss, curve
-    assert {r[2] for r in rows} == {"train", "validation"}
+    # The loss curve: from the first epoch on, its train and validation −ELBO with their parts (issue 29).
+    first = next(u["curve"] for _, u in run.updates if str(u["status"]).startswith("Epoch 1:"))
+    assert first["columns"] == ["epoch", "loss", "data", "reconstruction", "KL"]
+    assert [(r[0], r[2]) for r in first["data"]] == [("1", "train"), ("1", "validation")], "both points after epoch 1"
+    assert all(r[1] == pytest.approx(r[3] + r[4], abs=0.01) for r in first["data"]), "−ELBO = reconstruction + KL"
+    assert first["mark"] == "point", "a single epoch's points show: a line needs two"
     # The model: in this visitor's dropdown and selected; /sample and /about answer with it by name.
     assert final["checkpoint"]["value"] == name
     assert [c[0] for c in final["checkpoint"]["choices"]] == ["vae-mnist", name], "the server's models, then mine"
     grid, _ = client.predict(4, 0, 1.0, name, api_name="/sample")
     assert Path(grid).is_file()
-    assert "visitor-" not in client.predict("vae-mnist", api_name="/about")
+    assert name not in client.predict("vae-mnist", api_name="/about")
     # The download: the Hub-ready folder train.py writes, as a zip, without the training state.
     with zipfile.ZipFile(final["download"]["value"]) as archive:
         files = {Path(n).relative_to(name).as_posix() for n in archive.namelist()}
@@ -144,9 +157,29 @@ def test_a_run_streams_each_epoch_and_ends_with_a_model_every_tab_can_use(two_ru
     for expected in ("config.json", "model.safetensors", "README.md", "metrics.json", "train_config.yaml", "tsne.png"):
         assert expected in files
     assert not any(f.startswith("training_state") for f in files)
+    history = [json.loads(line) for line in archive_text(final["download"]["value"], f"{name}/metrics.jsonl")]
+    epochs = [
+        [str(r["epoch"]), r[f"{s}_loss"], data, r[f"{s}_recon"], r[f"{s}_kl"]] for r in history for s, data in SETS
+    ]
+    assert final["curve"]["data"] == epochs, "the epochs' means only: no first steps' ~550 nats to stretch the y-axis"
     # Nothing of the server's in it: no absolute path (its data, its visitors' folders), no session id.
     assert b"/tmp" not in text and b"my data" not in text and b"/work" not in text
     assert client.session_hash.encode() not in text, "the visitor's session id"
+
+
+SETS = (("train", "train"), ("val", "validation"))  # metrics.jsonl's prefix → the curve's series
+
+
+def archive_text(zip_path: str, member: str) -> list[str]:
+    with zipfile.ZipFile(zip_path) as archive:
+        return archive.read(member).decode().splitlines()
+
+
+def test_the_loss_curves_legend_names_its_series_not_its_column(studio):
+    config = httpx.get(f"{studio}/config").json()
+    curve = next(c["props"] for c in config["components"] if c.get("props", {}).get("elem_id") == "train-curve")
+    assert curve["color_title"] == "", "no title above train / validation (Vega-Lite titles it with the column's name)"
+    assert curve["tooltip"] == ["reconstruction", "KL"], "a point's parts on hover"
 
 
 def test_a_visitors_model_stays_out_of_other_visitors_pages_and_of_checkpoints(two_runs, studio):
@@ -157,7 +190,7 @@ def test_a_visitors_model_stays_out_of_other_visitors_pages_and_of_checkpoints(t
     assert not any(name in str(dropdown["props"]["choices"]) for name in names)
     first = two_runs[0][1].result()["checkpoint"]["choices"]
     assert two_runs[1][1].result()["model_name"] not in str(first), "one visitor's dropdown lacks the other's model"
-    assert not any(p.name.startswith("visitor-") for p in app.CHECKPOINTS.iterdir())
+    assert not any(p.name in names for p in app.CHECKPOINTS.iterdir())
 
 
 def test_two_visitors_runs_are_served_one_after_the_other(two_runs):
@@ -182,6 +215,11 @@ def test_stop_ends_a_run_within_two_seconds_with_the_best_weights(studio, tmp_pa
     with zipfile.ZipFile(final["download"]["value"]) as archive:
         metrics = json.loads(archive.read(f"{final['model_name']}/metrics.json"))
     assert 2 <= metrics["stopped_in_epoch"] < 20 and metrics["best_epoch"] <= metrics["stopped_in_epoch"]
+    stopped = metrics["stopped_in_epoch"]
+    assert max(int(r[0]) for r in final["curve"]["data"]) == stopped, (
+        "the curve ends at the stopped epoch, not before it"
+    )
+    assert any(s.startswith(f"Epoch {stopped} (stopped ") for s in run.statuses()), run.statuses()
     grid, _ = client.predict(4, 0, 1.0, final["model_name"], api_name="/sample")
     assert Path(grid).is_file()
     assert client.predict(api_name="/stop_training") == "You have no run going."
@@ -201,7 +239,7 @@ def test_a_killed_trainer_comes_back_as_a_message_and_the_server_stays_up(studio
 
 def test_a_run_whose_visitor_left_ends_at_once_without_writing_its_model(studio, tmp_path_factory):
     """The visitor goes away mid-run (here: the job is cancelled, which closes the server's stream): the trainer is
-    ended within seconds, not left to write the whole model folder (figures, t-SNE map, ~25 s of CPU) to be deleted."""
+    ended within seconds, not left to write the whole model folder (figures, t-SNE map, class regions: ~11 s of CPU) to be deleted."""
     client = new_client(studio, tmp_path_factory)
     run = Watched(client, epochs=20, train_images=1000)
     run.wait_for("Epoch 1:")
@@ -250,7 +288,7 @@ def test_sigterm_ends_the_server_with_its_visitors_models_and_run(mnist_dir, tmp
                 time.sleep(0.5)
         client.predict(**SETTINGS, api_name="/train")  # a model kept for this visitor
         (root,) = temp.glob("vae-studio-visitors-*")
-        assert list(root.glob("*/visitor-*/model.safetensors"))
+        assert list(root.glob("*/mnist-z8-*/model.safetensors"))
         run = Watched(new_client(f"http://127.0.0.1:{port}", tmp_path_factory), epochs=20, train_images=1000)
         run.wait_for("Epoch 1:")
         children = trainers(psutil.Process(server.pid))
@@ -417,6 +455,41 @@ def test_visitors_models_are_bounded_and_deleted(tmp_path, monkeypatch):
         visitors.new_folder("carol")
 
 
+def test_the_train_tab_shows_visitors_no_server_internals(studio):
+    """Where the server keeps its data, and how its operator sets that, are the server's log's and the docs', not the
+    page's (issue 29)."""
+    config = httpx.get(f"{studio}/config").json()
+    text = json.dumps([c["props"].get("value") for c in config["components"] if c["type"] in ("markdown", "html")])
+    text = re.sub(
+        r"/?gradio_api/file=[^\s)\"']+", "", text
+    )  # the card's figures: Gradio's own file URLs, as any image's
+    for internal in ("my data", "VAE_DATA_DIR", "--data-dir", "/tmp/", "/work/"):
+        assert internal not in text, f"the page shows {internal!r}"
+
+
+def test_a_trainers_message_about_the_data_names_no_server_folder(tmp_path):
+    data, folder = tmp_path / "srv data", tmp_path / "visitors" / "abc" / "mnist-z8-0412-aaaaaaaa"
+    missing = f"The MNIST files are missing from {data}/MNIST/raw and downloading them failed (…). Put the four files"
+    shown = app.visitor_message(missing, "MNIST", folder.name, folder, data)
+    assert str(tmp_path) not in shown and "--data-dir" not in shown
+    assert shown.startswith("This server could not read the MNIST data it trains on")
+    full = f"Cannot write {folder}/model.safetensors: the disk is full."
+    assert app.visitor_message(full, "MNIST", folder.name, folder, data) == (
+        "Cannot write mnist-z8-0412-aaaaaaaa/model.safetensors: the disk is full."
+    )
+
+
+def test_visitors_models_have_readable_unguessable_names(tmp_path):
+    visitors = Visitors(tmp_path / "visitors")
+    names = {visitors.new_folder("alice", "fashion-mnist-z16")[0] for _ in range(200)}
+    assert len(names) == 200, "unique"
+    at_0412 = datetime(2026, 12, 5, 4, 12, tzinfo=UTC).timestamp()
+    name = model_name("mnist-z8", at_0412)
+    assert re.fullmatch(r"mnist-z8-0412-[a-z2-7]{8}", name), name
+    assert all(re.fullmatch(r"fashion-mnist-z16-\d{4}-[a-z2-7]{8}", n) for n in names)
+    assert model_name("../Odd Name/").startswith("odd-name-"), "a folder's name whatever the label"
+
+
 def test_server_limits_come_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("VAE_MAX_TRAIN_EPOCHS", "3")
     monkeypatch.setenv("VAE_MAX_TRAIN_SECONDS", "90")
@@ -547,7 +620,13 @@ def test_a_visitor_who_leaves_during_the_export_leaves_nothing_behind(studio, tm
     run.job.cancel()
     wait_for_no_trainer()
     deadline = time.monotonic() + 10
-    left = lambda: [p.name for p in folder.parent.iterdir() if folder.name in p.name]  # noqa: E731
+
+    def left() -> list[str]:
+        try:
+            return [p.name for p in folder.parent.iterdir() if folder.name in p.name]
+        except FileNotFoundError:  # the visitor's own folder went too: their session closed
+            return []
+
     while left() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert left() == [], "what the run wrote is deleted"

@@ -377,5 +377,8 @@ def test_keep_on_stop_exports_the_best_weights_so_far_from_the_middle_of_an_epoc
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["stopped_in_epoch"] == 1 and metrics["best_epoch"] == 1 and metrics["best_val_loss"] < 544
     assert {"model.safetensors", "config.json", "README.md", "tsne.png"} <= {p.name for p in folder.iterdir()}
-    assert not (folder / "metrics.jsonl").exists(), "no epoch finished: no history"
+    history = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["stopped"], r["epoch_fraction"]) for r in history] == [(1, True, 0.1875)], "3 of 16 steps"
+    assert history[0]["val_loss"] == round(metrics["best_val_loss"], 4), "the stopped epoch, recorded as far as it went"
+    assert not (folder / "training_state").exists(), "a checkpoint holds whole epochs: none was saved"
     assert VAE.from_pretrained(folder).latent_dim == 2

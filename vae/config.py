@@ -94,6 +94,9 @@ class TrainConfig:
     eval_batch_size: int = option(1000, "images per batch when evaluating", min=1)
     iw_samples: int = option(100, "importance samples per test image for the final IW bound (0: skip)", min=0)
     tsne_samples: int = option(2000, "test images embedded in the t-SNE figure", min=10)
+    steering_images: int = option(
+        0, "training images judged clear or not for the class regions (0: all; fewer: a faster export)", min=0
+    )
     push_to_hub: bool = option(False, "upload the output folder to the Hub at the end")
     hub_model_id: str | None = option(None, "Hub repo for --push-to-hub, e.g. user/vae-mnist")
     hub_private: bool | None = option(

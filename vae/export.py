@@ -4,6 +4,8 @@ Hub-ready folder (the files vae.folder names: config, weights, card, metrics, fi
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -28,33 +30,75 @@ from vae.model import VAE
 from vae.steering import add_steering
 from vae.tsne import write_tsne
 
+EXPORT_PHASES = ("class statistics", "test metrics", "figures", "t-SNE map", "class regions", "model card")
+
 
 @torch.no_grad()
-def set_class_statistics(model: VAE, train: ImageSet, batch_size: int = 1000) -> None:
-    """Mean and standard deviation of the posterior means of each class over the training images."""
-    mu = posterior_means(model, train.images, batch_size)  # (N, D)
+def set_class_statistics(
+    model: VAE, train: ImageSet, batch_size: int = 1000, latents: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean and standard deviation of the posterior means of each class over the training images; returns those
+    posterior means (N, D) (`latents`, when the caller has them already)."""
+    mu = posterior_means(model, train.images, batch_size) if latents is None else latents  # (N, D)
     labels = train.labels.to(mu.device)
     for c in range(len(model.class_names)):
         members = mu[labels == c]
         if len(members):
             model.class_means[c] = members.mean(dim=0)
             model.class_stds[c] = members.std(dim=0) if len(members) > 1 else torch.ones_like(members[0])
+    return mu
+
+
+class Phases:
+    """The export's steps, one after the other: each start reported to `on_phase(name, number, of)` (the Train tab's
+    progress), each one's time printed at the end (the trainer's console; the Train tab's run log)."""
+
+    def __init__(self, on_phase: Callable[[str, int, int], None] | None):
+        self.on_phase, self.times, self.started = on_phase, {}, None
+        self.bar = tqdm(total=len(EXPORT_PHASES), desc="exporting", leave=False)
+
+    def start(self, name: str) -> None:
+        self.stop()
+        self.started = (name, time.perf_counter())
+        if self.on_phase is not None:
+            self.on_phase(name, EXPORT_PHASES.index(name) + 1, len(EXPORT_PHASES))
+
+    def stop(self) -> None:
+        if self.started is not None:
+            name, since = self.started
+            self.times[name] = time.perf_counter() - since
+            self.bar.update()
+            self.started = None
+
+    def close(self) -> None:
+        self.stop()
+        self.bar.close()
+        each = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in self.times.items())
+        print(f"exported in {sum(self.times.values()):.1f} s: {each}")
 
 
 def export_model(
-    model: VAE, splits: Splits, config: TrainConfig, history: list[dict], run_info: dict, output_dir: Path
+    model: VAE,
+    splits: Splits,
+    config: TrainConfig,
+    history: list[dict],
+    run_info: dict,
+    output_dir: Path,
+    on_phase: Callable[[str, int, int], None] | None = None,
 ) -> dict:
     """Write the Hub-ready files of the trained `model` into `output_dir` (a staging folder, which the trainer then
-    swaps in for the old one as a whole: vae.folder.rewriting); returns the metrics written to metrics.json."""
+    swaps in for the old one as a whole: vae.folder.rewriting); returns the metrics written to metrics.json.
+    `on_phase(name, number, of)`: called as each of EXPORT_PHASES starts."""
     model.eval()
-    steps = tqdm(total=6, desc="exporting", leave=False)
-    set_class_statistics(model, splits.train, config.eval_batch_size)
+    phases = Phases(on_phase)
+    phases.start("class statistics")
+    train_latents = set_class_statistics(model, splits.train, config.eval_batch_size)  # (N, D): the regions' too
     model.save_pretrained(output_dir)  # config.json, model.safetensors (and a card, replaced below)
-    steps.update()
+    phases.start("test metrics")
     metrics = test_metrics(model, splits.test.images, config.iw_samples, config.eval_batch_size)
     metrics.update(run_info)
     atomic_write_text(output_dir / METRICS, json.dumps(metrics, indent=2) + "\n")
-    steps.update()
+    phases.start("figures")
     save_png(samples_grid(model, 64, seed=config.seed), output_dir / SAMPLES)
     save_png(reconstructions_grid(model, splits.test.images[:12]), output_dir / RECONSTRUCTIONS)
     save_png(latent_walk_grid(model), output_dir / LATENT_WALK)
@@ -62,14 +106,21 @@ def export_model(
         save_png(latent_grid(model), output_dir / LATENT_GRID)
     if history:
         save_figure(loss_curve_figure(history), output_dir / LOSS_CURVE)
-    steps.update()
+    phases.start("t-SNE map")
     write_tsne(output_dir, model, splits.test, config.tsne_samples, config.seed)
-    steps.update()
-    add_steering(output_dir, model, splits.train, splits.test, seed=config.seed)  # class regions, directions
-    steps.update()
+    phases.start("class regions")  # and the principal directions of the sliders
+    add_steering(
+        output_dir,
+        model,
+        splits.train,
+        splits.test,
+        seed=config.seed,
+        fit_images=config.steering_images,
+        train_latents=train_latents,
+    )
+    phases.start("model card")
     write_model_card(output_dir, config, model.config, metrics)
-    steps.update()
-    steps.close()
+    phases.close()
     print(
         f"test -ELBO {metrics['test_loss']:.2f} nats/image (recon {metrics['test_recon']:.2f}, KL {metrics['test_kl']:.2f})"
         + (f", IW bound (k={metrics['iw_samples']}) {metrics['test_iw_nll']:.2f}" if "test_iw_nll" in metrics else "")

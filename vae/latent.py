@@ -61,19 +61,22 @@ def has_class_statistics(model: VAE) -> bool:
     return bool(model.class_means.abs().sum() > 0)
 
 
-def neighbour_agreement(latents: torch.Tensor, labels: torch.Tensor, k: int = 10) -> torch.Tensor:
-    """For each latent (N, D), the share (N,) of its k nearest other latents that have its label. Distances are
-    taken a block of rows at a time, so N may be a whole training set."""
+def neighbour_agreement(
+    latents: torch.Tensor, labels: torch.Tensor, k: int = 10, rows: torch.Tensor | None = None
+) -> torch.Tensor:
+    """For each latent (N, D), or each of those at the indices `rows` (M,), the share (N,) or (M,) of its k nearest
+    other latents (among all N) that have its label. Distances are taken a block of rows at a time, so N may be a whole
+    training set: the time grows with N × M."""
     k = min(k, len(latents) - 1)
+    rows = torch.arange(len(latents)) if rows is None else rows
     if k < 1:
-        return torch.ones(len(latents))
+        return torch.ones(len(rows))
     latents, shared = latents.float(), []
-    for start in range(0, len(latents), 1024):
-        dist = torch.cdist(latents[start : start + 1024], latents)  # (B, N)
-        rows = torch.arange(len(dist))
-        dist[rows, rows + start] = float("inf")  # not itself
+    for block in rows.split(1024):
+        dist = torch.cdist(latents[block], latents)  # (B, N)
+        dist[torch.arange(len(block)), block] = float("inf")  # not itself
         nearest = dist.topk(k, largest=False).indices  # (B, k)
-        shared.append((labels[nearest] == labels[start : start + 1024, None]).float().mean(dim=1))
+        shared.append((labels[nearest] == labels[block, None]).float().mean(dim=1))
     return torch.cat(shared)
 
 

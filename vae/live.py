@@ -7,7 +7,8 @@ The Train tab (and /train) starts a run with `Runs.start(visitor, settings.confi
   (bench/app_train_load.py measures them with and without a run);
 - reports as JSON lines on its stdout: "step" events within an epoch (at most two a second), an "epoch" event with
   the epoch's record and two pictures from the current weights (a grid of samples and the walk between the first two
-  classes' means), "export" once training is over, then "done" with the model folder, or "error" with a message;
+  classes' means), "export" once training is over and again as each phase of writing the model folder starts (with
+  "phase", "number" and "of": vae.export.EXPORT_PHASES), then "done" with the model folder, or "error" with a message;
 - stops on SIGINT at the end of the step it is in: the trainer's keep_on_stop exports the best weights so far.
 A crash of the child (an exception, the kernel's out-of-memory killer) comes back as an "error" event: the server's
 process is not touched by it, and the next run starts a new child.
@@ -40,6 +41,7 @@ VAL_SIZE = 1000  # held out of the training images for validation (the default r
 MAX_TRAIN_IMAGES = 60_000 - VAL_SIZE  # the whole training set of MNIST or Fashion-MNIST
 MIN_TRAIN_IMAGES = 100
 TSNE_SAMPLES = 1000  # test digits on the exported t-SNE map: ~5 s on one core where the trainer's 2,000 take ~15 s
+STEERING_IMAGES = 10_000  # training images judged for the class regions: ~5 s on one core where all 59,000 take ~29 s
 NICENESS = 10  # the child's priority below the server's
 STEP_EVENTS_PER_SECOND = 2
 WAIT_EVENT_SECONDS = 0.5  # a "wait" event when the child has been quiet this long (its export): see LiveRun.events
@@ -56,6 +58,11 @@ class LiveSettings:
     epochs: int
     train_images: int
     seed: int
+
+    @property
+    def label(self) -> str:
+        """What the model is, at the start of its name: "mnist-z8"."""
+        return f"{DATASETS[self.dataset]}-z{self.latent_dim}"
 
     def config(self, data_dir: str | Path, output_dir: str | Path) -> TrainConfig:
         """The run's TrainConfig: the default recipe (learning rate and its schedule, KL warm-up, batch size, ELU) with
@@ -79,6 +86,7 @@ class LiveSettings:
                 "output_dir": str(output_dir),
                 "iw_samples": 0,  # the card's likelihood is the ELBO; the IW bound is train.py's (minutes on a CPU)
                 "tsne_samples": TSNE_SAMPLES,
+                "steering_images": STEERING_IMAGES,
             }
         )
 
@@ -161,7 +169,7 @@ class LiveRun:
 
     def close(self) -> None:
         """The run's watcher went away (the visitor left): end it now. Stopping it as Stop does would have it write the
-        whole model folder (figures, t-SNE map: ~25 s of CPU on a full run) only for the folder to be deleted."""
+        whole model folder (figures, t-SNE map, class regions: ~11 s of CPU on a full run) only for the folder to be deleted."""
         self.closed = True
         if self.process.poll() is None:
             self.process.kill()
@@ -224,6 +232,7 @@ def child(config: TrainConfig, threads: int = 1) -> None:
             on_step=reporter.step,
             on_train_end=lambda: send({"event": "export"}),
             keep_on_stop=True,
+            on_export=reporter.export,
         )
         send({"event": "done", "folder": str(folder)})
     except (Interrupted, KeyboardInterrupt):  # stopped before the first step, or while exporting
@@ -272,6 +281,10 @@ class Reporter:
                 "seconds_left": elapsed / done * (total - done) if done > 1 else None,
             }
         )
+
+    def export(self, phase: str, number: int, of: int) -> None:
+        """The export's next phase starts (vae.export.EXPORT_PHASES): the Train tab's bar shows it."""
+        self.send({"event": "export", "phase": phase, "number": number, "of": of})
 
     def epoch_end(self, epoch: int, model) -> None:
         from vae.folder import HISTORY

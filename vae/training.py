@@ -83,6 +83,8 @@ class TrainedEpoch(NamedTuple):
     kl_weight: float  # at the epoch's last step
     seconds: float  # the training loop's wall clock
     cpu_seconds: float  # the same loop by this process's CPU clock (all its threads)
+    stopped: bool = False  # a stop (SIGINT, SIGTERM) ended it after the step it was in
+    fraction: float = 1.0  # of its steps done
 
 
 @dataclass
@@ -107,6 +109,7 @@ def train(
     on_step: Callable[[int, int, int, int, float], None] | None = None,
     on_train_end: Callable[[], None] | None = None,
     keep_on_stop: bool = False,
+    on_export: Callable[[str, int, int], None] | None = None,
 ) -> Path:
     """Train, keep the best model by validation loss, and export a Hub-ready folder; returns its path.
 
@@ -114,7 +117,7 @@ def train(
     (metrics.jsonl is written by then; benchmarks use it to measure test loss against wall time).
     `on_step(epoch, step, steps, images, loss)` after every optimizer step (step counts from 1; images and loss: the
     batch's size and mean loss on this process). `on_train_end()` when the last epoch is done or a stop ended the
-    run, before the export.
+    run, before the export; `on_export(phase, number, of)` as each phase of the export starts (vae.export.EXPORT_PHASES).
     `keep_on_stop`: SIGINT or SIGTERM ends the run at the next step and exports the best weights so far (the
     current ones included) instead of raising Interrupted; the app's Stop button works this way.
     """
@@ -127,7 +130,7 @@ def train(
             with accelerator.main_process_first():  # one process downloads or unpacks the data, the others read it
                 splits = load_splits(DataSettings.of(config))
             try:
-                hooks = Hooks(on_epoch_end, on_step, on_train_end, keep_on_stop)
+                hooks = Hooks(on_epoch_end, on_step, on_train_end, keep_on_stop, on_export)
                 with StopSignals() as signals, failures_reported(accelerator, output_dir):
                     run(config, accelerator, splits, signals, hooks)
             finally:
@@ -191,6 +194,7 @@ class Hooks(NamedTuple):
     on_step: Callable[[int, int, int, int, float], None] | None = None
     on_train_end: Callable[[], None] | None = None
     keep_on_stop: bool = False
+    on_export: Callable[[str, int, int], None] | None = None
 
 
 def run(config: TrainConfig, accelerator: Accelerator, splits: Splits, signals: StopSignals, hooks: Hooks) -> None:
@@ -210,28 +214,29 @@ def run(config: TrainConfig, accelerator: Accelerator, splits: Splits, signals: 
     run_start = time.perf_counter()
     signals.in_loop = True
     for epoch in range(training.progress["epoch"] + 1, config.epochs + 1):
-        try:
-            trained = train_epoch(training, epoch, signals, hooks.on_step)
-        except Interrupted:
-            if not hooks.keep_on_stop:
-                raise
-            keep_if_better(training, epoch)  # the stopped epoch's weights, if they beat the best finished one
-            break
+        trained = train_epoch(training, epoch, signals, hooks.on_step)
+        if trained.stopped and not hooks.keep_on_stop:
+            raise Interrupted(signals.signum or signal.SIGTERM, 0)
+        if trained.stopped:  # kept: the stopped epoch is recorded as far as it went, its weights kept if the best
+            training.progress["stopped_in_epoch"] = epoch
         record = record_epoch(training, epoch, trained, validate(training))
-        save_checkpoint(training, output_dir)
+        if not trained.stopped:  # a checkpoint holds whole epochs: --resume starts the next one
+            save_checkpoint(training, output_dir)
         if accelerator.is_main_process:
             atomic_write_text(output_dir / HISTORY, "".join(json.dumps(r) + "\n" for r in training.progress["history"]))
             accelerator.print(epoch_line(record, config.epochs))
         log_epoch(accelerator, record, accelerator.unwrap_model(training.model), config.seed)
         if hooks.on_epoch_end is not None:
             hooks.on_epoch_end(epoch, accelerator.unwrap_model(training.model))
+        if trained.stopped:
+            break
     signals.in_loop = False
     if signals.signum is not None and not hooks.keep_on_stop:  # a signal during the last validation or checkpoint
         raise Interrupted(signals.signum, 0)
     if hooks.on_train_end is not None:
         hooks.on_train_end()
     if accelerator.is_main_process:
-        export(training, splits, output_dir, time.perf_counter() - run_start, commit)
+        export(training, splits, output_dir, time.perf_counter() - run_start, commit, hooks.on_export)
 
 
 def process_line(training: Training) -> str:
@@ -365,10 +370,14 @@ def train_epoch(
             bar.set_postfix(loss=f"{parts.loss.mean().item():.1f}")
         if on_step is not None:
             on_step(epoch, step + 1, len(batches), len(index), parts.loss.mean().item())
-        if stop_requested(signals, accelerator, step):  # the step is done; the epoch is abandoned
-            raise Interrupted(signals.signum or signal.SIGTERM, 0)
+        if stop_requested(signals, accelerator, step):  # the step is done; the rest of the epoch is not
+            stopped, done = True, step + 1  # the same step on every process: stop_requested agrees
+            break
+    else:
+        stopped, done = False, len(batches)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
-    return TrainedEpoch(ELBOTotals(accelerator.reduce(totals.sums, reduction="sum")), kl_weight, seconds, cpu_seconds)
+    totals = ELBOTotals(accelerator.reduce(totals.sums, reduction="sum"))
+    return TrainedEpoch(totals, kl_weight, seconds, cpu_seconds, stopped, done / max(len(batches), 1))
 
 
 def train_step(training: Training, index: torch.Tensor, kl_weight: float) -> ELBOParts:
@@ -401,17 +410,6 @@ def validate(training: Training) -> dict[str, float]:
     return ELBOTotals(accelerator.reduce(totals.sums, reduction="sum")).as_means()
 
 
-def keep_if_better(training: Training, epoch: int) -> None:
-    """A run stopped during `epoch`: its current weights become the best if their validation loss beats the best
-    finished epoch's (always when no epoch finished), so that the export is the best model the run reached."""
-    val = validate(training)
-    progress = training.progress
-    progress["stopped_in_epoch"] = epoch
-    if val["loss"] < progress["best_val_loss"]:
-        progress["best_val_loss"], progress["best_epoch"] = val["loss"], epoch
-        training.best_state = weights_on_cpu(training)
-
-
 def record_epoch(training: Training, epoch: int, trained: TrainedEpoch, val: dict[str, float]) -> dict:
     """The epoch's record (a line of metrics.jsonl), added to the progress; the weights kept if the best so far."""
     record = {
@@ -423,6 +421,7 @@ def record_epoch(training: Training, epoch: int, trained: TrainedEpoch, val: dic
         "epoch_seconds": round(trained.seconds, 4),  # the training loop alone: no validation, checkpoint or export
         "epoch_cpu_seconds": round(trained.cpu_seconds, 3),  # the same loop by the main process's CPU clock
         "images_per_sec": round(trained.totals.images / trained.seconds, 1),  # all processes together
+        **({"stopped": True, "epoch_fraction": round(trained.fraction, 4)} if trained.stopped else {}),
     }
     progress = training.progress
     progress["history"].append(record)
@@ -439,8 +438,9 @@ def weights_on_cpu(training: Training) -> dict[str, torch.Tensor]:
 
 
 def epoch_line(record: dict, epochs: int) -> str:
+    stopped = f" (stopped {record['epoch_fraction']:.0%} into it)" if record.get("stopped") else ""
     return (
-        f"epoch {record['epoch']}/{epochs}  train -ELBO {record['train_loss']:.2f} "
+        f"epoch {record['epoch']}/{epochs}{stopped}  train -ELBO {record['train_loss']:.2f} "
         f"(recon {record['train_recon']:.2f}, KL {record['train_kl']:.2f})  val -ELBO {record['val_loss']:.2f}  "
         f"lr {record['lr']:.2e}  {record['epoch_seconds']:.1f}s  {record['images_per_sec']:.0f} img/s"
     )
@@ -472,7 +472,14 @@ def save_checkpoint(training: Training, output_dir: Path) -> None:
     accelerator.wait_for_everyone()
 
 
-def export(training: Training, splits: Splits, output_dir: Path, train_seconds: float, commit: str | None) -> None:
+def export(
+    training: Training,
+    splits: Splits,
+    output_dir: Path,
+    train_seconds: float,
+    commit: str | None,
+    on_phase: Callable[[str, int, int], None] | None = None,
+) -> None:
     """The best epoch's model as a Hub-ready folder, written beside the run's folder and swapped in for it whole
     (main process only)."""
     accelerator, config, progress = training.accelerator, training.config, training.progress
@@ -490,7 +497,7 @@ def export(training: Training, splits: Splits, output_dir: Path, train_seconds: 
     best = VAE(accelerator.unwrap_model(training.model).config)
     best.load_state_dict(training.best_state, strict=True)
     with rewriting(output_dir, keep=(TRAIN_CONFIG, HISTORY)) as staging:
-        export_model(best.to(accelerator.device), splits, config, progress["history"], run_info, staging)
+        export_model(best.to(accelerator.device), splits, config, progress["history"], run_info, staging, on_phase)
     print(f"model folder: {output_dir}")
 
 

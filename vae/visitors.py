@@ -1,4 +1,5 @@
-"""Models that visitors train in the page: a temporary folder per visitor, each model in it under an unguessable name.
+"""Models that visitors train in the page: a temporary folder per visitor, each model in it under a readable name that
+is still unguessable ("mnist-z8-0412-k3f9xq2m": dataset, latent size, UTC time, 40 random bits).
 
 A model is offered to the visitor who trained it (their checkpoint dropdown, Push) and to whoever knows its name (an API
 caller uses it as /sample's checkpoint); it never appears in another visitor's dropdown, only its own session pushes it,
@@ -11,6 +12,7 @@ MAX_MODELS or MAX_BYTES of them.
 from __future__ import annotations
 
 import atexit
+import base64
 import secrets
 import shutil
 import sys
@@ -71,8 +73,9 @@ class Visitors:
             atexit.register(shutil.rmtree, self.made_root, ignore_errors=True)  # at exit; SIGTERM: see serving
         return self.made_root
 
-    def new_folder(self, visitor: str) -> tuple[str, Path]:
-        """A name and a folder (not yet created) for the visitor's next model, or a UserError when the server is full."""
+    def new_folder(self, visitor: str, label: str = "model") -> tuple[str, Path]:
+        """A name and a folder (not yet created) for the visitor's next model, or a UserError when the server is full.
+        `label` says what the model is (model_name's start: "mnist-z8")."""
         self.sweep()
         with self.lock:
             if len(self.models) >= MAX_MODELS or self.bytes() >= MAX_BYTES:
@@ -80,7 +83,7 @@ class Visitors:
                     f"This server holds as many trained models as it keeps ({len(self.models)}); each is deleted an "
                     "hour after it was trained. Try again later, or run the studio on your own machine."
                 )
-        name = f"visitor-{secrets.token_hex(8)}"  # 64 random bits: no one finds another visitor's model by trying
+        name = model_name(label)
         return name, self.root / visitor_folder(visitor) / name
 
     def add(self, name: str, visitor: str, folder: Path, address: str = "") -> list[str]:
@@ -173,6 +176,15 @@ class Visitors:
 
     def bytes(self) -> int:
         return sum(f.stat().st_size for f in self.root.rglob("*") if f.is_file()) if self.root.exists() else 0
+
+
+def model_name(label: str, now: float | None = None) -> str:
+    """LABEL-HHMM-xxxxxxxx: what the model is and when (UTC) it was trained, for people, then 40 random bits, so that
+    no one finds another visitor's model by trying names (a name is a key to /sample). Letters, digits and hyphens
+    only: a folder's name, a dropdown's choice and a Hub model's name as it is."""
+    label = "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-") or "model"
+    suffix = base64.b32encode(secrets.token_bytes(5)).decode().lower()  # 40 bits in 8 characters
+    return f"{label}-{time.strftime('%H%M', time.gmtime(now))}-{suffix}"
 
 
 def serve_in_place(root: Path) -> None:
