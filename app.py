@@ -303,6 +303,32 @@ def encode(catalog: serving.Catalog, image, target_class, checkpoint=None) -> tu
 
 
 @user_errors
+def digit_example(catalog: serving.Catalog, target_class, checkpoint=None) -> tuple:
+    """Your digit tab as the page opens: a real test digit of the walk's start class, encoded as a drawing is, so the
+    tab shows what it does before anything is drawn. Empty for a model without its test digits (no t-SNE map)."""
+    assets = catalog.get(checkpoint)
+    start = default_pair(assets)[0]
+    example = None if start is None else serving.test_digit(assets, assets.class_names.index(start))
+    if example is None:
+        return None, None, "", None, None, "Draw a digit on the left, or upload one, then press Encode."
+    image, name = example
+    target = serving.check_class(target_class, "Walk to class", assets) if assets.no_class_means is None else None
+    found = serving.encode_image(assets, image, target)
+    note = (
+        f"An example to start from: {serving.article(name)} **{serving.literal(name)}** from the test set. Draw your "
+        "own digit on the left, or upload one, and press Encode."
+    )
+    return (
+        found.model_input,
+        found.reconstruction,
+        found.nearest,
+        found.points,
+        found.walk,
+        f"{note}\n\n{found.notes}",
+    )
+
+
+@user_errors
 def about(catalog: serving.Catalog, checkpoint=None) -> str:
     """About tab: what a VAE is, then this checkpoint's model card (its metrics, figures and links), or its metrics
     alone when it has none."""
@@ -747,7 +773,9 @@ def samples_tab(
     return {"sample_class": class_name}
 
 
-def walk_tab(catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Assets) -> dict[str, gr.Dropdown]:
+def walk_tab(
+    demo: gr.Blocks, catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Assets
+) -> dict[str, gr.Dropdown]:
     names, (a, b) = default.class_names, default_pair(default)
     with gr.Tab("Latent walk"):
         with gr.Row():
@@ -767,6 +795,7 @@ def walk_tab(catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Assets)
                 gif = pixel_image("Animated", format="gif", height=260, elem_id="walk-gif")
     inputs = [class_a, class_b, steps, interpolation, start, seed, checkpoint]
     button.click(functools.partial(latent_walk, catalog), inputs, [strip, gif], api_name="walk", **model_work())
+    demo.load(functools.partial(latent_walk, catalog), inputs, [strip, gif], api_visibility="private", **model_work())
     cleared_on_switch(checkpoint, [strip, gif])
     return {"class_a": class_a, "class_b": class_b}  # what shows the checkpoint, by CheckpointView's fields
 
@@ -896,7 +925,9 @@ def tsne_tab(catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Assets)
     return {"tsne_figure": figure, "tsne_map": plot}
 
 
-def digit_tab(catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Assets) -> dict[str, gr.Component]:
+def digit_tab(
+    demo: gr.Blocks, catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Assets
+) -> dict[str, gr.Component]:
     with gr.Tab("Your digit"):
         with gr.Row():
             with gr.Column(scale=1):
@@ -928,6 +959,8 @@ def digit_tab(catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Assets
     encode_upload.click(run, [upload, target, checkpoint], outputs, api_name="encode", **model_work())
     upload.upload(run, [upload, target, checkpoint], outputs, api_visibility="private", **model_work())  # at once
     encode_drawing.click(run, [sketch, target, checkpoint], outputs, api_name="encode_drawing", **model_work())
+    example = functools.partial(digit_example, catalog)
+    demo.load(example, [target, checkpoint], outputs, api_visibility="private", **model_work())
     cleared_on_switch(checkpoint, [model_input, reconstruction, nearest, walk, notes])  # the map: select_checkpoint
     return {"target": target, "encode_map": plot}
 
@@ -1142,10 +1175,10 @@ def build_demo(
             )
             status_text = gr.Markdown(status(default), elem_id="checkpoint-status")
         samples = samples_tab(demo, catalog, checkpoint, default)
-        walk = walk_tab(catalog, checkpoint, default)
+        walk = walk_tab(demo, catalog, checkpoint, default)
         sliders = sliders_tab(catalog, checkpoint, default)
         tsne = tsne_tab(catalog, checkpoint, default)
-        digit = digit_tab(catalog, checkpoint, default)
+        digit = digit_tab(demo, catalog, checkpoint, default)
         about_text = about_tab(catalog, checkpoint, default)
         train_tab(demo, training, checkpoint)
         shown = CheckpointView(status=status_text, **walk, **tsne, **digit, about=about_text, **samples, **sliders)

@@ -590,3 +590,17 @@ def test_png_writer_round_trips(tmp_path):
     for array in (rng.integers(0, 256, (28, 28), np.uint8), rng.integers(0, 256, (5, 7, 3), np.uint8)):
         with Image.open(io.BytesIO(png(array))) as img:
             assert np.array_equal(np.asarray(img), array)
+
+
+def test_your_digit_opens_with_a_real_test_digit_encoded(assets):
+    """Issue 29: the Your digit tab is not a row of empty boxes when the page opens: a test digit of the walk's start
+    class (3), encoded as a drawing is, with its walk to the chosen class and a note that says what it is."""
+    catalog = serving.Catalog(assets)
+    model_input, reconstruction, nearest, points, walk_strip, note = app.digit_example(catalog, "7")
+    first_three = assets.tsne["images"][assets.tsne["labels"] == assets.class_names.index("3")][0]  # (1, 28, 28)
+    seen = read(model_input)[::8, ::8]
+    assert np.abs(seen.astype(int) - first_three[0].numpy().astype(int)).max() <= 1, "that test digit, as it is"
+    assert read(reconstruction).shape == (224, 224) and nearest == "3"
+    assert looks_like(assets, frames_of_strip(walk_strip, serving.ENCODE_WALK_STEPS)[[-1]]) == ["7"]
+    assert points["class"].iloc[-1] == serving.YOU, "its place on the map"
+    assert note.startswith("An example to start from: a **3** from the test set.")

@@ -123,10 +123,13 @@ def test_click_through_the_tabs(url, browser, tmp_path):
     assert no_error_shown(browser)
     browser.save_screenshot(str(tmp_path / "samples.png"))
 
-    # Latent walk: 3 → 7 by default, a strip and an animated GIF.
+    # Latent walk: 3 → 7 by default, a strip and an animated GIF, there when the tab opens; Walk draws them again.
     open_tab(browser, "Latent walk")
+    opened = loaded_image(browser, "#walk-strip").get_attribute("src")
+    assert loaded_image(browser, "#walk-gif").get_attribute("src").endswith(".gif")
     browser.find_element(By.ID, "walk-button").click()
     strip = loaded_image(browser, "#walk-strip")
+    assert strip.get_attribute("src") == opened, "the same walk: the page opened with the default one"
     assert strip.get_attribute("src").endswith(".png")
     assert loaded_image(browser, "#walk-gif").get_attribute("src").endswith(".gif")
     assert no_error_shown(browser)
@@ -138,11 +141,15 @@ def test_click_through_the_tabs(url, browser, tmp_path):
     loaded_image(browser, "#tsne-figure")
     browser.save_screenshot(str(tmp_path / "tsne.png"))
 
-    # Your digit: draw a 1 with the mouse and encode it.
+    # Your digit: an example digit encoded when the tab opens; then draw a 1 with the mouse and encode it.
     open_tab(browser, "Your digit")
+    example = loaded_image(browser, "#digit-input").get_attribute("src")
+    loaded_image(browser, "#digit-walk")
+    assert "An example to start from" in browser.find_element(By.ID, "digit-notes").text
     canvas = sketchpad_canvas(browser)
     draw_a_one(browser, canvas)
     browser.find_element(By.ID, "encode-drawing").click()
+    loaded_image(browser, "#digit-input", not_src=example)  # the drawing, in place of the example
     nearest = WebDriverWait(browser, TIMEOUT).until(
         lambda d: d.find_element(By.CSS_SELECTOR, "#nearest textarea, #nearest input").get_attribute("value") or False
     )
@@ -207,10 +214,11 @@ def test_the_sketchpad_draws_on_the_first_drag_with_an_mnist_sized_brush(url, br
     draws is as wide, as the model sees it, as the middle half of MNIST's 1s."""
     browser.get(url)
     open_tab(browser, "Your digit")
+    example = loaded_image(browser, "#digit-input").get_attribute("src")  # the test digit the page opens with
     canvas = sketchpad_canvas(browser)
     draw_a_one(browser, canvas)
     browser.find_element(By.ID, "encode-drawing").click()
-    seen = loaded_image(browser, "#digit-input")
+    seen = loaded_image(browser, "#digit-input", not_src=example)
     assert no_error_shown(browser), "the drag drew: there is a drawing to encode"
     with Image.open(io.BytesIO(urllib.request.urlopen(seen.get_attribute("src")).read())) as img:
         digit = np.asarray(img.convert("L"), dtype=np.float32)[::8, ::8] / 255  # 224x224, upscaled 8x → 28x28
@@ -234,8 +242,13 @@ def test_your_digit_stands_out_on_the_map(url, browser):
     sentence that says which point it is."""
     browser.get(url)
     open_tab(browser, "Your digit")
+    example = loaded_image(browser, "#digit-input").get_attribute("src")  # the test digit the page opens with
     draw_a_one(browser, sketchpad_canvas(browser))
     browser.find_element(By.ID, "encode-drawing").click()
+    loaded_image(browser, "#digit-input", not_src=example)
+    WebDriverWait(browser, TIMEOUT).until(
+        lambda d: d.find_element(By.ID, "digit-notes").text.startswith("Your digit"), "the drawing's note"
+    )
     points = "#digit-map .role-mark path"
     WebDriverWait(browser, TIMEOUT).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, points)) > 1000)
     sizes = browser.execute_script(

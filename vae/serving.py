@@ -559,6 +559,17 @@ def encode_image(assets: Assets, image: np.ndarray, target: int | None) -> Encod
     return Encoded(model_input, reconstruction_path, nearest, points, (walk_path or [None])[0], "\n\n".join(notes))
 
 
+def test_digit(assets: Assets, label: int) -> tuple[np.ndarray, str] | None:
+    """The first test digit of class `label` on the model's map (any class's when it has none) as an (H, W[, C]) uint8
+    image, and its class; None when the folder keeps no test digits."""
+    images = None if assets.tsne is None else assets.tsne.get("images")  # (N, C, H, W) uint8
+    if images is None or len(images) == 0:
+        return None
+    labels = assets.tsne["labels"]
+    index = int(torch.nonzero(labels == label)[0, 0]) if bool((labels == label).any()) else 0
+    return images[index].permute(1, 2, 0).squeeze(-1).numpy(), assets.class_names[int(labels[index])]
+
+
 def slider_start(assets: Assets, start: str, label: int, seed: int, image) -> torch.Tensor:
     """Where the sliders start: class `label`'s mean, a seeded random point of its region, or the posterior mean of
     the uploaded `image` (a payload, read and encoded once, then remembered) → a latent (D,)."""
