@@ -205,6 +205,10 @@ def train_a_little(driver) -> None:
     WebDriverWait(driver, 300).until(
         lambda d: "is ready" in d.find_element(By.ID, "train-status").text, "the run never finished"
     )
+    name = driver.find_element(By.CSS_SELECTOR, "#train-model input, #train-model textarea").get_attribute("value")
+    WebDriverWait(driver, TIMEOUT).until(  # the page's header names the model the dropdown now shows
+        lambda d: name in d.find_element(By.ID, "checkpoint-status").text, f"the header never named {name}"
+    )
 
 
 def visit(driver, url: str, size: str, out: Path, train: bool = False) -> dict[str, dict]:

@@ -9,6 +9,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
@@ -17,6 +19,7 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTEST_ADDOPTS")}
 
 
+@pytest.mark.slow  # a fresh interpreter (or pip): 3-5 s, out of the quick loop
 def test_plain_pytest_imports_the_package_without_python_m():
     """`pytest` (the console script, not `python -m pytest`) does not put the current folder on sys.path."""
     result = subprocess.run(
@@ -31,6 +34,7 @@ def test_plain_pytest_imports_the_package_without_python_m():
     assert "tests collected" in result.stdout or "test_loss.py::" in result.stdout
 
 
+@pytest.mark.slow  # a fresh interpreter (or pip): 3-5 s, out of the quick loop
 def test_editable_install_imports_vae_from_anywhere(tmp_path):
     """`pip install -e .` (offline: the venv's own setuptools) installs the package; it imports from another folder."""
     prefix = tmp_path / "prefix with spaces"
@@ -99,6 +103,7 @@ def test_wheel_holds_the_package_and_the_app_requirements(tmp_path):
     assert required == app_requirements, "the package needs what the app needs: requirements.txt, one source"
 
 
+@pytest.mark.slow  # a fresh interpreter (or pip): 3-5 s, out of the quick loop
 def test_importing_the_package_changes_no_global_state():
     """No module switches matplotlib's backend or touches the umask when imported (figures are drawn without pyplot)."""
     code = (
