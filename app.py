@@ -88,7 +88,9 @@ HEAD = """<style>
   .gradio-container { overflow: clip !important; }
 }
 </style>"""
-PAGE_JS = (WEB / "sketchpad.js").read_text(encoding="utf-8")  # a file of the repository, read like a constant
+# The page's scripts, files of the repository read like constants: each is a function, all called when the page loads.
+PAGE_SCRIPTS = ("sketchpad.js", "map.js")
+PAGE_JS = "\n".join(["() => {", *[f"({(WEB / name).read_text(encoding='utf-8')})();" for name in PAGE_SCRIPTS], "}"])
 LAUNCH_OPTIONS = {
     "css": CSS,
     "head": HEAD,
@@ -217,25 +219,12 @@ def reset_sliders(catalog: serving.Catalog, start, class_name, seed, digit, chec
 
 @user_errors
 def tsne_map(catalog: serving.Catalog, checkpoint=None) -> tuple[str | None, pd.DataFrame]:
-    """t-SNE tab: the cached figure and the saved coordinates, coloured by class (nothing is computed)."""
+    """/tsne: the cached figure and the saved coordinates, coloured by class (nothing is computed). The page shows
+    neither: its map is the clickable one, with the test digits' thumbnails on hover (serving.map_hover)."""
     assets = catalog.get(checkpoint)
     if assets.tsne is None:
         raise UserError(assets.no_map)
     return serving.tsne_figure(assets), assets.map_points
-
-
-def show_tsne(catalog: serving.Catalog, checkpoint) -> tuple:
-    """The page's t-SNE tab opened: what /tsne shows, but for a checkpoint without a map an empty figure whose label
-    says so (the status line says why), not an error badge on it."""
-    try:
-        assets = catalog.get(checkpoint)
-    except UserError:
-        return gr.update(value=None), None  # select_checkpoint says why
-    return gr.update(value=serving.tsne_figure(assets), label=figure_label(assets)), assets.map_points
-
-
-def figure_label(assets: Assets) -> str:
-    return "Cached figure" if assets.tsne is not None else "Cached figure: none for this model (see the note above)"
 
 
 @user_errors
@@ -283,13 +272,20 @@ def map_tab_label(assets: Assets) -> str:
 def map_hint(assets: Assets) -> str:
     if assets.click_map is None:
         return serving.literal(assets.no_map or "")
+    hover = assets.tsne is not None and "images" in assets.tsne  # as serving.map_hover tells
     if assets.click_map.kind == "plane":
         return (
             "This model's latent is 2-D, so the map is the latent plane itself: each digit is decoded from its point "
-            "(z1 to the right, z2 upwards, from the 5% to the 95% quantile of N(0, 1)). Click anywhere to decode "
-            "exactly that point; click again to walk from there."
+            "(z1 to the right, z2 upwards, from the 5% to the 95% quantile of N(0, 1)). "
+            + ("Hover to see the test digit whose latent is nearest. " if hover else "")
+            + "Click anywhere to decode exactly that point; click again to walk from there."
         )
-    return "Click a point to see that test digit and its reconstruction; click another to walk between the two."
+    return (
+        "Each dot is a test digit in its class's colour; t-SNE keeps neighbours together, but the distances between "
+        "clusters mean little. "
+        + ("Hover over a dot to see that digit. " if hover else "")
+        + "Click one to see it beside its reconstruction; click another to walk between the two."
+    )
 
 
 @user_errors
@@ -634,8 +630,7 @@ class CheckpointView(NamedTuple):
     class_a: Any  # the walk's classes and the Your digit tab's target: the checkpoint's classes
     class_b: Any
     target: Any
-    tsne_figure: Any  # the t-SNE tab's cached figure and interactive map
-    tsne_map: Any
+    map_hover: Any  # the map tab's hover data (web/map.js): the new model's test digits under the pointer
     encode_map: Any  # the Your digit tab's map: cleared, in the checkpoint's colours
     about: Any  # the About tab's text
     sample_class: Any  # the Samples tab's class: "any" and the checkpoint's classes
@@ -653,8 +648,7 @@ def select_checkpoint(catalog: serving.Catalog, checkpoint) -> CheckpointView:
         class_a=gr.update(choices=names, value=a),
         class_b=gr.update(choices=names, value=b),
         target=gr.update(choices=names, value=b),
-        tsne_figure=gr.update(value=serving.tsne_figure(assets), label=figure_label(assets)),
-        tsne_map=gr.update(value=assets.map_points, color_map=colours(assets)),
+        map_hover=serving.map_hover(assets),
         encode_map=gr.update(value=None, color_map=colours(assets)),
         about=about(catalog, checkpoint),
         sample_class=gr.update(choices=[serving.ANY, *names], value=serving.ANY),
@@ -875,10 +869,7 @@ def sliders_tab(catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Asse
 
 def tsne_tab(catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Assets) -> dict[str, gr.Component]:
     with gr.Tab(map_tab_label(default), elem_id="map-tab") as tab:
-        gr.Markdown(
-            "Where the model puts the test digits. Click the map to decode what lies there. Below it, the t-SNE "
-            "figure drawn when the model was exported, with thumbnails, and the same map to hover over."
-        )
+        gr.Markdown("Where the model puts the test digits, and what it decodes there.")
         with gr.Row():
             picture = gr.Image(
                 serving.map_picture(default),
@@ -894,22 +885,13 @@ def tsne_tab(catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Assets)
                     decoded = pixel_image("Decoded", elem_id="pick-decoded", height=240)
                 caption = gr.Markdown(map_hint(default), label="What was clicked", elem_id="pick-caption")
                 walk = pixel_image("Walk from the click before", elem_id="pick-walk")
-        with gr.Row():
-            figure = gr.Image(
-                serving.tsne_figure(default),
-                label=figure_label(default),
-                format="png",
-                interactive=False,
-                elem_id="tsne-figure",
-            )
-            plot = scatter("Interactive map", default, default.map_points)
+        # The test digits under the pointer, for web/map.js: in the page, never shown (visible=False would leave it out)
+        hover = gr.Textbox(serving.map_hover(default), visible="hidden", elem_id="map-hover")
         point, walk_from = gr.JSON(visible=False), gr.JSON(visible=False)  # /pick's inputs: the API's, not the page's
-        api = gr.Button(visible=False)  # /tsne's trigger: the page uses show_tsne
+        api = gr.Button(visible=False)  # /tsne's trigger, and its outputs: the API's, not the page's
+        figure, plot = gr.Image(visible=False, format="png"), scatter("t-SNE map", default, visible=False)
     before = gr.State(None)  # the page's click before, in map units: the next click walks from it
     shown = [picture, real, decoded, caption, walk]
-    tab.select(
-        functools.partial(show_tsne, catalog), [checkpoint], [figure, plot], api_visibility="private", **model_work()
-    )
     api.click(functools.partial(tsne_map, catalog), [checkpoint], [figure, plot], api_name="tsne", **model_work())
 
     def clicked(before, checkpoint, event: gr.SelectData):  # not a partial: Gradio finds `event` by its type hint
@@ -922,7 +904,7 @@ def tsne_tab(catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Assets)
     point.change(
         functools.partial(pick, catalog), [point, walk_from, checkpoint], shown, api_name="pick", **model_work()
     )
-    return {"tsne_figure": figure, "tsne_map": plot}
+    return {"map_hover": hover}
 
 
 def digit_tab(

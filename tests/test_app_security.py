@@ -22,7 +22,16 @@ from huggingface_hub import HfApi
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 from test_app import launched
-from test_browser import TIMEOUT, browser, click_picture, loaded_image, open_tab  # noqa: F401 (browser is a fixture)
+from test_browser import (  # noqa: F401 (browser is a fixture)
+    TIMEOUT,
+    browser,
+    click_picture,
+    hover_data,
+    hover_picture,
+    loaded_image,
+    no_thumbnail,
+    open_tab,
+)
 from test_train_tab import OUTPUTS, SETTINGS, training_studio
 
 import app
@@ -247,9 +256,12 @@ def test_a_model_without_its_tsne_map_gets_a_plain_note_not_an_error_badge(no_ma
     browser.get(no_map_url)
     loaded_image(browser, "#sample-grid")
     open_tab(browser, "Latent plane")  # a 2-D model: its map tab is named so
-    figure = lambda d: d.find_element(By.ID, "tsne-figure").text  # noqa: E731
-    WebDriverWait(browser, TIMEOUT).until(lambda d: "Error" in figure(d) or "none for this model" in figure(d))
-    time.sleep(1)  # an error badge would come with the tab's event, which the label already answered
-    assert "Error" not in figure(browser) and "none for this model" in figure(browser)
+    caption = lambda d: d.find_element(By.ID, "pick-caption").text  # noqa: E731
+    WebDriverWait(browser, TIMEOUT).until(lambda d: "latent plane itself" in caption(d))
+    assert "Hover" not in caption(browser), "no test digits to show on hover: none promised"
+    assert hover_data(browser) == ""
+    hover_picture(browser, "#click-map", 280, 280)
+    time.sleep(1)  # an error badge or a thumbnail would come with the move
+    assert no_thumbnail(browser)
     assert not browser.find_elements(By.CSS_SELECTOR, ".toast-body"), "no error toast either"
     loaded_image(browser, "#click-map")  # the latent plane, clickable as ever

@@ -7,6 +7,7 @@ each tab are saved in the test's temporary folder.
 
 from __future__ import annotations
 
+import base64
 import gzip
 import io
 import os
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import SLICE
 from PIL import Image
 from selenium import webdriver
@@ -135,10 +137,9 @@ def test_click_through_the_tabs(url, browser, tmp_path):
     assert no_error_shown(browser)
     browser.save_screenshot(str(tmp_path / "walk.png"))
 
-    # t-SNE: the clickable map and the cached figure, there at once.
+    # t-SNE: the clickable map, there at once.
     open_tab(browser, "t-SNE")
     loaded_image(browser, "#click-map")
-    loaded_image(browser, "#tsne-figure")
     browser.save_screenshot(str(tmp_path / "tsne.png"))
 
     # Your digit: an example digit encoded when the tab opens; then draw a 1 with the mouse and encode it.
@@ -405,6 +406,115 @@ def test_clicks_on_the_map_and_on_the_latent_plane(map_url, browser, tmp_path):
     open_tab(browser, "Sliders")
     shown = [browser.find_elements(By.ID, f"slide-{k}") for k in range(1, 9)]
     assert [bool(s) and s[0].is_displayed() for s in shown] == [True, True] + [False] * 6, "one per direction"
+
+
+def hover_picture(driver, selector: str, px: float, py: float) -> None:
+    """Move the pointer over the <img> under `selector` to pixel (px, py) of the picture (see click_picture)."""
+    img = loaded_image(driver, selector)
+    width, height, natural = (
+        img.size["width"],
+        img.size["height"],
+        driver.execute_script("return [arguments[0].naturalWidth, arguments[0].naturalHeight]", img),
+    )
+    scale = min(width / natural[0], height / natural[1], 1)
+    left, top = (width - natural[0] * scale) / 2, (height - natural[1] * scale) / 2
+    dx, dy = left + px * scale - width / 2, top + py * scale - height / 2
+    ActionChains(driver).move_to_element_with_offset(img, round(dx), round(dy)).perform()
+
+
+def hovered(driver, not_index: str | None = None) -> dict:
+    """The thumbnail shown beside the pointer (a new digit's, if not_index is given): the digit's index, the picture's
+    pixel under the pointer, the caption and the canvas's pixels (H, W) in grey levels."""
+
+    def shown(d):
+        thumb = d.find_element(By.ID, "map-thumb")
+        index = thumb.get_attribute("data-index")
+        return thumb.is_displayed() and index is not None and index != not_index and thumb
+
+    thumb = WebDriverWait(driver, TIMEOUT).until(shown, "no thumbnail beside the pointer")
+    data = driver.execute_script(
+        "return arguments[0].toDataURL('image/png')", thumb.find_element(By.TAG_NAME, "canvas")
+    )
+    with Image.open(io.BytesIO(base64.b64decode(data.split(",", 1)[1]))) as png:
+        pixels = np.asarray(png.convert("RGBA"))
+    assert (pixels[..., 3] == 255).all() and (pixels[..., 0] == pixels[..., 2]).all(), "an opaque grey digit"
+    return {
+        "index": int(thumb.get_attribute("data-index")),
+        "pixel": [int(v) for v in thumb.get_attribute("data-pixel").split(",")],
+        "caption": thumb.text,
+        "pixels": pixels[..., 0],
+    }
+
+
+def hover_data(driver) -> str:
+    """The map tab's hover data (serving.map_hover), as the page holds it for web/map.js."""
+    return driver.execute_script("return document.querySelector('#map-hover textarea, #map-hover input').value")
+
+
+def no_thumbnail(driver) -> bool:
+    return not driver.find_element(By.ID, "map-thumb").is_displayed()
+
+
+def test_the_map_is_shown_once_and_hovering_shows_each_test_digit(map_url, browser):
+    """Issue 29: one map on the tab (no cached figure, no second scatter); the pointer over a dot of the 3s shows that
+    test digit, its 28x28 pixels upscaled 4x without smoothing, exactly the nearest test digit that /pick shows for a
+    click at that pixel; over the 7s another digit; over the legend nothing. Then the 2-D model: over its latent
+    plane, the test digit whose latent is nearest the point there, as /pick finds it for that model."""
+    from gradio_client import Client
+
+    client = Client(map_url, verbose=False)
+
+    def check(thumbnail: dict, assets, checkpoint: str) -> None:
+        digit = assets.tsne["images"][thumbnail["index"], 0].numpy()  # (28, 28) uint8
+        assert np.array_equal(thumbnail["pixels"], np.kron(digit, np.ones((4, 4), np.uint8))), "the digit, 4x"
+        point = list(assets.click_map.to_map(*thumbnail["pixel"]))
+        real = client.predict(point, None, checkpoint, api_name="/pick")[1]
+        assert np.array_equal(np.asarray(Image.open(real))[::8, ::8], digit), "the digit a click there shows"
+        label = assets.class_names[int(assets.tsne["labels"][thumbnail["index"]])]
+        assert thumbnail["caption"] == f"{'an' if label == '8' else 'a'} {label}"
+
+    mnist = load_assets(app.CHECKPOINTS / "vae-mnist")
+    coords, labels = mnist.tsne["coords"], mnist.tsne["labels"]
+    clear = neighbour_agreement(coords, labels) == 1.0
+    browser.get(map_url)
+    open_tab(browser, "t-SNE")
+    loaded_image(browser, "#click-map")
+    tab = browser.find_element(By.ID, "map-tab")
+    assert not browser.find_elements(By.ID, "tsne-figure")
+    assert [i.get_attribute("src") for i in tab.find_elements(By.TAG_NAME, "img") if i.is_displayed()] == [
+        loaded_image(browser, "#click-map").get_attribute("src")
+    ], "one picture on the tab: the clickable map"
+    assert not [c for c in tab.find_elements(By.CSS_SELECTOR, "canvas, .vega-embed") if c.is_displayed()], "no plot"
+    assert "Hover" in browser.find_element(By.ID, "pick-caption").text
+
+    seen = []
+    for digit in (3, 7):
+        points = coords[clear & (labels == digit)]
+        point = points[(points - points.median(0).values).norm(dim=1).argmin()].tolist()
+        target = mnist.click_map.to_pixel(*point)
+        hover_picture(browser, "#click-map", *target)
+        thumbnail = hovered(browser, seen[-1]["index"] if seen else None)
+        assert np.hypot(*np.subtract(thumbnail["pixel"], target)) <= 2, "the pixel under the pointer"
+        check(thumbnail, mnist, "vae-mnist")
+        assert thumbnail["caption"] == f"a {digit}"
+        seen.append(thumbnail)
+    assert not np.array_equal(seen[0]["pixels"], seen[1]["pixels"])
+    hover_picture(browser, "#click-map", 560 + 60, 100)  # the legend: no digit there
+    WebDriverWait(browser, TIMEOUT).until(no_thumbnail, "a thumbnail over the legend")
+
+    before = hover_data(browser)
+    choose(browser, "checkpoint", "vae-mnist-2d")
+    WebDriverWait(browser, TIMEOUT).until(lambda d: "latent plane" in d.find_element(By.ID, "click-map").text)
+    WebDriverWait(browser, TIMEOUT).until(lambda d: hover_data(d) not in ("", before), "the old model's hover data")
+    plane = load_assets(app.CHECKPOINTS / "vae-mnist-2d")
+    pixel = (15.5 * 28, 4.5 * 28)  # the middle of row 4, column 15
+    hover_picture(browser, "#click-map", *pixel)
+    thumbnail = hovered(browser)
+    assert np.hypot(*np.subtract(thumbnail["pixel"], pixel)) <= 2, "the pixel under the pointer"
+    on_the_map = torch.tensor([mnist.click_map.to_map(*thumbnail["pixel"])])  # the t-SNE map's digit there: not it
+    assert thumbnail["index"] != int(torch.cdist(on_the_map, coords)[0].argmin()), "the 2-D model's own hover data"
+    check(thumbnail, plane, "vae-mnist-2d")
+    assert no_error_shown(browser)
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,10 @@ gradio_client; the checkpoints are copies in a folder whose path has spaces, as 
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
+import urllib.parse
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,7 @@ from gradio_client.exceptions import AppError
 from test_app import frames_of_strip, launched, read
 
 import app
+from vae import serving
 from vae.assets import load_assets
 from vae.figures import latent_grid
 from vae.folder import TSNE_MAP
@@ -117,6 +120,36 @@ def test_tsne_picture_draws_each_point_where_a_click_finds_it(mnist):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("name", [MNIST, PLANE, NO_MAP])
+def test_the_hover_data_finds_the_digit_a_click_picks(name, mnist, plane, folders):
+    """Issue 29: what web/map.js reads. On a grid of the plot's pixels, the nearest point in the hover data is the test
+    digit whose image a click there shows (serving.latent_at); cell i of the sprite sheet is test digit i's image. A
+    model without test images has none."""
+    assets = {MNIST: mnist, PLANE: plane}.get(name) or load_assets(folders[NO_MAP], NO_MAP)
+    text = serving.map_hover(assets)
+    if name == NO_MAP:
+        assert text == "" and "Hover" not in app.map_hint(assets)
+        return
+    data = json.loads(text)
+    images = assets.tsne["images"]
+    assert len(data["xs"]) == len(data["ys"]) == assets.click_map.size
+    assert len(data["points"]) == len(data["labels"]) == len(images) and data["captions"][8] == "an 8"
+    points = torch.tensor(data["points"], dtype=torch.float64)
+    for px in range(0, assets.click_map.size, 7):
+        for py in range(3, assets.click_map.size, 7 * 5):
+            here = torch.tensor([[data["xs"][px], data["ys"][py]]], dtype=torch.float64)
+            index = int(torch.cdist(here, points)[0].argmin())
+            assert index == serving.latent_at(assets, assets.click_map.to_map(px, py))[1], (px, py)
+    assert (data["radius"] is None) == (name == PLANE), "on the plane, where no dots are drawn, always a digit"
+    sprite = read(Path(urllib.parse.unquote(data["sprite"].removeprefix(serving.FILE_ROUTE))))
+    columns, (height, width) = data["columns"], data["cell"]
+    for i in (0, 1, columns, len(images) - 1):
+        row, column = divmod(i, columns)
+        assert np.array_equal(
+            sprite[row * height : (row + 1) * height, column * width : (column + 1) * width], images[i, 0].numpy()
+        )
+
+
 def test_a_click_on_each_cluster_decodes_its_digit(client, mnist, digit_classifier):
     """A click inside the cluster of 3s (and of every other digit) shows a real test 3 and decodes a 3, as an
     independent classifier reads it; the real digit is the map's own test image, unchanged."""

@@ -37,7 +37,15 @@ from safetensors.torch import load_file
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 from test_app import free_port, read
-from test_browser import TIMEOUT, browser, click_picture, loaded_image, open_tab  # noqa: F401 (browser is a fixture)
+from test_browser import (  # noqa: F401 (browser is a fixture)
+    TIMEOUT,
+    browser,
+    click_picture,
+    hover_picture,
+    hovered,
+    loaded_image,
+    open_tab,
+)
 from test_training import HUB_FILES, run_train
 
 import app
@@ -400,13 +408,17 @@ def test_click_through_the_tabs_on_the_space(space, pushed, browser, tmp_path): 
     assert loaded_image(browser, "#walk-gif").get_attribute("src").endswith(".gif")
     browser.save_screenshot(str(shots / "walk.png"))
 
-    # The map tab (a 2-D model's: its latent plane): selecting it fetches the cached figure (from the Hugging Face
-    # cache) and the map.
-    run_event(browser, space, "the map tab", lambda: open_tab(browser, "Latent plane"))
-    figure = loaded_image(browser, "#tsne-figure")
-    with Image.open(io.BytesIO(pushed.files["tsne.png"])) as png:
-        size = list(png.size)
-    assert browser.execute_script("return [arguments[0].naturalWidth, arguments[0].naturalHeight]", figure) == size
+    # The map tab (a 2-D model's: its latent plane), one map: hovering over it shows the test digit whose latent is
+    # nearest there, from the pushed tsne.safetensors (read from the Hugging Face cache), 4x, with its class.
+    open_tab(browser, "Latent plane")
+    assert not browser.find_elements(By.ID, "tsne-figure")
+    hover_picture(browser, "#click-map", 280, 280)
+    thumbnail = hovered(browser)
+    tsne = load_file(pushed.folder / "tsne.safetensors")
+    digit = tsne["images"][thumbnail["index"], 0].numpy()  # (28, 28) uint8
+    assert np.array_equal(thumbnail["pixels"], np.kron(digit, np.ones((4, 4), np.uint8)))
+    assert thumbnail["caption"].split()[-1] == str(int(tsne["labels"][thumbnail["index"]]))
+    assert_no_error(browser, space, "hovering over the map")
     # A click in the middle of the map (drawn from the pushed tsne.safetensors) shows a test digit and its decoding.
     run_event(browser, space, "a click on the map", lambda: click_picture(browser, "#click-map", 280, 280))
     loaded_image(browser, "#pick-decoded")

@@ -44,6 +44,7 @@ class ClickMap:
     kind: str  # "tsne" or "plane"
     image: np.ndarray
     extent: Extent
+    size: int = PLOT  # the plot's side in pixels: what a click can land on
 
     def to_map(self, px: float, py: float) -> tuple[float, float]:
         raise NotImplementedError
@@ -52,7 +53,12 @@ class ClickMap:
         raise NotImplementedError
 
     def in_plot(self, px: float, py: float) -> bool:
-        return 0 <= px < PLOT and 0 <= py < PLOT
+        return 0 <= px < self.size and 0 <= py < self.size
+
+    def axes(self) -> tuple[list[float], list[float]]:
+        """The map's x at each column of the plot and its y at each row: the point a click on pixel (px, py) lands
+        on is (xs[px], ys[py]), as to_map gives it (both maps are separable), so a page can find it without us."""
+        return [self.to_map(px, 0)[0] for px in range(self.size)], [self.to_map(0, py)[1] for py in range(self.size)]
 
     def marked(self, points: list[tuple[float, float]]) -> np.ndarray:
         """The picture with a ring at each point (map units), the last one red, and a line through them."""
@@ -127,9 +133,6 @@ class PlaneMap(ClickMap):
         self.size = n * self.cell  # the pixels the grid covers; a click beyond is off the plane
         low, high = self.to_map(0, self.size - 1e-9)[0], self.to_map(self.size - 1e-9, 0)[0]
         self.extent = Extent((low, high), (low, high))
-
-    def in_plot(self, px: float, py: float) -> bool:
-        return 0 <= px < self.size and 0 <= py < self.size
 
     def quantile(self, pixel: float) -> float:
         """A pixel along an axis → the Normal quantile it shows (cell centres at PLANE_QUANTILES' grid)."""

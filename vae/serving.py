@@ -16,6 +16,7 @@ import ctypes
 import hashlib
 import html
 import itertools
+import json
 import math
 import os
 import re
@@ -62,6 +63,7 @@ ENCODE_WALK_STEPS = 10
 GRID_WIDTH = 720  # sample grids and walk strips are upscaled (nearest neighbour) to about this width
 GIF_SCALE = 4
 MAP_NEIGHBOURS = 10
+HOVER_RADIUS = 10  # pixels of the t-SNE picture: a thumbnail shows while the pointer is this near a test digit's dot
 SLIDE_SIZE = 224  # the Sliders tab's digit is upscaled (nearest neighbour) to about this many pixels a side
 DIGIT_LATENTS = 64  # posterior means of uploaded digits kept, so that moving a slider does not encode it again
 YOU = "your digit"  # the extra class of the point placed on the t-SNE map
@@ -666,6 +668,39 @@ def check_point(value, name: str, assets: Assets) -> tuple[float, float]:
 def map_picture(assets: Assets) -> str | None:
     """The checkpoint's clickable map without marks, as a file in Gradio's cache (pinned: a page links to it)."""
     return cache_files({"map.png": png(assets.click_map.image)}, pin=assets.name)[0] if assets.click_map else None
+
+
+def map_hover(assets: Assets) -> str:
+    """What the page's web/map.js needs to show, under the pointer, the test digit that a click there would pick
+    (latent_at): JSON text, "" when the map has no test images. The map's units at each pixel column and row
+    (ClickMap.axes), each test digit's point in them, its class, and a sprite sheet of the digits (one PNG, in
+    Gradio's cache like the map picture, pinned to the checkpoint): digit i is the cell at row i // columns, column
+    i % columns. On the t-SNE map a thumbnail shows only near a dot; on the latent plane, where no dots are drawn,
+    the nearest test digit always shows, as a click picks it."""
+    clickable, tsne = assets.click_map, assets.tsne
+    images = tsne.get("images") if tsne is not None else None
+    if clickable is None or images is None:
+        return ""
+    columns = math.ceil(math.sqrt(len(images)))
+    sprite = cache_files({"digits.png": png(to_grid(as_float(images), nrow=columns, padding=0))}, pin=assets.name)[0]
+    xs, ys = clickable.axes()
+    points = tsne["latents"] if clickable.kind == "plane" else tsne["coords"]  # what latent_at measures in
+    extent = clickable.extent
+    radius = HOVER_RADIUS * (extent.x[1] - extent.x[0]) / clickable.size if clickable.kind == "tsne" else None
+    return json.dumps(
+        {
+            "xs": [round(x, 5) for x in xs],
+            "ys": [round(y, 5) for y in ys],
+            "points": [[round(x, 5), round(y, 5)] for x, y in points.tolist()],
+            "labels": tsne["labels"].tolist(),
+            "captions": [f"{article(name)} {name}" for name in map(str, assets.class_names)],
+            "radius": radius,
+            "sprite": FILE_ROUTE + urllib.parse.quote(sprite),
+            "cell": list(images.shape[-2:]),
+            "columns": columns,
+        },
+        separators=(",", ":"),
+    )
 
 
 def clicked_point(assets: Assets, index) -> tuple[float, float]:
