@@ -134,18 +134,18 @@ def open_tab(driver, name: str) -> None:
     time.sleep(0.5)
 
 
-def loaded(driver, elem_id: str, not_src: str | None = None):
-    """The <img> under #elem_id once it has loaded (a new picture when not_src is given)."""
+def loaded(driver, selector: str, not_src: str | None = None):
+    """The <img> under `selector` once it has loaded a picture (a new one, if not_src is given)."""
 
     def ready(d):
-        for img in d.find_elements(By.CSS_SELECTOR, f"#{elem_id} img"):
+        for img in d.find_elements(By.CSS_SELECTOR, f"{selector} img"):
             if img.get_attribute("src") != not_src and d.execute_script(
                 "return arguments[0].complete && arguments[0].naturalWidth > 0", img
             ):
                 return img
         return False
 
-    return WebDriverWait(driver, TIMEOUT).until(ready, f"no picture in #{elem_id}")
+    return WebDriverWait(driver, TIMEOUT).until(ready, f"no picture loaded in {selector}")
 
 
 def draw_a_one(driver) -> None:
@@ -159,7 +159,7 @@ def draw_a_one(driver) -> None:
 
 def picture_report(driver, elem_id: str) -> dict:
     """Where #elem_id's picture is, and what covers it or cuts it: scrolled into view first, as a user would."""
-    img = loaded(driver, elem_id)
+    img = loaded(driver, f"#{elem_id}")
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", img)
     report = driver.execute_script(COVERED, img)
     left, top, width, height = report["box"]
@@ -181,9 +181,9 @@ def moving_slider_report(driver) -> dict:
         -1
     ]
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", slider)
-    before = loaded(driver, "slide-digit").get_attribute("src")
+    before = loaded(driver, "#slide-digit").get_attribute("src")
     slider.send_keys(*[Keys.ARROW_RIGHT] * 10)
-    img = loaded(driver, "slide-digit", not_src=before)
+    img = loaded(driver, "#slide-digit", not_src=before)
     report = driver.execute_script(COVERED, img)
     left, top, width, height = report["box"]
     inside = -1 <= top and top + height <= report["window"][1] + 1 and -1 <= left
@@ -215,7 +215,7 @@ def visit(driver, url: str, size: str, out: Path, train: bool = False) -> dict[s
     """Every tab at one window size: its main button pressed, its pictures checked, a screenshot of it (the Train
     tab's after a short run when `train`)."""
     driver.get(url)
-    loaded(driver, "sample-grid")
+    loaded(driver, "#sample-grid")
     reports = {}
     for tab, (button, pictures) in TABS.items():
         open_tab(driver, tab)
@@ -227,14 +227,14 @@ def visit(driver, url: str, size: str, out: Path, train: bool = False) -> dict[s
             before = {p: _src(driver, p) for p in pictures}
             if button == "click-map":  # the tab's action is a click on the map: twice, for a walk between the two
                 for dx, shows in ((-0.2, "pick-real"), (0.2, "pick-walk")):
-                    img = loaded(driver, button)
+                    img = loaded(driver, f"#{button}")
                     ActionChains(driver).move_to_element_with_offset(img, dx * img.size["width"], 0).click().perform()
-                    loaded(driver, shows)
+                    loaded(driver, f"#{shows}")
             else:
                 driver.find_element(By.ID, button).click()
             for picture in pictures:  # a new picture, or the same one again (the same seed gives the same samples)
                 if picture != button and before[picture] is None:
-                    loaded(driver, picture)
+                    loaded(driver, f"#{picture}")
             time.sleep(0.5)  # the same picture again comes with no sign: let it arrive
         for picture in pictures:
             reports[picture] = picture_report(driver, picture)

@@ -35,6 +35,7 @@ from test_train_tab import training_studio
 
 import app
 from bench import screenshots
+from bench.screenshots import loaded as loaded_image
 from vae.assets import load_assets
 from vae.folder import CARD_FIGURES
 from vae.latent import neighbour_agreement
@@ -80,20 +81,6 @@ def browser(tmp_path):
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     yield driver
     driver.quit()
-
-
-def loaded_image(driver, selector: str, not_src: str | None = None) -> WebElement:
-    """Wait until the <img> under `selector` has finished loading a picture (a new one, if not_src is given)."""
-
-    def ready(d):
-        for img in d.find_elements(By.CSS_SELECTOR, f"{selector} img"):
-            if img.get_attribute("src") != not_src and d.execute_script(
-                "return arguments[0].complete && arguments[0].naturalWidth > 0", img
-            ):
-                return img
-        return False
-
-    return WebDriverWait(driver, TIMEOUT).until(ready, f"no image loaded in {selector}")
 
 
 def open_tab(driver, name: str) -> None:
@@ -348,8 +335,9 @@ def map_url(tmp_path_factory):
         yield base + "/"
 
 
-def click_picture(driver, selector: str, px: float, py: float) -> None:
-    """Click the <img> under `selector` where pixel (px, py) of the picture itself is shown (it may be scaled)."""
+def pointer_on_picture(driver, selector: str, px: float, py: float) -> ActionChains:
+    """The pointer moved over the <img> under `selector` to where pixel (px, py) of the picture itself is shown (it
+    may be scaled)."""
     img = loaded_image(driver, selector)
     width, height, natural = (
         img.size["width"],
@@ -359,7 +347,12 @@ def click_picture(driver, selector: str, px: float, py: float) -> None:
     scale = min(width / natural[0], height / natural[1], 1)  # as Gradio's own click handler computes it
     left, top = (width - natural[0] * scale) / 2, (height - natural[1] * scale) / 2
     dx, dy = left + px * scale - width / 2, top + py * scale - height / 2  # Selenium: offsets from the centre
-    ActionChains(driver).move_to_element_with_offset(img, round(dx), round(dy)).click().perform()
+    return ActionChains(driver).move_to_element_with_offset(img, round(dx), round(dy))
+
+
+def click_picture(driver, selector: str, px: float, py: float) -> None:
+    """Click the <img> under `selector` where pixel (px, py) of the picture itself is shown."""
+    pointer_on_picture(driver, selector, px, py).click().perform()
 
 
 def caption_says(driver, text: str) -> str:
@@ -409,17 +402,8 @@ def test_clicks_on_the_map_and_on_the_latent_plane(map_url, browser, tmp_path):
 
 
 def hover_picture(driver, selector: str, px: float, py: float) -> None:
-    """Move the pointer over the <img> under `selector` to pixel (px, py) of the picture (see click_picture)."""
-    img = loaded_image(driver, selector)
-    width, height, natural = (
-        img.size["width"],
-        img.size["height"],
-        driver.execute_script("return [arguments[0].naturalWidth, arguments[0].naturalHeight]", img),
-    )
-    scale = min(width / natural[0], height / natural[1], 1)
-    left, top = (width - natural[0] * scale) / 2, (height - natural[1] * scale) / 2
-    dx, dy = left + px * scale - width / 2, top + py * scale - height / 2
-    ActionChains(driver).move_to_element_with_offset(img, round(dx), round(dy)).perform()
+    """Move the pointer over the <img> under `selector` to pixel (px, py) of the picture."""
+    pointer_on_picture(driver, selector, px, py).perform()
 
 
 def hovered(driver, not_index: str | None = None) -> dict:
