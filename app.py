@@ -47,13 +47,14 @@ from starlette.middleware import Middleware
 
 from vae import live, serving
 from vae.assets import Assets, load_assets
+from vae.disk import disk_bytes_setting
 from vae.errors import UserError, clip, command
 from vae.folder import discard, looks_local
 from vae.hub import machine_account, metrics_table, on_space, with_model_id
 from vae.imaging import class_colours
 from vae.latent import INTERPOLATIONS, START_POINTS
 from vae.steering import DIRECTIONS
-from vae.visitors import PER_VISITOR, Visitors, client_address, delete_run
+from vae.visitors import PER_VISITOR, Visitors, client_address, delete_run, proxy_hops
 
 ROOT = Path(__file__).resolve().parent
 WEB = ROOT / "web"  # the page's own JavaScript, run by the browser (tests/test_browser.py checks what it does)
@@ -1192,6 +1193,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     limits = live.Limits.from_env(args.data_dir, DATA_DIR)
+    proxy_hops(), disk_bytes_setting()  # a bad VAE_PROXY_HOPS or VAE_DISK_BYTES stops the start, not a request
     default = load_assets(args.checkpoint)
     for problem in default.problems:
         print(f"warning: {problem}", file=sys.stderr)

@@ -481,6 +481,78 @@ def test_uploads_from_everyone_stay_under_the_upload_budget(monkeypatch):
     assert asyncio.run(post("c", [b"x" * 2000], True))[0] == 200
 
 
+def test_one_disk_budget_bounds_outputs_models_and_uploads(monkeypatch, tmp_path):
+    """Pictures, the visitors' models and uploads share one disk budget: a model that fills it prunes the pictures,
+    refuses uploads (429) and the next Train run, and all three hold no more than the budget; once the model is
+    deleted, each is taken again."""
+    from vae import disk
+
+    limit = 3 * 2**20
+    budget = disk.DiskBudget(limit)
+    monkeypatch.setattr(disk, "RUN_BYTES", 2**20)
+    monkeypatch.setattr(serving, "OUTPUT_BYTES", limit)  # the pictures' own share allows the whole budget
+    store = serving.OutputStore(tmp_path / "outputs", budget)
+    visitors = Visitors(tmp_path / "visitors root", budget=budget)
+    rng = random.Random(0)
+    for i in range(80):  # 80 requests' pictures of ~50 kB: the budget prunes them, not their share
+        store.put({"grid.png": rng.randbytes(50_000) + bytes([i])})
+    assert 1.8 * 2**20 < store.bytes <= limit - disk.RUN_BYTES, "the pictures use what is free, but a run's room"
+
+    name, folder = visitors.new_folder("session1")
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(rng.randbytes(5 * 2**19))  # a trained model: 2.5 MB
+    visitors.add(name, "session1", folder)
+    store.put({"grid.png": rng.randbytes(50_000)})
+    folders = [tmp_path / "outputs", tmp_path / "visitors root"]
+    assert budget.used() <= limit and sum(disk_use(f)[0] for f in folders) <= limit, "in whole blocks"
+    assert len(store.folders) == serving.KEEP_NEWEST, "the pictures were pruned to the newest to make room"
+
+    async def inner(scope, receive, send):
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    middleware = serving.RequestLimit(inner, budget=budget)
+
+    async def post(size: int) -> tuple[int, bytes]:
+        headers = [(b"content-type", b"multipart/form-data; boundary=xyz"), (b"content-length", str(size).encode())]
+        messages = [{"type": "http.request", "body": b"x" * size, "more_body": False}]
+        sent = []
+
+        async def receive():
+            return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": serving.UPLOAD_ROUTE, "headers": headers}
+        await middleware(scope | {"client": ("1.2.3.4", 1)}, receive, send)
+        return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+    status, text = asyncio.run(post(1000))
+    assert status == 429 and b"disk holds as much as it keeps (3 MB" in text, text
+    with pytest.raises(UserError, match="disk holds as much as it keeps"):
+        visitors.new_folder("session2")
+    assert budget.used() <= limit
+
+    visitors.remove(name)
+    assert asyncio.run(post(1000))[0] == 200, "the model's bytes are free again"
+    assert visitors.new_folder("session2")[1].parent.name == "session2"
+    assert budget.used() <= limit
+
+
+def test_the_disk_budget_comes_from_the_environment(monkeypatch):
+    from vae import disk
+
+    monkeypatch.setenv("VAE_DISK_BYTES", "500")
+    assert disk.DiskBudget().limit == 500 * 2**20
+    monkeypatch.setenv("VAE_DISK_BYTES", "lots")
+    with pytest.raises(SystemExit) as stopped:
+        app.main(["--checkpoint", "/nonexistent"])
+    assert "VAE_DISK_BYTES='lots' must be a positive whole number of megabytes" in str(stopped.value.code)
+
+
 def test_upload_rate_is_a_token_bucket_per_address(monkeypatch):
     clock = [1000.0]
     monkeypatch.setattr(serving.time, "monotonic", lambda: clock[0])

@@ -501,6 +501,29 @@ def test_server_limits_come_from_the_environment(monkeypatch, tmp_path):
         live.Limits.from_env()
 
 
+def test_a_client_cannot_choose_its_address_behind_a_proxy(monkeypatch):
+    """Behind a Space's proxy the visitor is the address the proxy appended, not what the client wrote before it."""
+    from vae.visitors import client_address
+
+    monkeypatch.delenv("VAE_PROXY_HOPS", raising=False)
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    forged = {"x-forwarded-for": "10.9.9.9, 10.0.0.1"}
+    assert client_address(forged, "127.0.0.1") == "127.0.0.1", "no proxy: the header is anyone's words"
+    monkeypatch.setenv("SPACE_ID", "owner/vae-studio")
+    assert client_address(forged, "10.16.3.80") == "10.0.0.1", "a Space: the address its proxy saw"
+    assert client_address({"x-forwarded-for": " 10.0.0.1 "}, "10.16.3.80") == "10.0.0.1"
+    assert client_address({}, "10.16.3.80") == "10.16.3.80"
+    monkeypatch.setenv("VAE_PROXY_HOPS", "2")  # a CDN in front of the Space's proxy
+    assert client_address({"x-forwarded-for": "6.6.6.6, 10.0.0.1, 172.16.0.9"}, None) == "10.0.0.1"
+    assert client_address({"x-forwarded-for": "10.0.0.1"}, "10.16.3.80") == "10.16.3.80", "fewer hops than said"
+    monkeypatch.setenv("VAE_PROXY_HOPS", "0")
+    assert client_address(forged, "10.16.3.80") == "10.16.3.80"
+    monkeypatch.setenv("VAE_PROXY_HOPS", "one")
+    with pytest.raises(SystemExit) as stopped:
+        app.main(["--checkpoint", "/nonexistent"])
+    assert "VAE_PROXY_HOPS='one' must be a whole number" in str(stopped.value.code), "exit status 1, the message"
+
+
 def test_push_on_a_space_uses_the_visitors_login(monkeypatch, tmp_path):
     """With the login button (a Space), the visitor's OAuth token does the upload, not the server's."""
     from huggingface_hub import HfApi
@@ -578,15 +601,16 @@ def test_a_flood_of_train_calls_from_one_visitor_is_refused_and_sample_still_ans
     """One client (several sessions, one address) submits far more /train calls than the server's queue holds: it keeps
     one run going and one waiting, the rest are refused at once; the Train queue as a whole holds TRAIN_JOBS runs, and
     another visitor's /sample is answered all along."""
-    monkeypatch.setenv("SPACE_ID", "owner/vae-studio")  # behind a Space's proxy: the visitor is X-Forwarded-For's first
+    monkeypatch.setenv("SPACE_ID", "owner/vae-studio")  # behind a Space's proxy: the visitor is the address it appended
     flooder = "10.0.0.1"
     jobs = [Watched(visitor_client(studio, tmp_path_factory, flooder), epochs=20, train_images=1000)]
     others = []  # the calls to be refused (cancelled at the end, should one be let in)
     try:
         jobs[0].wait_for("Starting the trainer")
-        jobs.append(Watched(visitor_client(studio, tmp_path_factory, f"{flooder}, 10.9.9.9")))  # one waiting
+        jobs.append(Watched(visitor_client(studio, tmp_path_factory, f"10.9.9.9, {flooder}")))  # one waiting
         wait_queued(jobs[1])
-        sessions = [visitor_client(studio, tmp_path_factory, flooder) for _ in range(3)]
+        # Each session writes an address of its choice first: the proxy's entry after it is what counts.
+        sessions = [visitor_client(studio, tmp_path_factory, f"10.7.{k}.1, {flooder}") for k in range(3)]
         for k in range(66):
             refused(sessions[k % 3], "You already have a training run going or waiting", others)
         sampler = new_client(studio, tmp_path_factory)
@@ -639,7 +663,7 @@ def test_a_visitors_models_are_counted_per_address_too(studio, tmp_path_factory,
     monkeypatch.setenv("SPACE_ID", "owner/vae-studio")
     names, clients = [], []  # each session kept open: a session that closes takes its models with it
     for seed in range(PER_VISITOR + 1):
-        client = visitor_client(studio, tmp_path_factory, "10.0.3.1")
+        client = visitor_client(studio, tmp_path_factory, f"10.8.{seed}.1, 10.0.3.1")  # a new first entry each time
         clients.append(client)
         final = dict(zip(OUTPUTS, client.predict(**(SETTINGS | {"seed": seed}), api_name="/train"), strict=True))
         names.append(final["model_name"])

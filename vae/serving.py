@@ -39,6 +39,7 @@ from gradio.utils import get_upload_folder
 from PIL import Image, ImageOps
 
 from vae.assets import Assets, is_finite_number, load_assets
+from vae.disk import DISK, DiskBudget
 from vae.errors import UserError, clip
 from vae.folder import recover_all
 from vae.imaging import as_float, png, prepare_drawing, to_gif, to_grid, to_uint8
@@ -317,8 +318,8 @@ class OutputStore:
       here is never found again, so its path would never be dropped).
     """
 
-    def __init__(self, root: Path):
-        self.root = root
+    def __init__(self, root: Path, budget: DiskBudget = DISK):
+        self.root, self.budget = root, budget
         self.lock = threading.Lock()
         self.folders: OrderedDict[str, tuple[int, int]] = OrderedDict()  # name → (bytes, files), oldest first
         self.pinned: dict[str, tuple[int, int]] = {}
@@ -328,6 +329,7 @@ class OutputStore:
         root.mkdir(parents=True, exist_ok=True)
         self.block = os.statvfs(root).f_frsize if hasattr(os, "statvfs") else 4096
         gr.set_static_paths([root])  # Gradio serves the files from here, uncopied and untracked (see above)
+        budget.add(self)
         for _, used, count, name in sorted(self.earlier_folders()):  # oldest first, by modification time
             self.count(name, used, count)
         with self.lock:
@@ -346,6 +348,10 @@ class OutputStore:
                 count += len(names)
             found.append((entry.stat(follow_symlinks=False).st_mtime, used, count, entry.name))
         return found
+
+    def disk_bytes(self) -> int:
+        """What the store holds, for the server's disk budget (read without the lock: prune asks it under the lock)."""
+        return self.bytes
 
     def disk_use(self, stat: os.stat_result) -> int:
         blocks = getattr(stat, "st_blocks", None)  # 512-byte units, on POSIX
@@ -366,9 +372,10 @@ class OutputStore:
         self.files += files
 
     def prune(self) -> None:
-        """Delete the least recently used folders while over a budget, but not the KEEP_NEWEST newest nor those
-        being written. Called under the lock; the oldest folder is nearly always the one deleted, so O(1) a folder."""
-        while self.bytes > OUTPUT_BYTES or self.files > OUTPUT_FILES:
+        """Delete the least recently used folders while over a budget (the store's own share, or the server's disk
+        budget less the room kept for a Train run), but not the KEEP_NEWEST newest nor those being written. Called under the lock; the oldest
+        folder is nearly always the one deleted, so O(1) a folder."""
+        while self.bytes > OUTPUT_BYTES or self.files > OUTPUT_FILES or self.budget.spare() < 0:
             prunable = itertools.islice(self.folders, max(0, len(self.folders) - KEEP_NEWEST))
             name = next((name for name in prunable if name not in self.writing), None)
             if name is None:
@@ -810,20 +817,38 @@ class UploadRate:
 
 class UploadLedger:
     """The bytes of upload bodies received in the last UPLOAD_AGE + UPLOAD_SWEEP seconds: no upload is older than that
-    (Gradio's delete_cache), so they bound what the uploads hold on disk without walking the upload folder."""
+    (Gradio's delete_cache), so they bound what the uploads hold on disk without walking the upload folder. They count
+    toward the server's disk budget, and UPLOAD_BYTES of it at most."""
 
-    def __init__(self):
+    def __init__(self, budget: DiskBudget = DISK):
         self.received: deque[tuple[float, int]] = deque()  # (when, bytes), oldest first
         self.total = 0
         self.lock = threading.Lock()
+        self.budget = budget
+        budget.add(self)
 
-    def room(self) -> int:
-        """Bytes that may still be received now."""
+    def disk_bytes(self) -> int:
+        self.expire()
+        return self.total
+
+    def expire(self) -> None:
         cutoff = time.monotonic() - (UPLOAD_AGE + UPLOAD_SWEEP)
         with self.lock:
             while self.received and self.received[0][0] < cutoff:
                 self.total -= self.received.popleft()[1]
-            return UPLOAD_BYTES - self.total
+
+    def refusal(self, size: int) -> str | None:
+        """Why `size` more bytes may not be received now (the uploads' share or the disk budget is full), or None."""
+        self.expire()
+        if self.total + size > UPLOAD_BYTES:
+            share = UPLOAD_BYTES // 2**20
+            return f"This server holds as many uploads as it keeps ({share} MB): try again in {self.wait()} s."
+        if self.budget.spare() < size:
+            return (
+                f"This server's disk holds as much as it keeps ({self.budget.limit // 2**20:,} MB for pictures, "
+                "uploads and the models visitors trained): try again in a few minutes."
+            )
+        return None
 
     def add(self, size: int) -> None:
         with self.lock:
@@ -851,10 +876,12 @@ class RequestLimit:
     and the upload route took 1,000 files of 10 MB a request.
     """
 
-    def __init__(self, app, limit: int = MAX_REQUEST_BYTES, upload_limit: int = MAX_UPLOAD_BYTES):
+    def __init__(
+        self, app, limit: int = MAX_REQUEST_BYTES, upload_limit: int = MAX_UPLOAD_BYTES, budget: DiskBudget = DISK
+    ):
         self.app, self.limit, self.upload_limit = app, limit, upload_limit
         self.rate = UploadRate()
-        self.ledger = UploadLedger()
+        self.ledger = UploadLedger(budget)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -871,7 +898,6 @@ class RequestLimit:
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
             return await self.refuse(send, 413, f"Request body too large: this route takes {what}.")
-        full = f"This server holds as many uploads as it keeps ({UPLOAD_BYTES // 2**20} MB): try again in"
         if upload and scope.get("method") == "POST":
             forwarded = {"x-forwarded-for": headers.get(b"x-forwarded-for", b"").decode("latin-1")}
             wait = self.rate.take(
@@ -880,8 +906,8 @@ class RequestLimit:
             if wait:
                 minute = f"{UPLOAD_BURST} at once, then {UPLOADS_PER_MINUTE} a minute"
                 return await self.refuse(send, 429, f"Too many uploads ({minute}): try again in {math.ceil(wait)} s.")
-            if self.ledger.room() < (int(length) if length is not None else 1):
-                return await self.refuse(send, 429, f"{full} {self.ledger.wait()} s.")
+            if full := self.ledger.refusal(int(length) if length is not None else 1):
+                return await self.refuse(send, 429, full)
         boundary = re.search(rb"boundary=\"?([^\";]+)", content_type) if upload else None
         # Each part of a multipart body begins with this line; one more, the closing one, ends the body.
         delimiter = b"--" + boundary[1] if boundary else None
@@ -893,13 +919,14 @@ class RequestLimit:
                 return message
             chunk = message.get("body", b"")
             state["bytes"] += len(chunk)
-            problem = None
+            problem, full = None, None
             if upload:
                 self.ledger.add(len(chunk))  # counted as it arrives: a body refused later may have left a file
+                full = self.ledger.refusal(0)
             if state["bytes"] > limit:
                 problem = f"Request body too large: this route takes {what}."
-            elif upload and self.ledger.room() < 0:
-                problem = f"{full} {self.ledger.wait()} s."
+            elif full:
+                problem = full
             elif delimiter is not None:  # counted across chunk edges: the tail of the chunk before is searched too
                 seen = state["tail"] + chunk
                 state["parts"] += seen.count(delimiter)
@@ -910,7 +937,7 @@ class RequestLimit:
                 return message
             state["refused"] = True
             if not state["started"]:
-                await self.refuse(send, 429 if problem.startswith(full) else 413, problem)
+                await self.refuse(send, 429 if problem == full else 413, problem)
             raise TooLarge(problem)
 
         async def guarded(message):

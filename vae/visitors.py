@@ -6,13 +6,15 @@ caller uses it as /sample's checkpoint); it never appears in another visitor's d
 and nothing is written under checkpoints/. A visitor's models are deleted when they leave (the page's unload event),
 every model an hour after it was trained, the oldest when a session or a client address (`client_address`: a client
 chooses its session ids, not its address) trains one more than PER_VISITOR, and no run starts while the server holds
-MAX_MODELS or MAX_BYTES of them.
+MAX_MODELS of them or the server's disk budget (vae.disk) has no room for one more.
 """
 
 from __future__ import annotations
 
 import atexit
 import base64
+import contextlib
+import os
 import secrets
 import shutil
 import sys
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vae.config import shareable_config
+from vae.disk import DISK, Cached, DiskBudget
 from vae.errors import UserError
 from vae.folder import STATE_DIR, TRAIN_CONFIG, atomic_write, discard, lock_path, old_dir, ready_dir, staging_dir
 from vae.hub import on_space
@@ -33,7 +36,7 @@ from vae.live import log_path, pictures_dir
 MAX_AGE = 3600.0  # seconds a model is kept after it was trained
 PER_VISITOR = 3
 MAX_MODELS = 30
-MAX_BYTES = 2 * 1024**3  # their folders and zips together; a model of the largest choices takes ~25 MB
+PROXY_HOPS = "VAE_PROXY_HOPS"  # proxies that append to X-Forwarded-For (client_address)
 SWEEP_EVERY = 300.0  # seconds between sweeps for models past MAX_AGE
 
 
@@ -50,10 +53,10 @@ class Visitors:
     """The visitors' models on this server, under `root` (by default a temporary folder made for the first run).
 
     Gradio serves the files under `root` (the zips, the live pictures) where they are: without that, it copies each
-    file a handler returns into its cache, where the copy escaped MAX_BYTES and stayed downloadable for up to two
-    hours after the model was deleted."""
+    file a handler returns into its cache, where the copy escaped the disk budget and stayed downloadable for up to two
+    hours after the model was deleted. What the folders hold counts toward the server's disk budget (vae.disk)."""
 
-    def __init__(self, root: str | Path | None = None, on_remove=None):
+    def __init__(self, root: str | Path | None = None, on_remove=None, budget: DiskBudget = DISK):
         self.given_root = Path(root) if root else None
         if self.given_root is not None:
             serve_in_place(self.given_root)
@@ -62,6 +65,9 @@ class Visitors:
         self.on_remove = on_remove  # called with a model's name when it is deleted (the catalog forgets it)
         self.lock = threading.Lock()
         self.sweeper: threading.Thread | None = None  # started with the first model: deletes them when they expire
+        self.budget = budget
+        self.measured = Cached(self.bytes)  # disk_bytes: walked at most once a second, whatever the request rate
+        budget.add(self)
 
     @property
     def root(self) -> Path:
@@ -77,8 +83,10 @@ class Visitors:
         """A name and a folder (not yet created) for the visitor's next model, or a UserError when the server is full.
         `label` says what the model is (model_name's start: "mnist-z8")."""
         self.sweep()
+        self.measured.forget()
+        self.budget.check_room_for_a_run()
         with self.lock:
-            if len(self.models) >= MAX_MODELS or self.bytes() >= MAX_BYTES:
+            if len(self.models) >= MAX_MODELS:
                 raise UserError(
                     f"This server holds as many trained models as it keeps ({len(self.models)}); each is deleted an "
                     "hour after it was trained. Try again later, or run the studio on your own machine."
@@ -90,6 +98,7 @@ class Visitors:
         """Keep a finished model (its training state deleted: it cannot be resumed here); returns the names of the
         models deleted to keep the session, and the client address, within PER_VISITOR."""
         discard(folder / STATE_DIR)
+        self.measured.forget()
         with self.lock:
             self.models[name] = VisitorModel(name, visitor, folder, address)
             if self.sweeper is None:
@@ -143,6 +152,7 @@ class Visitors:
         if self.on_remove is not None:
             self.on_remove(name)
         delete_run(model.folder)
+        self.measured.forget()
 
     def forget(self, visitor: str) -> None:
         """The visitor left: their models go."""
@@ -175,7 +185,16 @@ class Visitors:
                 print(f"warning: sweeping the visitors' models: {err}", file=sys.stderr)
 
     def bytes(self) -> int:
-        return sum(f.stat().st_size for f in self.root.rglob("*") if f.is_file()) if self.root.exists() else 0
+        """What the visitors' folders hold now (none made yet: nothing)."""
+        root, total = self.given_root or self.made_root, 0
+        for parent, _, names in os.walk(root) if root else ():
+            for name in names:
+                with contextlib.suppress(OSError):  # deleted while walked (a model removed, a temporary file renamed)
+                    total += os.lstat(os.path.join(parent, name)).st_size
+        return total
+
+    def disk_bytes(self) -> int:
+        return self.measured()
 
 
 def model_name(label: str, now: float | None = None) -> str:
@@ -211,9 +230,30 @@ def delete_path(path: Path) -> None:
 
 def client_address(headers: Mapping[str, str], host: str | None) -> str:
     """Who is calling, as far as a server can tell (a client picks its session ids freely): the connection's address,
-    or on a Space, whose proxy connects for every visitor, the first address of the X-Forwarded-For it adds."""
-    forwarded = headers.get("x-forwarded-for", "") if on_space() else ""
-    return forwarded.split(",")[0].strip() or host or "unknown"
+    or behind a proxy that connects for every visitor (a Space's) the address that proxy saw. Each proxy appends the
+    address it was connected from to X-Forwarded-For, after whatever the client sent itself, so only the last
+    `proxy_hops()` entries were written by proxies: the first of those is the visitor. The first entry, which a client
+    can write, is never trusted."""
+    hops = proxy_hops()
+    entries = [entry.strip() for entry in headers.get("x-forwarded-for", "").split(",")] if hops else []
+    entries = [entry for entry in entries if entry]
+    if len(entries) >= hops > 0:
+        return entries[-hops]
+    return host or "unknown"
+
+
+def proxy_hops() -> int:
+    """How many proxies in front of the server append to X-Forwarded-For: VAE_PROXY_HOPS, else 1 on a Space (its
+    proxy) and 0 elsewhere (the connection's own address is the visitor's)."""
+    text = os.environ.get(PROXY_HOPS, "").strip()
+    if not text:
+        return 1 if on_space() else 0
+    if not text.isdigit():
+        raise UserError(
+            f"{PROXY_HOPS}={text!r} must be a whole number (0 when no proxy appends to "
+            "X-Forwarded-For, 1 behind one such as a Space's), or unset."
+        )
+    return int(text)
 
 
 def visitor_folder(visitor: str) -> str:
