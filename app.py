@@ -375,9 +375,10 @@ class Training:
                 "to end it (it keeps the best weights so far), then press Train again."
             )
         if len(calls) >= self.limits.max_train_jobs:
+            runs = f"{len(calls)} run{'s' * (len(calls) != 1)} {'are' if len(calls) != 1 else 'is'}"
             return (
-                f"The server's training queue is full: {len(calls)} runs are going or waiting. Try again in a few "
-                "minutes, or run the studio on your own machine."
+                f"The server's training queue is full: {runs} going or waiting. Try again in a few minutes, or run "
+                "the studio on your own machine."
             )
         return None
 
@@ -1073,7 +1074,9 @@ class Studio(gr.Blocks):
         """Put each call of the event `api_name` to refusal(calls going or waiting, caller), each call a (session,
         client address), before it joins the queue: a message refuses it at once. (Gradio's queue has one max_size
         for all events' waiting calls together, and an event's validator runs too late to count the calls
-        reliably: it awaits before the call joins the queue.) The caller gets the message as a validation error."""
+        reliably: it awaits before the call joins the queue.) A page shows the message as the app's other errors (a
+        validation error would pin it over the event's first input, the Dataset choice); gradio_client raises it as a
+        ValidationError (a plain error would reach it as "400 Bad Request", without the message)."""
         self.admissions[api_name] = refusal
 
     def queue(self, *args, **kwargs):
@@ -1089,8 +1092,10 @@ class Studio(gr.Blocks):
             entering = self.entering.setdefault(fn.api_name, [])
             # Checked and counted with no await between: two calls at once cannot both take the last place.
             if message := refusal([*self.calls(fn.api_name), *entering], caller):
-                refused = {"__type__": "validate", "is_valid": False, "message": message, "parameter_name": "Train"}
-                return False, [refused], "validator_error"
+                if request.headers.get("x-gradio-user") == "api":  # gradio_client: a ValidationError with the message
+                    refused = {"__type__": "validate", "is_valid": False, "message": message, "parameter_name": "Train"}
+                    return False, [refused], "validator_error"
+                return False, message, "error"  # a page: shown as the app's other errors are, not on the first input
             entering.append(caller)
             try:
                 return await push(body, request, username)

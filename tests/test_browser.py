@@ -21,6 +21,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import SLICE
+from gradio_client import Client
+from gradio_client.exceptions import ValidationError
 from PIL import Image
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -31,11 +33,12 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 from test_app import launched
 from test_steering_app import STEERED, folders  # noqa: F401 (folders is a fixture)
-from test_train_tab import training_studio
+from test_train_tab import SETTINGS, training_studio, wait_for_no_trainer
 
 import app
 from bench import screenshots
 from bench.screenshots import loaded as loaded_image
+from vae import live
 from vae.assets import load_assets
 from vae.folder import CARD_FIGURES
 from vae.latent import neighbour_agreement
@@ -566,6 +569,32 @@ def test_train_in_the_page_then_sample_the_new_model(train_url, browser, tmp_pat
     assert len(kept) == 1 and (kept[0] / "model.safetensors").is_file()
     browser.get("about:blank")
     WebDriverWait(browser, 120).until(lambda d: not kept[0].exists(), "the model outlived the visit")
+
+
+def test_a_refused_train_press_says_why_like_every_other_error(full_mnist_dir, browser):
+    """Issue 27: a press of Train that the server refuses before it queues (here its training queue, of one, is taken by
+    another visitor's run) shows the reason as the app's other errors show (a toast), not as a validation error
+    pinned over the Dataset choice; a gradio_client caller gets the same reason as a ValidationError."""
+    limits = live.Limits(data_dir=full_mnist_dir, max_epochs=20, max_seconds=60, max_train_jobs=1)
+    with launched(app.build_demo(load_assets(app.DEFAULT_CHECKPOINT), limits=limits)) as base:
+        other = Client(base, verbose=False, download_files=False)
+        going = other.submit(**(SETTINGS | {"epochs": 20, "train_images": 59_000}), api_name="/train")
+        try:
+            browser.get(base + "/")
+            open_tab(browser, "Train")
+            browser.find_element(By.ID, "train-button").click()
+            reason = "The server's training queue is full: 1 run is going or waiting."
+            toast = lambda d: [e.text for e in d.find_elements(By.CSS_SELECTOR, ".toast-body") if reason in e.text]  # noqa: E731
+            assert WebDriverWait(browser, TIMEOUT).until(toast), "the reason, in a toast"
+            assert not going.done(), "the other visitor's run was going all along"
+            pinned = [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".validation-error") if e.text]
+            assert not pinned, f"not pinned to an input: {pinned}"
+            assert "Starting the trainer" not in browser.find_element(By.ID, "train-status").text
+            with pytest.raises(ValidationError, match=reason):
+                Client(base, verbose=False, download_files=False).predict(**SETTINGS, api_name="/train")
+        finally:
+            going.cancel()
+            wait_for_no_trainer()
 
 
 @pytest.fixture(scope="module")
