@@ -17,8 +17,9 @@ from huggingface_hub.utils import filter_repo_objects
 
 from vae import VAE, UserError, evaluate
 from vae.architecture import ModelConfig
+from vae.card import write_model_card
 from vae.config import build_config, shareable_config
-from vae.hub import IGNORED, check_hub_access, push_folder, write_model_card
+from vae.hub import IGNORED, check_hub_access, push_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT = ROOT / "checkpoints" / "vae-mnist"

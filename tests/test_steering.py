@@ -14,17 +14,15 @@ import warm
 from safetensors.torch import save_file
 
 from vae import VAE
+from vae.classes import class_latents, neighbour_agreement, sample_class
 from vae.data import read_split
 from vae.folder import CARD, CLASS_SAMPLES, METRICS, STEERING, WEIGHTS
-from vae.latent import neighbour_agreement
 from vae.live import STEERING_IMAGES
 from vae.steering import (
     DIRECTIONS,
     TENSORS,
-    class_latents,
     fit_steering,
     read_steering,
-    sample_class,
     slide,
     write_steering,
 )

@@ -23,22 +23,12 @@ from torch import nn
 
 from vae import architecture
 from vae.architecture import ModelConfig, check_weights, weights_header
+from vae.card import HUB_METADATA, bare_model_card
 from vae.config import shareable_config
 from vae.errors import UserError, clip, name_list
 from vae.folder import CARD, CONFIG, REQUIRED_FILES, TRAIN_CONFIG, TRAINED_FILES, WEIGHTS, is_local_folder
 
 LOGVAR_RANGE = (-30.0, 20.0)  # keeps exp(logvar) finite in fp16/bf16, as diffusers' DiagonalGaussian does
-PAPER_URL = "https://arxiv.org/abs/1312.6114"
-CODE_URL: str | None = None  # the project's public address, once it has one: linked from every model card
-# The Hub metadata of every model: the mixin's class arguments below and the model card's front matter.
-HUB_METADATA = {
-    "library_name": "pytorch",
-    "license": "mit",
-    "pipeline_tag": "unconditional-image-generation",
-    "tags": ["vae", "variational-autoencoder", "image-generation", "mnist-vae-studio"],
-    "paper_url": PAPER_URL,
-    **({"repo_url": CODE_URL} if CODE_URL else {}),
-}
 
 
 ACTIVATIONS = {name: getattr(nn, layer) for name, layer in architecture.ACTIVATIONS.items()}  # name → nn class
@@ -278,8 +268,6 @@ class VAE(nn.Module, PyTorchModelHubMixin, **HUB_METADATA | {"tags": list(HUB_ME
     def generate_model_card(self, *args, **kwargs) -> ModelCard:
         """The card save_pretrained writes when no trained card comes along: this model's architecture and Hub
         metadata, and how to add test metrics (instead of the mixin's generic template)."""
-        from vae.hub import bare_model_card  # vae.hub imports this module
-
         return bare_model_card(self.config)
 
     @classmethod
