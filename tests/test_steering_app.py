@@ -154,6 +154,11 @@ def test_a_folder_without_steering_loads_and_says_how_to_add_it(client, folders)
         client.predict(4, 0, 1.0, PLAIN, "3", api_name="/sample")
     with pytest.raises(AppError, match="python -m vae.steering --checkpoint"):
         client.predict("mean", "3", 0, [0.5], None, PLAIN, api_name="/slide")
+    with pytest.raises(AppError, match="python -m vae.steering --checkpoint"):  # class means are the steering file's
+        client.predict("3", "7", 8, "linear", "mean", 0, PLAIN, api_name="/walk")
+    digit = handle_file(app.DEFAULT_CHECKPOINT / "samples.png")
+    _, _, nearest, _, walk, note = client.predict(digit, "7", PLAIN, api_name="/encode")
+    assert nearest == "" and walk is None and "python -m vae.steering --checkpoint" in note
     assert len(client.predict(4, 0, 1.0, PLAIN, "any", api_name="/sample")[1]) == 4, "'any' still works"
 
 
