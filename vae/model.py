@@ -57,8 +57,8 @@ class VAE(nn.Module, PyTorchModelHubMixin, **HUB_METADATA | {"tags": list(HUB_ME
     """MLP encoder → (mu, logvar) → reparameterised z → MLP decoder → Bernoulli logits.
 
     The architecture is a `ModelConfig` (`VAE(config)`, or its fields as keywords: `VAE(latent_dim=2)`);
-    `save_pretrained` writes it to config.json and the weights (plus the per-class latent statistics the app uses) to model.safetensors. A model loaded
-    from a train.py folder remembers it, so that saving or pushing it carries the folder's model card,
+    `save_pretrained` writes it to config.json and the weights (plus a copy of the class means) to model.safetensors.
+    A model loaded from a train.py folder remembers it, so that saving or pushing it carries the folder's model card,
     metrics and figures along while the weights are still the ones they describe.
     """
 
@@ -71,8 +71,9 @@ class VAE(nn.Module, PyTorchModelHubMixin, **HUB_METADATA | {"tags": list(HUB_ME
         c = self.config
         self.encoder = mlp([c.num_pixels, *c.hidden_dims, 2 * c.latent_dim], c.dropout, c.activation)
         self.decoder = mlp([c.latent_dim, *reversed(c.hidden_dims), c.num_pixels], c.dropout, c.activation)
-        # Latent statistics of each class over the training set, filled in by the trainer: the app walks
-        # between class means and samples "a 3" from N(mean, std²) without needing the dataset.
+        # A copy of each class's mean and spread (vae.classes), filled in at export for users of the weights alone.
+        # The app and the figures read the class statistics from steering.safetensors; folders exported before
+        # issue 31 hold the means of every training image here, and keep them: their weights stay byte-identical.
         self.register_buffer("class_means", torch.zeros(len(c.class_names), c.latent_dim))
         self.register_buffer("class_stds", torch.ones(len(c.class_names), c.latent_dim))
 
