@@ -121,8 +121,8 @@ def class_latents(classes: Classes, label: int, n: int, seed: int = 0, temperatu
 
 
 def class_latent(classes: Classes, label: int, start: str = "mean", seed: int = 0) -> torch.Tensor:
-    """A latent (D,) for class `label`: its mean, or (start "sample") its seeded example: the first of class_latents at
-    EXAMPLE_TEMPERATURE, the first of the Samples tab's images of that class, seed and temperature."""
+    """A latent (D,) for class `label`: its mean, or (start "sample") its seeded example: the first draw of
+    class_latents at EXAMPLE_TEMPERATURE, as the Samples tab draws that class with that seed and temperature."""
     check_label(classes, label)
     if start == "mean":
         return classes.class_means[label]
