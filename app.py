@@ -11,8 +11,8 @@ Every event has an api_name, so gradio_client can call /sample, /walk, /slide, /
         prior N(0, I) (what /sample gave before it took a class, so calls without one are answered as before);
         a class name (or index) samples that class's region of latent space (needs steering.safetensors).
     /slide (start, class_name, seed, offsets, digit=None, checkpoint) → one digit (PNG): start "mean" (the class
-        mean), "sample" (a seeded random point of the class) or "digit" (the posterior mean of the uploaded
-        `digit`), moved by offsets[k] standard deviations along the model's k-th principal direction (a list of
+        mean), "sample" (a seeded example of the class, where /walk starts) or "digit" (the posterior mean of the
+        uploaded `digit`), moved by offsets[k] standard deviations along the model's k-th principal direction (a list of
         numbers from -4 to 4, at most one per direction the model stores, 8 by default; missing ones are 0).
         Zero offsets give the start point's digit.
     /pick (point, walk_from=None, checkpoint) → map, nearest test digit, decoded digit, caption, walk: point [x, y]
@@ -21,8 +21,9 @@ Every event has an api_name, so gradio_client can call /sample, /walk, /slide, /
 
 Inputs reach the handlers raw (preprocess=False) and each handler checks them, so an API caller gets the same
 clear message as a user of the page for a count out of range or a file that is not an image. Nothing is trained
-or recomputed here: the model folder carries the class means, the t-SNE map and its figure, and the steering
-statistics (class regions, principal directions), all computed once by train.py (or `python -m vae.steering`).
+or recomputed here: the model folder carries the t-SNE map and its figure, and the steering statistics (each class's
+mean and region as vae.classes defines them, the principal directions), all computed once by train.py (or
+`python -m vae.steering`).
 
 This module is the page: the handlers (raw values checked by vae.serving, the work done by vae.serving), one
 function per tab that lays it out and wires its events, build_demo and main. The checkpoint catalog, the checks,
@@ -47,10 +48,11 @@ from starlette.middleware import Middleware
 
 from vae import live, serving
 from vae.assets import Assets, load_assets
+from vae.card import metrics_table, with_model_id
 from vae.disk import disk_bytes_setting
 from vae.errors import UserError, clip, command
 from vae.folder import discard, looks_local
-from vae.hub import machine_account, metrics_table, on_space, with_model_id
+from vae.hub import machine_account, on_space
 from vae.imaging import class_colours
 from vae.latent import INTERPOLATIONS, START_POINTS
 from vae.steering import DIRECTIONS
@@ -294,7 +296,7 @@ def encode(catalog: serving.Catalog, image, target_class, checkpoint=None) -> tu
     """Your digit tab: an image → the model's input, its reconstruction, the nearest class, its place on
     the t-SNE map and a walk from it to the chosen class."""
     assets = catalog.get(checkpoint)
-    target = serving.check_class(target_class, "Walk to class", assets) if assets.no_class_means is None else None
+    target = serving.check_class(target_class, "Walk to class", assets) if assets.steering is not None else None
     found = serving.encode_image(assets, serving.read_image(image), target)
     return found.model_input, found.reconstruction, found.nearest, found.points, found.walk, found.notes
 
@@ -309,7 +311,7 @@ def digit_example(catalog: serving.Catalog, target_class, checkpoint=None) -> tu
     if example is None:
         return None, None, "", None, None, "Draw a digit on the left, or upload one, then press Encode."
     image, name = example
-    target = serving.check_class(target_class, "Walk to class", assets) if assets.no_class_means is None else None
+    target = serving.check_class(target_class, "Walk to class", assets) if assets.steering is not None else None
     found = serving.encode_image(assets, image, target)
     note = (
         f"An example to start from: {serving.article(name)} **{serving.literal(name)}** from the test set. Draw your "

@@ -20,12 +20,13 @@ import torch
 from torch import nn
 
 from bench.common import ROOT, bench_parser, print_table, start, write_results
+from vae.classes import sample_class
 from vae.config import saved_config
 from vae.data import DataSettings, ImageSet, load_splits
 from vae.folder import TRAIN_CONFIG
 from vae.imaging import as_float
 from vae.model import VAE
-from vae.steering import read_steering, sample_class
+from vae.steering import read_steering
 
 TARGET_ACCURACY, TARGET_DIVERSITY, CLASSIFIER_TARGET = 0.90, 0.80, 0.97
 

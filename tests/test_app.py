@@ -33,9 +33,9 @@ from safetensors.torch import load_file, save_file
 import app
 from vae import serving
 from vae.assets import Assets, load_assets
+from vae.classes import clear_examples
 from vae.errors import UserError
 from vae.imaging import png, to_grid, upscale
-from vae.latent import typical
 
 ROOT = Path(__file__).resolve().parent.parent
 ENDPOINTS = ["/sample", "/walk", "/slide", "/tsne", "/pick", "/encode", "/encode_drawing", "/about"]
@@ -60,7 +60,7 @@ def broken(tmp_path_factory) -> dict[str, str]:
     source = app.DEFAULT_CHECKPOINT
     no_map = root / "no-map"
     no_map.mkdir()
-    for name in ("config.json", "model.safetensors", "README.md", "metrics.json"):
+    for name in ("config.json", "model.safetensors", "README.md", "metrics.json", "steering.safetensors"):
         shutil.copy(source / name, no_map / name)
     no_means = root / "no-means"
     no_means.mkdir()
@@ -138,7 +138,7 @@ def looks_like(assets: Assets, images: torch.Tensor, k: int = 10) -> list[str]:
 def clear_digits(assets: Assets, count: int) -> list[tuple[np.ndarray, str]]:
     """The first few test digits of the t-SNE cache that their neighbours agree on (uint8 28x28, class)."""
     images = load_file(app.DEFAULT_CHECKPOINT / "tsne.safetensors")["images"]
-    clear = typical(assets.tsne["latents"], assets.tsne["labels"]).nonzero()[:count, 0].tolist()
+    clear = clear_examples(assets.tsne["latents"], assets.tsne["labels"]).nonzero()[:count, 0].tolist()
     return [(images[i, 0].numpy(), assets.class_names[int(assets.tsne["labels"][i])]) for i in clear]
 
 
@@ -339,7 +339,7 @@ BAD_CALLS = [
     ("/sample", (4, 0, 1.0, "corrupt"), "Could not load the model in"),
     ("/sample", (4, 0, 1.0, "missing"), "No such checkpoint folder"),
     ("/tsne", ("no-map",), "python -m vae.tsne --checkpoint"),
-    ("/walk", ("3", "7", 8, "linear", "mean", 0, "no-means"), "has no class means"),
+    ("/walk", ("3", "7", 8, "linear", "mean", 0, "no-means"), "no steering.safetensors, so class samples, walks"),
 ]
 
 
@@ -507,9 +507,9 @@ def test_a_hub_repo_id_loads_through_the_hub_cache(tmp_path, monkeypatch):
 
 def test_load_assets_reports_what_is_missing(broken):
     no_map = load_assets(broken["no-map"])
-    assert no_map.tsne is None and "vae.tsne" in no_map.no_map and no_map.no_class_means is None
-    no_means = load_assets(broken["no-means"])
-    assert no_means.no_class_means and no_means.tsne is None
+    assert no_map.tsne is None and "vae.tsne" in no_map.no_map and no_map.no_steering is None
+    no_means = load_assets(broken["no-means"])  # weights without class statistics, and no steering file: it loads
+    assert "python -m vae.steering --checkpoint" in no_means.no_steering and no_means.tsne is None
     for name, message in [("corrupt", "Could not load the model"), ("missing", "No such checkpoint folder")]:
         with pytest.raises(UserError, match=message):
             load_assets(broken[name])

@@ -40,8 +40,8 @@ from bench import screenshots
 from bench.screenshots import loaded as loaded_image
 from vae import live
 from vae.assets import load_assets
+from vae.classes import neighbour_agreement
 from vae.folder import CARD_FIGURES
-from vae.latent import neighbour_agreement
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 CHROMIUM_FLAGS = [

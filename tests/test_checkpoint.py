@@ -11,13 +11,14 @@ import torch
 
 from vae import VAE
 from vae.evaluate import checkpoint_test_set, elbo_sums
+from vae.steering import read_steering
 
 ROOT = Path(__file__).resolve().parent.parent
 MNIST = ROOT / "checkpoints" / "vae-mnist"
 FASHION = ROOT / "checkpoints" / "vae-fashion-mnist"
 BINARY = ROOT / "checkpoints" / "vae-mnist-binary"
 REQUIRED = {"config.json", "model.safetensors", "README.md", "metrics.json", "samples.png", "reconstructions.png"}
-REQUIRED |= {"latent_walk.png", "tsne.png", "tsne.safetensors", "train_config.yaml"}
+REQUIRED |= {"latent_walk.png", "tsne.png", "tsne.safetensors", "train_config.yaml", "steering.safetensors"}
 
 
 @pytest.mark.parametrize("folder", [MNIST, FASHION, BINARY], ids=["mnist", "fashion-mnist", "mnist-binary"])
@@ -26,16 +27,19 @@ def test_committed_checkpoint_is_complete(folder):
     assert not (folder / "training_state").exists()
     assert sum(p.stat().st_size for p in folder.rglob("*")) < 20 * 2**20
     model = VAE.from_pretrained(folder)
-    assert len(model.class_names) == 10 and model.class_means.abs().sum() > 0
+    steering, problem = read_steering(folder, model)
+    assert problem is None and len(model.class_names) == 10 and steering.class_means.abs().sum() > 0
     metrics = json.loads((folder / "metrics.json").read_text())
     assert {"test_loss", "test_recon", "test_kl", "test_iw_nll"} <= metrics.keys()
 
 
 @pytest.mark.slow
 def test_decoded_class_means_are_their_digits(digit_classifier):
+    """The class means every tab uses (vae.classes, stored in steering.safetensors) decode to their digits."""
     model = VAE.from_pretrained(MNIST).eval()
+    steering, _ = read_steering(MNIST, model)
     with torch.no_grad():
-        predicted = digit_classifier(model.decode(model.class_means)).argmax(1)
+        predicted = digit_classifier(model.decode(steering.class_means)).argmax(1)
     assert predicted.tolist() == list(range(10))
 
 

@@ -17,8 +17,9 @@ from huggingface_hub.utils import filter_repo_objects
 
 from vae import VAE, UserError, evaluate
 from vae.architecture import ModelConfig
+from vae.card import HUB_METADATA, card_data, write_model_card
 from vae.config import build_config, shareable_config
-from vae.hub import IGNORED, check_hub_access, push_folder, write_model_card
+from vae.hub import IGNORED, check_hub_access, push_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT = ROOT / "checkpoints" / "vae-mnist"
@@ -384,3 +385,10 @@ def test_push_to_hub_uploads_the_trained_card_or_refuses(trained_copy, monkeypat
         model.push_to_hub("someone/vae")
     assert "python -m vae.hub --folder" in str(err.value)
     assert len(MixinUpload.uploads) == 1, "nothing more was uploaded"
+
+
+def test_the_card_front_matter_is_the_models_hub_metadata():
+    """vae.card, below vae.model, writes the same Hub metadata as the model class's mixin holds (issue 31: the card no
+    longer reads it from the class, which would make the two modules import each other)."""
+    assert card_data(None, "", {}).to_dict() == VAE._hub_mixin_info.model_card_data.to_dict()
+    assert VAE._hub_mixin_info.paper_url == HUB_METADATA["paper_url"]

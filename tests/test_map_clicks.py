@@ -21,10 +21,11 @@ from test_app import frames_of_strip, launched, read
 import app
 from vae import serving
 from vae.assets import load_assets
+from vae.classes import neighbour_agreement
 from vae.figures import latent_grid
 from vae.folder import TSNE_MAP
 from vae.imaging import class_colours, to_grid, to_uint8
-from vae.latent import neighbour_agreement, plane_grid
+from vae.latent import plane_grid
 from vae.maps import PLOT, PlaneMap, TsneMap
 
 MNIST, PLANE, NO_MAP = "vae mnist", "vae mnist 2d", "no map"

@@ -227,8 +227,8 @@ CASES = [
     refused("weights: an inf in class_means", tensors(W, setting("class_means", poisoned(math.inf))), W, "class_means"),
     refused("weights: float64 1e300 (inf as float32)",
             tensors(W, setting("decoder.4.bias", lambda t: poisoned(1e300)(t.double()))), W, "decoder.4.bias"),
-    Case("weights: no class statistics", tensors(W, drop_prefix("class_")), "problem", "error", ("class means",),
-         (W, "class_means")),
+    # The app reads the class statistics from steering.safetensors (vae.classes): weights without them still serve.
+    Case("weights: no class statistics", tensors(W, drop_prefix("class_")), "clean", "error", (), (W, "class_means")),
     # config.json: bombs, refused before anything is allocated for them
     refused("config: hidden_dims [20000, 20000]", config(hidden_dims=[20000, 20000]), C, "hidden_dims"),
     refused("config: latent_dim 1e9", config(latent_dim=1e9), C, "latent_dim"),
@@ -440,7 +440,7 @@ def test_a_bad_side_file_keeps_the_rest_of_the_folder(tmp_path):
     assets = load_assets(folder)
     assert assets.metrics == {"test_loss": 93.9}
     assert assets.tsne is not None and assets.map_points is not None and assets.tsne_figure is None
-    assert assets.no_class_means is None and assets.no_map is None
+    assert assets.no_steering is None and assets.no_map is None
     assert "# " in assets.card
 
 

@@ -51,8 +51,9 @@ from test_training import HUB_FILES, run_train
 import app
 from vae import serving
 from vae.assets import load_assets
+from vae.card import with_model_id
 from vae.config import shareable_config
-from vae.hub import push_folder, with_model_id
+from vae.hub import push_folder
 
 pytestmark = pytest.mark.slow
 

@@ -14,17 +14,22 @@ import warm
 from safetensors.torch import save_file
 
 from vae import VAE
+from vae.classes import (
+    EXAMPLE_TEMPERATURE,
+    class_latent,
+    class_latents,
+    nearest_class,
+    neighbour_agreement,
+    sample_class,
+)
 from vae.data import read_split
 from vae.folder import CARD, CLASS_SAMPLES, METRICS, STEERING, WEIGHTS
-from vae.latent import neighbour_agreement
 from vae.live import STEERING_IMAGES
 from vae.steering import (
     DIRECTIONS,
     TENSORS,
-    class_latents,
     fit_steering,
     read_steering,
-    sample_class,
     slide,
     write_steering,
 )
@@ -168,8 +173,21 @@ def test_class_samples_are_the_digit_asked_for(digit_classifier):  # noqa: F811 
     assert min(accuracy) >= 0.90, [round(float(a), 3) for a in accuracy]
 
 
+def test_a_class_has_one_mean_and_one_sampler(model, steering):
+    """Issue 31: a class's seeded example (where walks and the sliders start) is drawn as its samples are (the Samples
+    tab's: the same seed rule, at EXAMPLE_TEMPERATURE), and each class mean is nearest to its own class."""
+    for c in range(len(model.class_names)):
+        assert torch.equal(class_latent(steering, c, "mean"), steering.class_means[c])
+        example = class_latent(steering, c, "sample", seed=7)
+        first = class_latents(steering, c, 4, seed=7, temperature=EXAMPLE_TEMPERATURE)[0]
+        assert torch.allclose(example, first, atol=1e-6), "the same draw (a batch of 4 rounds differently)"
+        with torch.no_grad():
+            assert torch.equal(model.decode(example[None]), sample_class(model, steering, c, 1, 7, EXAMPLE_TEMPERATURE))
+        assert nearest_class(steering, steering.class_means[c]) == c
+
+
 def test_neighbour_agreement_of_some_latents_is_theirs_among_all():
-    """The export judges a sample of the training images (fit_steering's fit_images): each by its neighbours among all
+    """The export judges a sample of the training images (vae.classes.fit_classes' fit_images): each by its neighbours among all
     of them, exactly as when every image is judged."""
     generator = torch.Generator().manual_seed(0)
     labels = torch.randint(0, 10, (3000,), generator=generator)

@@ -19,16 +19,17 @@ import torch
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
-from test_app import clear_digits, launched, read
+from test_app import clear_digits, frames_of_strip, launched, read
 
 import app
 from bench.app_startup import call as timed_call
 from bench.app_startup import fn_indices
 from vae import serving
 from vae.assets import load_assets
+from vae.classes import class_latent, sample_class
 from vae.data import read_split
 from vae.imaging import to_grid, to_uint8
-from vae.steering import STEERING, class_latents, fit_steering, sample_class, slide, write_steering
+from vae.steering import STEERING, fit_steering, slide, write_steering
 
 STEERED, PLAIN = "steered", "plain"
 
@@ -153,6 +154,11 @@ def test_a_folder_without_steering_loads_and_says_how_to_add_it(client, folders)
         client.predict(4, 0, 1.0, PLAIN, "3", api_name="/sample")
     with pytest.raises(AppError, match="python -m vae.steering --checkpoint"):
         client.predict("mean", "3", 0, [0.5], None, PLAIN, api_name="/slide")
+    with pytest.raises(AppError, match="python -m vae.steering --checkpoint"):  # class means are the steering file's
+        client.predict("3", "7", 8, "linear", "mean", 0, PLAIN, api_name="/walk")
+    digit = handle_file(app.DEFAULT_CHECKPOINT / "samples.png")
+    _, _, nearest, _, walk, note = client.predict(digit, "7", PLAIN, api_name="/encode")
+    assert nearest == "" and walk is None and "python -m vae.steering --checkpoint" in note
     assert len(client.predict(4, 0, 1.0, PLAIN, "any", api_name="/sample")[1]) == 4, "'any' still works"
 
 
@@ -172,7 +178,7 @@ def test_zero_offsets_give_the_start_point(client, assets):
     steering = assets.steering
     starts = {
         ("mean", "4", 0): steering.class_means[4],
-        ("sample", "4", 11): class_latents(steering, 4, 1, 11)[0],
+        ("sample", "4", 11): class_latent(steering, 4, "sample", 11),
     }
     for (start, name, seed), z in starts.items():
         for zeros in ([], [0.0], [0.0] * len(steering.spreads)):
@@ -198,6 +204,23 @@ def test_offsets_move_along_the_directions(client, assets):
     start = read(client.predict("mean", "3", 0, [], None, api_name="/slide"))
     assert not np.array_equal(image, start)
     assert np.array_equal(image, digit_pixels(assets, slide(assets.steering, assets.steering.class_means[3], offsets)))
+
+
+def test_the_walk_the_sliders_and_the_nearest_class_agree_on_each_class_mean(client, assets, tmp_path):
+    """Issue 31: one mean per class. The walk from class c at its mean and the sliders from c's mean with every offset
+    0 show the same digit, pixel for pixel; that digit, uploaded as a drawing, is of class c by the nearest class."""
+    names, zeros = assets.class_names, [0.0] * len(assets.steering.spreads)
+    for c, name in enumerate(names):
+        strip, _ = client.predict(name, names[(c + 1) % len(names)], 2, "linear", "mean", 0, api_name="/walk")
+        walked = (frames_of_strip(strip, 2)[0, 0] * 255).round().byte().numpy()  # (28, 28): the walk's first frame
+        slid = read(client.predict("mean", name, 0, zeros, None, api_name="/slide"))
+        scale = slid.shape[0] // walked.shape[0]
+        differ = int((slid != np.kron(walked, np.ones((scale, scale), np.uint8))).sum())
+        assert differ == 0, f"class {name}: the walk's first frame and the sliders' digit differ in {differ} pixels"
+        path = tmp_path / f"mean-{c}.png"
+        Image.fromarray(slid).save(path)
+        nearest = client.predict(handle_file(path), name, api_name="/encode")[2]
+        assert nearest == name, f"the mean of {name} is nearest to {nearest}"
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ from vae import VAE
 from vae.config import build_config
 from vae.data import RAW_FILES
 from vae.evaluate import checkpoint_test_set
+from vae.steering import read_steering
 from vae.training import train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,7 +77,9 @@ def test_training_writes_a_hub_ready_folder(trained):
     assert [p.name for p in (trained / "training_state").iterdir()] == ["epoch-0003"]
     model = VAE.from_pretrained(trained)
     assert model.latent_dim == 2 and model.hidden_dims == [64] and model.class_names == [str(d) for d in range(10)]
-    assert model.class_means.abs().sum() > 0, "class means were not filled in"
+    steering, problem = read_steering(trained, model)
+    assert problem is None and steering.class_means.abs().sum() > 0, "class means were not filled in"
+    assert torch.equal(model.class_means, steering.class_means), "the weights' copy is the class statistics' (issue 31)"
 
     history = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in history] == [1, 2, 3]

@@ -30,7 +30,6 @@ from vae.folder import (
     is_local_folder,
     looks_local,
 )
-from vae.latent import has_class_statistics, typical
 from vae.maps import ClickMap, PlaneMap, TsneMap
 from vae.model import VAE
 from vae.steering import Steering, read_steering
@@ -59,15 +58,14 @@ class Assets:
     tsne_figure: bytes | None  # tsne.png as drawn by the trainer: served from Gradio's cache, wherever the folder is
     metrics: dict
     card: str  # the model card's text, without front matter; its figures link to files of card_figures by name
-    no_class_means: str | None = None  # why walks and the nearest class are off, if they are
     no_map: str | None = None  # why the t-SNE map is off, if it is
-    steering: Steering | None = None  # class regions and principal directions: class samples and the sliders
-    no_steering: str | None = None  # why class samples and the sliders are off, if they are
+    steering: Steering | None = None  # class statistics (vae.classes) and principal directions: every class's mean,
+    # region and examples, for class samples, walks, the nearest class and the sliders
+    no_steering: str | None = None  # why those are off, if they are
     no_figure: str | None = None  # why the cached t-SNE figure is not shown (the interactive map may still be)
     no_card: str | None = None  # why README.md is not shown
     no_metrics: str | None = None  # why metrics.json, or some of its values, are not shown
     card_figures: dict[str, bytes] = field(default_factory=dict)  # file name → PNG, as the card links them
-    bank: tuple[torch.Tensor, torch.Tensor] | None = None  # clear real latents and labels: walk start points
     map_points: pd.DataFrame | None = None  # x, y, class: the interactive t-SNE scatter
     click_map: ClickMap | None = None  # the picture a click decodes from: the latent plane (2-D), else the t-SNE map
 
@@ -81,7 +79,6 @@ class Assets:
         return [
             p
             for p in (
-                self.no_class_means,
                 self.no_map,
                 self.no_steering,
                 self.no_figure,
@@ -110,13 +107,14 @@ def checkpoint_folder(source: str) -> Path:
         ) from None
 
 
-def read_model(folder: Path, source: str) -> tuple[VAE, str | None]:
-    """The VAE, strictly, except that a model saved without class statistics still loads (with a problem)."""
+def read_model(folder: Path, source: str) -> VAE:
+    """The VAE, strictly, except that a model saved without its class_means and class_stds buffers still loads: the
+    app reads the class statistics from steering.safetensors (vae.classes), never from the weights."""
     weights = folder / WEIGHTS
     keys = set(weights_header(weights, clip(source)))  # before from_pretrained: it needs to know about class_means
-    missing_stats = not {"class_means", "class_stds"} <= keys
+    buffers = {"class_means", "class_stds"}
     try:
-        model = VAE.from_pretrained(folder, strict=not missing_stats).eval()
+        model = VAE.from_pretrained(folder, strict=buffers <= keys).eval()
     except UserError:
         raise
     except Exception as err:  # from_pretrained reports every mistake it knows of: this is for the ones it does not
@@ -124,18 +122,13 @@ def read_model(folder: Path, source: str) -> tuple[VAE, str | None]:
             f"Could not load the model in {clip(source)} ({type(err).__name__}: {first_line(err)}). Pass a folder "
             "written by train.py, or train a new one with `python train.py`."
         ) from None
-    lost = [name for name in model.state_dict() if name not in keys | {"class_means", "class_stds"}]
+    lost = [name for name in model.state_dict() if name not in keys | buffers]
     if lost:
         raise UserError(
             f"Could not load the model in {clip(source)}: its {WEIGHTS} lacks {name_list(lost)}, so it is not "
             "a complete VAE. Export the model again with train.py."
         )
-    if missing_stats or not has_class_statistics(model):
-        return model, (
-            f"{clip(source)} has no class means, so latent walks and the nearest class are off (samples still work). "
-            "Models exported by train.py have them: re-export this one with train.py."
-        )
-    return model, None
+    return model
 
 
 def read_tsne(folder: Path, model: VAE, source: str) -> tuple[dict[str, torch.Tensor] | None, str | None]:
@@ -340,7 +333,7 @@ def load_assets(source: str | Path, name: str | None = None) -> Assets:
     name = name or checkpoint_name(source)
     shown = name if looks_local(source) and os.environ.get("SPACE_ID") else source  # as vae.hub.on_space tells
     folder = checkpoint_folder(source)
-    model, no_class_means = read_model(folder, shown)
+    model = read_model(folder, shown)
     tsne, no_map = read_tsne(folder, model, shown)
     figure, no_figure = read_figure(folder, shown) if tsne is not None else (None, None)
     steering, no_steering = read_steering(folder, model, shown)  # never raises: a bad file is a problem
@@ -354,7 +347,6 @@ def load_assets(source: str | Path, name: str | None = None) -> Assets:
         tsne_figure=figure,
         metrics=metrics,
         card=card,
-        no_class_means=no_class_means,
         no_map=no_map,
         steering=steering,
         no_steering=no_steering,
@@ -364,8 +356,6 @@ def load_assets(source: str | Path, name: str | None = None) -> Assets:
         card_figures=read_card_figures(folder, figure) if card else {},
     )
     if tsne is not None:
-        clear = typical(tsne["latents"], tsne["labels"])  # real test digits their neighbours agree on
-        assets.bank = (tsne["latents"][clear], tsne["labels"][clear])
         assets.map_points = pd.DataFrame(
             {
                 "x": tsne["coords"][:, 0].numpy(),

@@ -25,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from vae.architecture import ModelConfig
+from vae.card import rewritten_card_id, write_model_card
 from vae.config import saved_config
 from vae.data import DataSettings, ImageSet, load_splits
 from vae.errors import UserError, command
@@ -94,10 +95,8 @@ def checkpoint_test_set(checkpoint: str | Path, data_dir: str | None = None) -> 
 
 def update_card(folder: Path, figures: dict | None) -> None:
     """Replace the test figures in FOLDER's metrics.json with `figures` (from test_metrics; None keeps those recorded)
-    and write its model card again, its code sample loading the id it had (vae.hub.rewritten_card_id): the folder's
+    and write its model card again, its code sample loading the id it had (vae.card.rewritten_card_id): the folder's
     next version is written beside it and swapped in whole."""
-    from vae.hub import rewritten_card_id, write_model_card  # imports huggingface_hub; only these options need it
-
     recorded = json.loads((folder / METRICS).read_text()) if (folder / METRICS).is_file() else {}
     if figures is not None:
         recorded = {k: v for k, v in recorded.items() if not k.startswith("test_") and k != "iw_samples"} | figures

@@ -11,20 +11,21 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from vae.card import write_model_card
+from vae.classes import Classes, fit_classes
 from vae.config import TrainConfig
 from vae.data import ImageSet, Splits
 from vae.evaluate import test_metrics
 from vae.figures import (
     latent_grid,
-    latent_walk_grid,
     loss_curve_figure,
     reconstructions_grid,
     samples_grid,
     save_figure,
     save_png,
+    write_class_figures,
 )
-from vae.folder import LATENT_GRID, LATENT_WALK, LOSS_CURVE, METRICS, RECONSTRUCTIONS, SAMPLES, atomic_write_text
-from vae.hub import write_model_card
+from vae.folder import LATENT_GRID, LOSS_CURVE, METRICS, RECONSTRUCTIONS, SAMPLES, atomic_write_text
 from vae.latent import posterior_means
 from vae.model import VAE
 from vae.steering import add_steering
@@ -34,19 +35,15 @@ EXPORT_PHASES = ("class statistics", "test metrics", "figures", "t-SNE map", "cl
 
 
 @torch.no_grad()
-def set_class_statistics(
-    model: VAE, train: ImageSet, batch_size: int = 1000, latents: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Mean and standard deviation of the posterior means of each class over the training images; returns those
-    posterior means (N, D) (`latents`, when the caller has them already)."""
-    mu = posterior_means(model, train.images, batch_size) if latents is None else latents  # (N, D)
-    labels = train.labels.to(mu.device)
-    for c in range(len(model.class_names)):
-        members = mu[labels == c]
-        if len(members):
-            model.class_means[c] = members.mean(dim=0)
-            model.class_stds[c] = members.std(dim=0) if len(members) > 1 else torch.ones_like(members[0])
-    return mu
+def set_class_statistics(model: VAE, train: ImageSet, batch_size: int = 1000, fit_images: int = 0) -> Classes:
+    """Each class's statistics (vae.classes.fit_classes) over the training images. The model's class_means and
+    class_stds buffers get a copy, so that its weights file, used without the app, carries the same class means; the
+    app and the figures read them from steering.safetensors only."""
+    latents = posterior_means(model, train.images, batch_size)  # (N, D)
+    classes = fit_classes(latents, train.labels, len(model.class_names), fit_images)
+    model.class_means.copy_(classes.class_means)
+    model.class_stds.copy_(classes.class_scales.norm(dim=2))  # (K, D): the square root of diag(L Lᵀ)
+    return classes
 
 
 class Phases:
@@ -92,7 +89,7 @@ def export_model(
     model.eval()
     phases = Phases(on_phase)
     phases.start("class statistics")
-    train_latents = set_class_statistics(model, splits.train, config.eval_batch_size)  # (N, D): the regions' too
+    classes = set_class_statistics(model, splits.train, config.eval_batch_size, config.steering_images)
     model.save_pretrained(output_dir)  # config.json, model.safetensors (and a card, replaced below)
     phases.start("test metrics")
     metrics = test_metrics(model, splits.test.images, config.iw_samples, config.eval_batch_size)
@@ -101,23 +98,15 @@ def export_model(
     phases.start("figures")
     save_png(samples_grid(model, 64, seed=config.seed), output_dir / SAMPLES)
     save_png(reconstructions_grid(model, splits.test.images[:12]), output_dir / RECONSTRUCTIONS)
-    save_png(latent_walk_grid(model), output_dir / LATENT_WALK)
+    write_class_figures(output_dir, model, classes, config.seed)  # the walks between class means, class samples
     if model.latent_dim == 2:
         save_png(latent_grid(model), output_dir / LATENT_GRID)
     if history:
         save_figure(loss_curve_figure(history), output_dir / LOSS_CURVE)
     phases.start("t-SNE map")
     write_tsne(output_dir, model, splits.test, config.tsne_samples, config.seed)
-    phases.start("class regions")  # and the principal directions of the sliders
-    add_steering(
-        output_dir,
-        model,
-        splits.train,
-        splits.test,
-        seed=config.seed,
-        fit_images=config.steering_images,
-        train_latents=train_latents,
-    )
+    phases.start("class regions")  # written with the principal directions of the sliders
+    add_steering(output_dir, model, splits.train, splits.test, fit_images=config.steering_images, classes=classes)
     phases.start("model card")
     write_model_card(output_dir, config, model.config, metrics)
     phases.close()

@@ -15,13 +15,14 @@ from matplotlib.figure import Figure
 from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 from PIL import Image
 
-from vae.folder import atomic_write
+from vae.classes import Classes, class_walk, sample_class
+from vae.folder import CLASS_SAMPLES, LATENT_WALK, atomic_write
 from vae.imaging import as_float, class_colours, to_grid
-from vae.latent import class_walk, plane_grid
+from vae.latent import plane_grid
 from vae.model import VAE
-from vae.steering import Steering, sample_class
 
 WALK_PAIRS = [(3, 7), (0, 6), (1, 4), (2, 5), (8, 9)]  # 3 → 7 first: the original tutorial's walk
+SAMPLES_PER_CLASS = 10  # the class-samples figure: one row per class
 
 
 def save_png(array: np.ndarray, path: str | Path) -> None:
@@ -36,12 +37,17 @@ def samples_grid(model: VAE, n: int = 64, seed: int = 0, temperature: float = 1.
     return to_grid(model.sample(n, seed=seed, temperature=temperature), nrow=int(np.ceil(np.sqrt(n))), scale=scale)
 
 
-def class_samples_grid(
-    model: VAE, steering: Steering, per_class: int = 10, seed: int = 0, scale: int = 2
-) -> np.ndarray:
+def class_samples_grid(model: VAE, classes: Classes, per_class: int = 10, seed: int = 0, scale: int = 2) -> np.ndarray:
     """One row per class: `per_class` seeded samples from the class's region of latent space."""
-    rows = [sample_class(model, steering, c, per_class, seed) for c in range(len(model.class_names))]
+    rows = [sample_class(model, classes, c, per_class, seed) for c in range(len(model.class_names))]
     return to_grid(torch.cat(rows), nrow=per_class, scale=scale)
+
+
+def write_class_figures(folder: str | Path, model: VAE, classes: Classes, seed: int = 0) -> None:
+    """The figures of the classes, drawn from their statistics (vae.classes): the walks between class means and
+    each class's samples. The export draws them, and `python -m vae.steering` again when it refits the classes."""
+    save_png(latent_walk_grid(model, classes), Path(folder) / LATENT_WALK)
+    save_png(class_samples_grid(model, classes, SAMPLES_PER_CLASS, seed), Path(folder) / CLASS_SAMPLES)
 
 
 @torch.no_grad()
@@ -52,10 +58,10 @@ def reconstructions_grid(model: VAE, images: torch.Tensor, scale: int = 2) -> np
     return to_grid(torch.cat([x, model.decode(mu)]), nrow=len(x), scale=scale)
 
 
-def latent_walk_grid(model: VAE, pairs=WALK_PAIRS, steps: int = 10, scale: int = 2) -> np.ndarray:
-    """One row per (class a, class b) pair: the decoded line between their mean latents."""
+def latent_walk_grid(model: VAE, classes: Classes, pairs=WALK_PAIRS, steps: int = 10, scale: int = 2) -> np.ndarray:
+    """One row per (class a, class b) pair: the decoded line between their class means (the Latent walk tab's)."""
     pairs = [(a, b) for a, b in pairs if max(a, b) < len(model.class_names)] or [(0, len(model.class_names) - 1)]
-    return to_grid(torch.cat([class_walk(model, a, b, steps) for a, b in pairs]), nrow=steps, scale=scale)
+    return to_grid(torch.cat([class_walk(model, classes, a, b, steps) for a, b in pairs]), nrow=steps, scale=scale)
 
 
 @torch.no_grad()

@@ -295,11 +295,14 @@ class Reporter:
 
     def draw(self, epoch: int, model) -> tuple[Path, Path]:
         """The epoch's pictures from the current weights: 64 samples (the same z every epoch, so the digits are seen to
-        sharpen) and the walk between the means of the first and second class (3 → 7 on ten classes)."""
+        sharpen) and the walk between the means of the first and second class (3 → 7 on ten classes), as the export
+        and the Latent walk tab define a class mean (vae.classes), here of the validation images: the training set's
+        would take a pass over all of it every epoch."""
+        from vae.classes import class_walk, fit_classes
         from vae.data import DataSettings, load_splits
         from vae.figures import samples_grid, save_png
         from vae.imaging import to_grid
-        from vae.latent import posterior_means, walk
+        from vae.latent import posterior_means
 
         if self.val_images is None:
             val = load_splits(DataSettings.of(self.config)).val
@@ -307,10 +310,8 @@ class Reporter:
         self.pictures.mkdir(exist_ok=True)
         samples = self.pictures / f"epoch-{epoch:03d}-samples.png"
         save_png(samples_grid(model, 64, seed=self.config.seed), samples)
-        mu = posterior_means(model, self.val_images)  # (N, D)
-        a, b = walk_classes(len(model.class_names))
-        means = [mu[self.val_labels == c].mean(dim=0) if (self.val_labels == c).any() else mu.mean(0) for c in (a, b)]
-        frames = walk(model, means[0], means[1], WALK_STEPS)
+        classes = fit_classes(posterior_means(model, self.val_images), self.val_labels, len(model.class_names))
+        frames = class_walk(model, classes, *walk_classes(len(model.class_names)), WALK_STEPS)
         path = self.pictures / f"epoch-{epoch:03d}-walk.png"
         save_png(to_grid(frames, nrow=WALK_STEPS, scale=2), path)
         return samples, path

@@ -23,22 +23,12 @@ from torch import nn
 
 from vae import architecture
 from vae.architecture import ModelConfig, check_weights, weights_header
+from vae.card import HUB_METADATA, bare_model_card
 from vae.config import shareable_config
 from vae.errors import UserError, clip, name_list
 from vae.folder import CARD, CONFIG, REQUIRED_FILES, TRAIN_CONFIG, TRAINED_FILES, WEIGHTS, is_local_folder
 
 LOGVAR_RANGE = (-30.0, 20.0)  # keeps exp(logvar) finite in fp16/bf16, as diffusers' DiagonalGaussian does
-PAPER_URL = "https://arxiv.org/abs/1312.6114"
-CODE_URL: str | None = None  # the project's public address, once it has one: linked from every model card
-# The Hub metadata of every model: the mixin's class arguments below and the model card's front matter.
-HUB_METADATA = {
-    "library_name": "pytorch",
-    "license": "mit",
-    "pipeline_tag": "unconditional-image-generation",
-    "tags": ["vae", "variational-autoencoder", "image-generation", "mnist-vae-studio"],
-    "paper_url": PAPER_URL,
-    **({"repo_url": CODE_URL} if CODE_URL else {}),
-}
 
 
 ACTIVATIONS = {name: getattr(nn, layer) for name, layer in architecture.ACTIVATIONS.items()}  # name → nn class
@@ -67,8 +57,8 @@ class VAE(nn.Module, PyTorchModelHubMixin, **HUB_METADATA | {"tags": list(HUB_ME
     """MLP encoder → (mu, logvar) → reparameterised z → MLP decoder → Bernoulli logits.
 
     The architecture is a `ModelConfig` (`VAE(config)`, or its fields as keywords: `VAE(latent_dim=2)`);
-    `save_pretrained` writes it to config.json and the weights (plus the per-class latent statistics the app uses) to model.safetensors. A model loaded
-    from a train.py folder remembers it, so that saving or pushing it carries the folder's model card,
+    `save_pretrained` writes it to config.json and the weights (plus a copy of the class means) to model.safetensors.
+    A model loaded from a train.py folder remembers it, so that saving or pushing it carries the folder's model card,
     metrics and figures along while the weights are still the ones they describe.
     """
 
@@ -81,8 +71,9 @@ class VAE(nn.Module, PyTorchModelHubMixin, **HUB_METADATA | {"tags": list(HUB_ME
         c = self.config
         self.encoder = mlp([c.num_pixels, *c.hidden_dims, 2 * c.latent_dim], c.dropout, c.activation)
         self.decoder = mlp([c.latent_dim, *reversed(c.hidden_dims), c.num_pixels], c.dropout, c.activation)
-        # Latent statistics of each class over the training set, filled in by the trainer: the app walks
-        # between class means and samples "a 3" from N(mean, std²) without needing the dataset.
+        # A copy of each class's mean and spread (vae.classes), filled in at export for users of the weights alone.
+        # The app and the figures read the class statistics from steering.safetensors; folders exported before
+        # issue 31 hold the means of every training image here, and keep them: their weights stay byte-identical.
         self.register_buffer("class_means", torch.zeros(len(c.class_names), c.latent_dim))
         self.register_buffer("class_stds", torch.ones(len(c.class_names), c.latent_dim))
 
@@ -278,8 +269,6 @@ class VAE(nn.Module, PyTorchModelHubMixin, **HUB_METADATA | {"tags": list(HUB_ME
     def generate_model_card(self, *args, **kwargs) -> ModelCard:
         """The card save_pretrained writes when no trained card comes along: this model's architecture and Hub
         metadata, and how to add test metrics (instead of the mixin's generic template)."""
-        from vae.hub import bare_model_card  # vae.hub imports this module
-
         return bare_model_card(self.config)
 
     @classmethod

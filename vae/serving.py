@@ -39,13 +39,14 @@ from gradio.utils import get_upload_folder
 from PIL import Image, ImageOps
 
 from vae.assets import Assets, is_finite_number, load_assets
+from vae.classes import class_latent, class_walk, nearest_class, sample_class
 from vae.disk import DISK, DiskBudget
 from vae.errors import UserError, clip
 from vae.folder import recover_all
 from vae.imaging import as_float, png, prepare_drawing, to_gif, to_grid, to_uint8
-from vae.latent import class_latent, class_walk, nearest_class, place_on_map, walk
+from vae.latent import START_POINTS, place_on_map, walk
 from vae.maps import ClickMap
-from vae.steering import class_latents, sample_class, slide
+from vae.steering import slide
 from vae.visitors import client_address
 
 # What a caller may ask for.
@@ -55,7 +56,7 @@ MAX_TEMPERATURE = 2.0
 MAX_SEED = 2**32 - 1
 ANY = "any"  # the Samples tab's class choice for samples of the prior, N(0, I): what /sample gave before classes
 MAX_OFFSET = 4.0  # a slider's reach, in standard deviations of the test digits along its direction
-SLIDER_STARTS = ("mean", "sample", "digit")  # a class mean, a random point of the class's region, your digit
+SLIDER_STARTS = (*START_POINTS, "digit")  # a class mean, a seeded example of the class (vae.classes), your digit
 MAX_UPLOAD_PIXELS = 4096 * 4096  # larger images are refused before they are decoded
 WORK_SIZE = 1024  # uploads are shrunk to fit this box before centring: plenty for a 28x28 digit
 ECHO = 120  # characters of a caller's value that an error message repeats: a 5 MB class name is not sent back
@@ -496,9 +497,9 @@ def sample_files(
 
 def walk_files(assets: Assets, a: int, b: int, steps: int, mode: str, start: str, seed: int) -> tuple[str, str]:
     """The walk from class a to class b → a strip of its frames (PNG) and an animation (GIF)."""
-    if assets.no_class_means:
-        raise UserError(assets.no_class_means)
-    images = class_walk(assets.model, a, b, steps, mode, start, seed, assets.bank)  # (steps, C, H, W)
+    if assets.steering is None:
+        raise UserError(f"Walks between classes are off for this checkpoint. {assets.no_steering}")
+    images = class_walk(assets.model, assets.steering, a, b, steps, mode, start, seed)  # (steps, C, H, W)
     # Files named by class index: names such as Fashion-MNIST's "T-shirt/top" cannot be file names.
     files = {f"walk-{a}-{b}.png": strip(images), "walk.gif": to_gif(images, scale=GIF_SCALE)}
     strip_path, gif_path = cache_files(files)
@@ -535,15 +536,15 @@ class Encoded:
 
     model_input: str  # PNG: the image made MNIST-like, upscaled
     reconstruction: str  # PNG: decoded from its posterior mean
-    nearest: str  # the class whose mean latent is nearest; "" without class means
+    nearest: str  # the class whose mean is nearest (vae.classes); "" without the class statistics
     points: pd.DataFrame | None  # the t-SNE map with the image's point (class YOU); None without a map
-    walk: str | None  # PNG: the walk from it to the target class; None without class means
+    walk: str | None  # PNG: the walk from it to the target class's mean; None without the class statistics
     notes: str  # where it lands on the map, and what is off
 
 
 def encode_image(assets: Assets, image: np.ndarray, target: int | None) -> Encoded:
     """An image (H, W[, C]) uint8 → its input, reconstruction, nearest class, place on the map and a walk to
-    `target` (a class index; None when the checkpoint has no class means)."""
+    `target` (a class index; None when the checkpoint has no class statistics)."""
     model = assets.model
     x = prepare_drawing(image, model.image_shape)  # (1, C, H, W), MNIST-style
     if not x.any():
@@ -557,11 +558,11 @@ def encode_image(assets: Assets, image: np.ndarray, target: int | None) -> Encod
         for name, t in (("input.png", x), ("rec.png", reconstruction))
     }
     notes, nearest = [], ""
-    if assets.no_class_means is None:
-        nearest = assets.class_names[nearest_class(model, mu[0])]
-        files[f"to-{target}.png"] = strip(walk(model, mu[0], class_latent(model, target), ENCODE_WALK_STEPS))
+    if assets.steering is not None:
+        nearest = assets.class_names[nearest_class(assets.steering, mu[0])]
+        files[f"to-{target}.png"] = strip(walk(model, mu[0], class_latent(assets.steering, target), ENCODE_WALK_STEPS))
     else:
-        notes.append(literal(assets.no_class_means))
+        notes.append(literal(assets.no_steering))
     points, note = map_with_point(assets, mu[0])
     notes.append(note)
     model_input, reconstruction_path, *walk_path = cache_files(files)
@@ -582,10 +583,8 @@ def test_digit(assets: Assets, label: int) -> tuple[np.ndarray, str] | None:
 def slider_start(assets: Assets, start: str, label: int, seed: int, image) -> torch.Tensor:
     """Where the sliders start: class `label`'s mean, a seeded random point of its region, or the posterior mean of
     the uploaded `image` (a payload, read and encoded once, then remembered) → a latent (D,)."""
-    if start == "mean":
-        return assets.steering.class_means[label]
-    if start == "sample":
-        return class_latents(assets.steering, label, 1, seed)[0]
+    if start != "digit":  # "mean" or "sample": the walk's start points too (vae.classes)
+        return class_latent(assets.steering, label, start, seed)
     path = image_path(image)
     key = (assets.name, assets.source, path)
     with DIGIT_LOCK:
