@@ -82,6 +82,33 @@ return {box: [left, top, width, height], natural: [nw, nh], fit: style.objectFit
 """
 
 
+# Gradio shows a status tracker (a timer, then "Error" if the handler failed) on an event's outputs while it
+# runs. An observer notes that one appeared, so an event that has not started yet is not taken for done.
+WATCH_STATUS = """
+window.statusSeen = 0;
+window.statusObserver?.disconnect();
+window.statusObserver = new MutationObserver(records => {
+  for (const r of records) if (r.target.matches('.wrap.full:not(.hide)')) window.statusSeen += 1;
+});
+window.statusObserver.observe(document.body, {attributes: true, attributeFilter: ['class'], subtree: true});
+"""
+SETTLED = """return window.statusSeen > 0 && [...document.querySelectorAll('.wrap.full')].every(
+  e => e.classList.contains('hide') || e.innerText.includes('Error'))"""
+
+
+def waiting(driver, timeout: float = TIMEOUT) -> WebDriverWait:
+    """A wait that looks every 50 ms: Selenium's default looks every 500 ms, so each wait ended up to half a second
+    after what it waited for had happened (11 s of the screenshot check's 36 s were such sleeps)."""
+    return WebDriverWait(driver, timeout, poll_frequency=0.05)
+
+
+def ran(driver, start, what: str = "the event") -> None:
+    """start() (a click) and wait until the event it starts has run (its outputs' status trackers came and went)."""
+    driver.execute_script(WATCH_STATUS)
+    start()
+    waiting(driver).until(lambda d: d.execute_script(SETTLED), f"{what}: not done")
+
+
 def chromium(width: int, height: int, profile: str) -> webdriver.Chrome:
     """Headless Chromium whose page is `width`×`height` CSS pixels (a phone's as a phone shows it: headless windows
     are at least 500 wide, so the size is set as the developer tools' device mode sets it)."""
@@ -123,10 +150,10 @@ def open_tab(driver, name: str) -> None:
     for tab in driver.find_elements(By.CSS_SELECTOR, "[role=tab]"):
         if tab.text.strip() == name and tab.is_displayed():
             tab.click()
-            WebDriverWait(driver, TIMEOUT).until(lambda d, t=tab: t.get_attribute("aria-selected") == "true")
+            waiting(driver).until(lambda d, t=tab: t.get_attribute("aria-selected") == "true")
             return
     driver.find_element(By.CSS_SELECTOR, "button[aria-label='More tabs']").click()
-    item = WebDriverWait(driver, TIMEOUT).until(
+    item = waiting(driver).until(
         lambda d: next((b for b in d.find_elements(By.CSS_SELECTOR, ".overflow-dropdown button") if b.text == name), 0),
         f"no tab {name}",
     )
@@ -145,11 +172,11 @@ def loaded(driver, selector: str, not_src: str | None = None):
                 return img
         return False
 
-    return WebDriverWait(driver, TIMEOUT).until(ready, f"no picture loaded in {selector}")
+    return waiting(driver).until(ready, f"no picture loaded in {selector}")
 
 
 def draw_a_one(driver) -> None:
-    canvas = WebDriverWait(driver, TIMEOUT).until(
+    canvas = waiting(driver).until(
         lambda d: next((c for c in d.find_elements(By.CSS_SELECTOR, "#sketchpad canvas") if c.size["height"] > 100), 0)
     )
     third = canvas.size["height"] // 3
@@ -202,11 +229,11 @@ def train_a_little(driver) -> None:
     set_number(driver, "train-epochs", 3)
     set_number(driver, "train-images", 5000)
     driver.find_element(By.ID, "train-button").click()
-    WebDriverWait(driver, 300).until(
+    waiting(driver, 300).until(
         lambda d: "is ready" in d.find_element(By.ID, "train-status").text, "the run never finished"
     )
     name = driver.find_element(By.CSS_SELECTOR, "#train-model input, #train-model textarea").get_attribute("value")
-    WebDriverWait(driver, TIMEOUT).until(  # the page's header names the model the dropdown now shows
+    waiting(driver).until(  # the page's header names the model the dropdown now shows
         lambda d: name in d.find_element(By.ID, "checkpoint-status").text, f"the header never named {name}"
     )
 
@@ -230,12 +257,11 @@ def visit(driver, url: str, size: str, out: Path, train: bool = False) -> dict[s
                     img = loaded(driver, f"#{button}")
                     ActionChains(driver).move_to_element_with_offset(img, dx * img.size["width"], 0).click().perform()
                     loaded(driver, f"#{shows}")
-            else:
-                driver.find_element(By.ID, button).click()
-            for picture in pictures:  # a new picture, or the same one again (the same seed gives the same samples)
+            else:  # a new picture, or the same one again (the same seed gives the same samples): the event ran
+                ran(driver, driver.find_element(By.ID, button).click, f"{tab}: #{button}")
+            for picture in pictures:
                 if picture != button and before[picture] is None:
                     loaded(driver, f"#{picture}")
-            time.sleep(0.5)  # the same picture again comes with no sign: let it arrive
         for picture in pictures:
             reports[picture] = picture_report(driver, picture)
         if tab == "Sliders":

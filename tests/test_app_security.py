@@ -20,7 +20,6 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 from huggingface_hub import HfApi
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
 from test_app import launched
 from test_browser import (  # noqa: F401 (browser is a fixture)
     TIMEOUT,
@@ -31,6 +30,7 @@ from test_browser import (  # noqa: F401 (browser is a fixture)
     loaded_image,
     no_thumbnail,
     open_tab,
+    waiting,
 )
 from test_train_tab import OUTPUTS, SETTINGS, training_studio
 
@@ -213,7 +213,7 @@ def markup_made(driver) -> list[str]:
 
 def test_class_names_with_markup_show_as_literal_text(hostile_url, browser, tmp_path):  # noqa: F811
     browser.get(hostile_url)
-    status = WebDriverWait(browser, TIMEOUT).until(
+    status = waiting(browser, TIMEOUT).until(
         lambda d: (text := d.find_element(By.ID, "checkpoint-status").text) and "2-d latent" in text and text
     )
     loaded_image(browser, "#sample-grid")
@@ -221,7 +221,7 @@ def test_class_names_with_markup_show_as_literal_text(hostile_url, browser, tmp_
         open_tab(browser, tab)
     open_tab(browser, "Latent plane")  # a 2-D model: its map tab is named so
     click_picture(browser, "#click-map", 15.5 * 28, 4.5 * 28)
-    caption = WebDriverWait(browser, TIMEOUT).until(
+    caption = waiting(browser, TIMEOUT).until(
         lambda d: "decoded exactly there" in (text := d.find_element(By.ID, "pick-caption").text) and text
     )
     shown = [name for name in HOSTILE if f"is a {name}." in caption]
@@ -257,7 +257,7 @@ def test_a_model_without_its_tsne_map_gets_a_plain_note_not_an_error_badge(no_ma
     loaded_image(browser, "#sample-grid")
     open_tab(browser, "Latent plane")  # a 2-D model: its map tab is named so
     caption = lambda d: d.find_element(By.ID, "pick-caption").text  # noqa: E731
-    WebDriverWait(browser, TIMEOUT).until(lambda d: "latent plane itself" in caption(d))
+    waiting(browser, TIMEOUT).until(lambda d: "latent plane itself" in caption(d))
     assert "Hover" not in caption(browser), "no test digits to show on hover: none promised"
     assert hover_data(browser) == ""
     hover_picture(browser, "#click-map", 280, 280)

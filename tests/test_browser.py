@@ -30,7 +30,6 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support.ui import WebDriverWait
 from test_app import launched
 from test_steering_app import STEERED, folders  # noqa: F401 (folders is a fixture)
 from test_train_tab import SETTINGS, training_studio, wait_for_no_trainer
@@ -38,6 +37,7 @@ from test_train_tab import SETTINGS, training_studio, wait_for_no_trainer
 import app
 from bench import screenshots
 from bench.screenshots import loaded as loaded_image
+from bench.screenshots import waiting
 from vae import live
 from vae.assets import load_assets
 from vae.classes import neighbour_agreement
@@ -87,11 +87,11 @@ def browser(tmp_path):
 
 
 def open_tab(driver, name: str) -> None:
-    tab = WebDriverWait(driver, TIMEOUT).until(
+    tab = waiting(driver, TIMEOUT).until(
         lambda d: next((t for t in d.find_elements(By.CSS_SELECTOR, "[role=tab]") if t.text == name), False)
     )
     tab.click()
-    WebDriverWait(driver, TIMEOUT).until(lambda d: tab.get_attribute("aria-selected") == "true")
+    waiting(driver, TIMEOUT).until(lambda d: tab.get_attribute("aria-selected") == "true")
 
 
 def no_error_shown(driver) -> bool:
@@ -111,7 +111,7 @@ def test_click_through_the_tabs(url, browser, tmp_path):
     browser.find_element(By.ID, "sample-button").click()
     grid = loaded_image(browser, "#sample-grid", not_src=first)
     assert grid.size["width"] >= 400, "the grid is shown large"
-    WebDriverWait(browser, TIMEOUT).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#sample-gallery img")) == 64)
+    waiting(browser, TIMEOUT).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#sample-gallery img")) == 64)
     assert no_error_shown(browser)
     browser.save_screenshot(str(tmp_path / "samples.png"))
 
@@ -141,7 +141,7 @@ def test_click_through_the_tabs(url, browser, tmp_path):
     draw_a_one(browser, canvas)
     browser.find_element(By.ID, "encode-drawing").click()
     loaded_image(browser, "#digit-input", not_src=example)  # the drawing, in place of the example
-    nearest = WebDriverWait(browser, TIMEOUT).until(
+    nearest = waiting(browser, TIMEOUT).until(
         lambda d: d.find_element(By.CSS_SELECTOR, "#nearest textarea, #nearest input").get_attribute("value") or False
     )
     assert nearest in load_assets(app.DEFAULT_CHECKPOINT).class_names
@@ -149,7 +149,7 @@ def test_click_through_the_tabs(url, browser, tmp_path):
 
     # About: the explanation and this model's metrics.
     open_tab(browser, "About")
-    WebDriverWait(browser, TIMEOUT).until(lambda d: "What is a VAE?" in d.find_element(By.TAG_NAME, "body").text)
+    waiting(browser, TIMEOUT).until(lambda d: "What is a VAE?" in d.find_element(By.TAG_NAME, "body").text)
     browser.save_screenshot(str(tmp_path / "about.png"))
     assert sorted(p.name for p in Path(tmp_path).glob("*.png")) == [
         "about.png",
@@ -180,7 +180,7 @@ def test_every_picture_is_whole_and_uncovered_on_a_laptop_and_a_phone(url, tmp_p
 
 
 def sketchpad_canvas(driver) -> WebElement:
-    return WebDriverWait(driver, TIMEOUT).until(
+    return waiting(driver, TIMEOUT).until(
         lambda d: next(
             (c for c in d.find_elements(By.CSS_SELECTOR, "#sketchpad canvas") if c.size["height"] > 100), False
         )
@@ -221,7 +221,7 @@ def test_the_sketchpad_draws_on_the_first_drag_with_an_mnist_sized_brush(url, br
 
     # "Clear canvas" takes the pad back to its first state: the next drag draws too.
     browser.find_element(By.CSS_SELECTOR, "#sketchpad button[aria-label='Clear canvas']").click()
-    WebDriverWait(browser, TIMEOUT).until(lambda d: not d.find_elements(By.CSS_SELECTOR, "#sketchpad .empty.wrap"))
+    waiting(browser, TIMEOUT).until(lambda d: not d.find_elements(By.CSS_SELECTOR, "#sketchpad .empty.wrap"))
     draw_a_one(browser, canvas, slant=canvas.size["width"] // 8)
     browser.find_element(By.ID, "encode-drawing").click()
     loaded_image(browser, "#digit-input", not_src=seen.get_attribute("src"))  # the leaning 1, not the first
@@ -237,11 +237,11 @@ def test_your_digit_stands_out_on_the_map(url, browser):
     draw_a_one(browser, sketchpad_canvas(browser))
     browser.find_element(By.ID, "encode-drawing").click()
     loaded_image(browser, "#digit-input", not_src=example)
-    WebDriverWait(browser, TIMEOUT).until(
+    waiting(browser, TIMEOUT).until(
         lambda d: d.find_element(By.ID, "digit-notes").text.startswith("Your digit"), "the drawing's note"
     )
     points = "#digit-map .role-mark path"
-    WebDriverWait(browser, TIMEOUT).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, points)) > 1000)
+    waiting(browser, TIMEOUT).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, points)) > 1000)
     sizes = browser.execute_script(
         "return [...document.querySelectorAll(arguments[0])].map(p => {"
         "  const box = p.getBoundingClientRect(); return [p.getAttribute('stroke'), box.width * box.height]; })",
@@ -268,7 +268,7 @@ def test_about_is_the_model_card_with_its_figures(url, browser):
         done = [img for img in images if d.execute_script("return arguments[0].naturalWidth > 0", img)]
         return images if len(images) == len(figures) and len(done) == len(images) else False
 
-    images = WebDriverWait(browser, TIMEOUT).until(loaded, "the card's figures never all loaded")
+    images = waiting(browser, TIMEOUT).until(loaded, "the card's figures never all loaded")
     for name, img in zip(figures, images, strict=True):
         src = img.get_attribute("src")
         assert src.startswith(url) and src.endswith(f"/{name}")
@@ -291,7 +291,7 @@ def steered_url(folders):  # noqa: F811 (the fixture imported above)
 def choose(driver, elem_id: str, option: str) -> None:
     """Pick `option` in the dropdown #elem_id, as a user does: open its list, click the item."""
     driver.find_element(By.CSS_SELECTOR, f"#{elem_id} input").click()
-    WebDriverWait(driver, TIMEOUT).until(
+    waiting(driver, TIMEOUT).until(
         lambda d: next((li for li in d.find_elements(By.CSS_SELECTOR, "li.item") if li.text.strip() == option), 0)
     ).click()
 
@@ -319,7 +319,7 @@ def test_class_samples_and_sliders(steered_url, browser, tmp_path):
     assert no_error_shown(browser)
     browser.save_screenshot(str(shots / "sliders.png"))
     browser.find_element(By.ID, "slide-reset").click()
-    WebDriverWait(browser, TIMEOUT).until(
+    waiting(browser, TIMEOUT).until(
         lambda d: float(d.find_element(By.CSS_SELECTOR, "#slide-1 input[type=number]").get_attribute("value")) == 0
     )
     assert loaded_image(browser, "#slide-digit").get_attribute("src") == start, "reset: back to the start point"
@@ -359,7 +359,7 @@ def click_picture(driver, selector: str, px: float, py: float) -> None:
 
 
 def caption_says(driver, text: str) -> str:
-    return WebDriverWait(driver, TIMEOUT).until(
+    return waiting(driver, TIMEOUT).until(
         lambda d: text in (caption := d.find_element(By.ID, "pick-caption").text) and caption, f"no '{text}'"
     )
 
@@ -387,9 +387,9 @@ def test_clicks_on_the_map_and_on_the_latent_plane(map_url, browser, tmp_path):
     assert loaded_image(browser, "#pick-walk").size["width"] > 200
 
     choose(browser, "checkpoint", "vae-mnist-2d")
-    WebDriverWait(browser, TIMEOUT).until(lambda d: "latent plane" in d.find_element(By.ID, "click-map").text)
+    waiting(browser, TIMEOUT).until(lambda d: "latent plane" in d.find_element(By.ID, "click-map").text)
     tabs = lambda d: [t.text for t in d.find_elements(By.CSS_SELECTOR, "[role=tab]")]  # noqa: E731
-    WebDriverWait(browser, TIMEOUT).until(lambda d: "Latent plane" in tabs(d), "the tab is named for its map")
+    waiting(browser, TIMEOUT).until(lambda d: "Latent plane" in tabs(d), "the tab is named for its map")
     assert "t-SNE" not in tabs(browser)
     click_picture(browser, "#click-map", 15.5 * 28, 4.5 * 28)  # the middle of row 4, column 15
     caption = caption_says(browser, "decoded exactly there")
@@ -418,7 +418,7 @@ def hovered(driver, not_index: str | None = None) -> dict:
         index = thumb.get_attribute("data-index")
         return thumb.is_displayed() and index is not None and index != not_index and thumb
 
-    thumb = WebDriverWait(driver, TIMEOUT).until(shown, "no thumbnail beside the pointer")
+    thumb = waiting(driver, TIMEOUT).until(shown, "no thumbnail beside the pointer")
     data = driver.execute_script(
         "return arguments[0].toDataURL('image/png')", thumb.find_element(By.TAG_NAME, "canvas")
     )
@@ -487,12 +487,12 @@ def test_the_map_is_shown_once_and_hovering_shows_each_test_digit(map_url, brows
         seen.append(thumbnail)
     assert not np.array_equal(seen[0]["pixels"], seen[1]["pixels"])
     hover_picture(browser, "#click-map", 560 + 60, 100)  # the legend: no digit there
-    WebDriverWait(browser, TIMEOUT).until(no_thumbnail, "a thumbnail over the legend")
+    waiting(browser, TIMEOUT).until(no_thumbnail, "a thumbnail over the legend")
 
     before = hover_data(browser)
     choose(browser, "checkpoint", "vae-mnist-2d")
-    WebDriverWait(browser, TIMEOUT).until(lambda d: "latent plane" in d.find_element(By.ID, "click-map").text)
-    WebDriverWait(browser, TIMEOUT).until(lambda d: hover_data(d) not in ("", before), "the old model's hover data")
+    waiting(browser, TIMEOUT).until(lambda d: "latent plane" in d.find_element(By.ID, "click-map").text)
+    waiting(browser, TIMEOUT).until(lambda d: hover_data(d) not in ("", before), "the old model's hover data")
     plane = load_assets(app.CHECKPOINTS / "vae-mnist-2d")
     pixel = (15.5 * 28, 4.5 * 28)  # the middle of row 4, column 15
     hover_picture(browser, "#click-map", *pixel)
@@ -538,7 +538,7 @@ def test_train_in_the_page_then_sample_the_new_model(train_url, browser, tmp_pat
     )
     browser.find_element(By.ID, "train-button").click()
     status = lambda d: d.find_element(By.ID, "train-status").text  # noqa: E731
-    WebDriverWait(browser, 180).until(lambda d: "is ready" in status(d), "the run did not end")
+    waiting(browser, 180).until(lambda d: "is ready" in status(d), "the run did not end")
     seen = browser.execute_script("return window.seen")
     for epoch in (1, 2, 3):
         assert any(s.startswith(f"Epoch {epoch}: train −ELBO") for s in seen["status"]), seen["status"]
@@ -568,7 +568,7 @@ def test_train_in_the_page_then_sample_the_new_model(train_url, browser, tmp_pat
     kept = list(Path(tempfile.gettempdir()).glob(f"vae-studio-visitors-*/*/{name}"))
     assert len(kept) == 1 and (kept[0] / "model.safetensors").is_file()
     browser.get("about:blank")
-    WebDriverWait(browser, 120).until(lambda d: not kept[0].exists(), "the model outlived the visit")
+    waiting(browser, 120).until(lambda d: not kept[0].exists(), "the model outlived the visit")
 
 
 def test_a_refused_train_press_says_why_like_every_other_error(full_mnist_dir, browser):
@@ -585,7 +585,7 @@ def test_a_refused_train_press_says_why_like_every_other_error(full_mnist_dir, b
             browser.find_element(By.ID, "train-button").click()
             reason = "The server's training queue is full: 1 run is going or waiting."
             toast = lambda d: [e.text for e in d.find_elements(By.CSS_SELECTOR, ".toast-body") if reason in e.text]  # noqa: E731
-            assert WebDriverWait(browser, TIMEOUT).until(toast), "the reason, in a toast"
+            assert waiting(browser, TIMEOUT).until(toast), "the reason, in a toast"
             assert not going.done(), "the other visitor's run was going all along"
             pinned = [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".validation-error") if e.text]
             assert not pinned, f"not pinned to an input: {pinned}"
@@ -623,7 +623,7 @@ def test_a_new_checkpoint_leaves_no_picture_of_the_old_one(two_models_url, brows
     open_tab(browser, "Sliders")
     old_digit = loaded_image(browser, "#slide-digit").get_attribute("src")
     choose(browser, "checkpoint", "vae-fashion-mnist")  # while the Sliders tab is open: its digit goes at once
-    WebDriverWait(browser, TIMEOUT).until(
+    waiting(browser, TIMEOUT).until(
         lambda d: (
             "vae-fashion-mnist" in d.find_element(By.ID, "checkpoint-status").text
             and all(i.get_attribute("src") != old_digit for i in d.find_elements(By.CSS_SELECTOR, "#slide-digit img"))
@@ -637,7 +637,7 @@ def test_a_new_checkpoint_leaves_no_picture_of_the_old_one(two_models_url, brows
     page = Image.open(io.BytesIO(httpx.get(shown, timeout=30).content))
     assert np.array_equal(np.asarray(page), np.asarray(Image.open(expected))), "the new model's samples"
     open_tab(browser, "Latent walk")
-    WebDriverWait(browser, TIMEOUT).until(
+    waiting(browser, TIMEOUT).until(
         lambda d: not d.find_elements(By.CSS_SELECTOR, "#walk-strip img"), "the walk still shows the old model's"
     )
     assert no_error_shown(browser)

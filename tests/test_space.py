@@ -35,7 +35,6 @@ from huggingface_hub.utils.sha import git_hash
 from PIL import Image
 from safetensors.torch import load_file
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
 from test_app import free_port, read
 from test_browser import (  # noqa: F401 (browser is a fixture)
     TIMEOUT,
@@ -45,10 +44,12 @@ from test_browser import (  # noqa: F401 (browser is a fixture)
     hovered,
     loaded_image,
     open_tab,
+    waiting,
 )
 from test_training import HUB_FILES, run_train
 
 import app
+from bench.screenshots import ran
 from vae import serving
 from vae.assets import load_assets
 from vae.card import with_model_id
@@ -357,27 +358,13 @@ def test_the_space_shows_the_samples_of_the_trained_folder(client, space, origin
         assert Path(ours["image"]).read_bytes() == Path(theirs["image"]).read_bytes()
 
 
-# Gradio shows a status tracker (a timer, then "Error" if the handler failed) on an event's outputs while it
-# runs. An observer notes that one appeared, so an event that has not started yet is not taken for done.
-WATCH_STATUS = """
-window.statusSeen = 0;
-window.statusObserver?.disconnect();
-window.statusObserver = new MutationObserver(records => {
-  for (const r of records) if (r.target.matches('.wrap.full:not(.hide)')) window.statusSeen += 1;
-});
-window.statusObserver.observe(document.body, {attributes: true, attributeFilter: ['class'], subtree: true});
-"""
-SETTLED = """return window.statusSeen > 0 && [...document.querySelectorAll('.wrap.full')].every(
-  e => e.classList.contains('hide') || e.innerText.includes('Error'))"""
 ERRORS = """return [...document.querySelectorAll('.wrap.full, .toast-body')].map(e => e.innerText)
   .filter(text => text.includes('rror'))"""
 
 
 def run_event(driver, space: Space, what: str, start) -> None:
     """start() (a click) and wait until the event it starts has run; fail, with the app's log, if it failed."""
-    driver.execute_script(WATCH_STATUS)
-    start()
-    WebDriverWait(driver, TIMEOUT, poll_frequency=0.05).until(lambda d: d.execute_script(SETTLED), f"{what}: not done")
+    ran(driver, start, what)
     assert_no_error(driver, space, what)
 
 
@@ -399,7 +386,7 @@ def test_click_through_the_tabs_on_the_space(space, pushed, browser, tmp_path): 
     seed.send_keys("5")
     run_event(browser, space, "Sample", browser.find_element(By.ID, "sample-button").click)
     loaded_image(browser, "#sample-grid", not_src=first)
-    WebDriverWait(browser, TIMEOUT).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#sample-gallery img")) == 64)
+    waiting(browser, TIMEOUT).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#sample-gallery img")) == 64)
     browser.save_screenshot(str(shots / "samples.png"))
 
     # Latent walk: a strip and an animated GIF.
@@ -434,7 +421,7 @@ def test_click_through_the_tabs_on_the_space(space, pushed, browser, tmp_path): 
         " && b.innerText.includes('Upload an image')).querySelector('input[type=file]')"
     )
     file_input.send_keys(str(upload_image(pushed, tmp_path)))
-    nearest = WebDriverWait(browser, TIMEOUT).until(
+    nearest = waiting(browser, TIMEOUT).until(
         lambda d: d.find_element(By.CSS_SELECTOR, "#nearest textarea, #nearest input").get_attribute("value") or False
     )
     assert nearest in [str(d) for d in range(10)]

@@ -425,18 +425,24 @@ def test_push_sends_the_model_folder_through_the_trainers_push_path(two_runs, mo
 
 
 def test_visitors_models_are_bounded_and_deleted(tmp_path, monkeypatch):
-    """Per visitor at most PER_VISITOR (the oldest goes), all of a visitor's when they leave, any after MAX_AGE."""
+    """Per visitor (a session, or every session from one address) at most PER_VISITOR (the oldest goes), all of a
+    visitor's when they leave, any after MAX_AGE."""
     removed = []
     visitors = Visitors(tmp_path / "visitors root", on_remove=removed.append)
 
-    def trained(visitor: str) -> str:
+    def trained(visitor: str, address: str = "") -> str:
         name, folder = visitors.new_folder(visitor)
         folder.mkdir(parents=True)
         (folder / "model.safetensors").write_bytes(b"weights")
         (folder / "training_state").mkdir()
-        visitors.add(name, visitor, folder)
+        visitors.add(name, visitor, folder, address)
         return name
 
+    sessions = [trained(f"session{k}", "10.0.3.1") for k in range(PER_VISITOR + 1)]  # one address, new sessions
+    assert removed == [sessions[0]] and all(visitors.folder(name) for name in sessions[1:])
+    for k in range(1, PER_VISITOR + 1):
+        visitors.forget(f"session{k}")
+    removed.clear()
     mine = [trained("alice") for _ in range(PER_VISITOR + 1)]
     assert visitors.names("alice") == mine[1:] and removed == [mine[0]]
     assert not (visitors.root / "alice" / mine[0]).exists()
@@ -659,15 +665,19 @@ def test_a_visitor_who_leaves_during_the_export_leaves_nothing_behind(studio, tm
 
 
 def test_a_visitors_models_are_counted_per_address_too(studio, tmp_path_factory, monkeypatch):
-    """Each new session from one address trains a model: the address keeps PER_VISITOR of them, the oldest goes."""
+    """Each new session from one address trains a model: the address keeps PER_VISITOR of them, the oldest goes.
+    PER_VISITOR is lowered to 1 here, so that two runs show it through the server (the rule at 3 is
+    test_visitors_models_are_bounded_and_deleted's)."""
     monkeypatch.setenv("SPACE_ID", "owner/vae-studio")
+    monkeypatch.setattr("vae.visitors.PER_VISITOR", 1)
+    monkeypatch.setattr(app, "PER_VISITOR", 1)
     names, clients = [], []  # each session kept open: a session that closes takes its models with it
-    for seed in range(PER_VISITOR + 1):
+    for seed in range(1 + 1):
         client = visitor_client(studio, tmp_path_factory, f"10.8.{seed}.1, 10.0.3.1")  # a new first entry each time
         clients.append(client)
         final = dict(zip(OUTPUTS, client.predict(**(SETTINGS | {"seed": seed}), api_name="/train"), strict=True))
         names.append(final["model_name"])
-    assert f"Your oldest model ({names[0]}) was deleted" in final["status"]
+    assert f"Your oldest model ({names[0]}) was deleted: the server keeps 1 per visitor" in final["status"]
     with pytest.raises(AppError):
         client.predict(4, 0, 1.0, names[0], api_name="/sample")
     grid, _ = client.predict(4, 0, 1.0, names[1], api_name="/sample")
