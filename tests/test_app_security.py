@@ -21,9 +21,10 @@ from gradio_client.exceptions import AppError
 from huggingface_hub import HfApi
 from selenium.webdriver.common.by import By
 from test_app import launched
-from test_browser import (  # noqa: F401 (browser is a fixture)
+from test_browser import (  # noqa: F401 (browser and chromium are fixtures)
     TIMEOUT,
     browser,
+    chromium,
     click_picture,
     hover_data,
     hover_picture,

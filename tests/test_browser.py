@@ -72,18 +72,27 @@ def url():
         yield base + "/"
 
 
-@pytest.fixture
-def browser(tmp_path):
-    """Headless Chromium with a fresh profile (tests/test_space.py uses it too)."""
+@pytest.fixture(scope="module")
+def chromium(tmp_path_factory):
+    """Headless Chromium with a fresh profile, one per test module (starting one costs ~1 s of CPU)."""
     if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
         pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]:
+    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path_factory.mktemp('profile')}"]:
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     yield driver
     driver.quit()
+
+
+@pytest.fixture
+def browser(chromium):
+    """The module's Chromium on a blank page with no cookies, for a test that opens its own (tests/test_space.py and
+    tests/test_app_security.py use it too)."""
+    chromium.get("about:blank")
+    chromium.delete_all_cookies()
+    return chromium
 
 
 def open_tab(driver, name: str) -> None:

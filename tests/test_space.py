@@ -36,9 +36,10 @@ from PIL import Image
 from safetensors.torch import load_file
 from selenium.webdriver.common.by import By
 from test_app import free_port, read
-from test_browser import (  # noqa: F401 (browser is a fixture)
+from test_browser import (  # noqa: F401 (browser and chromium are fixtures)
     TIMEOUT,
     browser,
+    chromium,
     click_picture,
     hover_picture,
     hovered,
