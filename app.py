@@ -25,9 +25,9 @@ or recomputed here: the model folder carries the t-SNE map and its figure, and t
 mean and region as vae.classes defines them, the principal directions), all computed once by train.py (or
 `python -m vae.steering`).
 
-This module is the page: the handlers (raw values checked by vae.serving, the work done by vae.serving), one
-function per tab that lays it out and wires its events, build_demo and main. The checkpoint catalog, the checks,
-the output files and the server's limits are in vae.serving.
+This module is the page: the handlers (raw values checked by vae.checks, the work done by vae.pictures and
+vae.map_clicks), one function per tab that lays it out and wires its events, build_demo and main. The checkpoint
+catalog is vae.catalog, the output files vae.output_files, the server's limits vae.request_limits.
 """
 
 from __future__ import annotations
@@ -46,9 +46,10 @@ import gradio as gr
 import pandas as pd
 from starlette.middleware import Middleware
 
-from vae import live, serving
+from vae import checks, live, map_clicks, pictures, request_limits, server_process
 from vae.assets import Assets, load_assets
 from vae.card import metrics_table, with_model_id
+from vae.catalog import Catalog, find_checkpoints
 from vae.disk import disk_bytes_setting
 from vae.errors import UserError, clip, command
 from vae.folder import discard, looks_local
@@ -64,7 +65,7 @@ CHECKPOINTS = ROOT / "checkpoints"  # the committed models, offered in the check
 DEFAULT_CHECKPOINT = CHECKPOINTS / "vae-mnist"
 DATA_DIR = ROOT / "data"  # where the Train tab reads MNIST and Fashion-MNIST (downloaded there when missing)
 
-MAX_FILE_SIZE = "2mb"  # the upload route refuses bigger files (serving.RequestLimit caps the whole request too)
+MAX_FILE_SIZE = "2mb"  # the upload route refuses bigger files (request_limits.RequestLimit caps the whole request too)
 QUEUE_SIZE = 64  # requests waiting beyond this are turned away ("queue full") instead of piling up
 MODEL_WORK = "model"  # the one concurrency group every event joins (bench/app_load.py sets it to None to compare)
 # The sketchpad's brush radius on its 400x400 canvas: a 1 drawn down two thirds of it comes out 2.5-3 px wide in the
@@ -135,7 +136,7 @@ TOOL_LINKS = "- Gradio: https://www.gradio.app · Hugging Face Hub: https://hugg
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Handlers: raw inputs → checked values → vae.serving → what the outputs show
+# Handlers: raw inputs → vae.checks → vae.pictures / vae.map_clicks → what the outputs show
 # ---------------------------------------------------------------------------------------------------------------------
 
 
@@ -155,52 +156,52 @@ def user_errors(handler: Callable) -> Callable:
 
 @user_errors
 def sample(
-    catalog: serving.Catalog, num_images, seed, temperature, checkpoint=None, class_name=serving.ANY
+    catalog: Catalog, num_images, seed, temperature, checkpoint=None, class_name=checks.ANY
 ) -> tuple[str, list[str]]:
     """Samples tab: images decoded from z ~ N(0, temperature² I), or from one class's region of latent space → a
     grid and the same images one by one."""
     assets = catalog.get(checkpoint)
-    n = serving.check_int(num_images, "Number of images", 1, serving.MAX_IMAGES)
-    seed = serving.check_int(seed, "Seed", 0, serving.MAX_SEED)
-    temperature = serving.check_float(temperature, "Temperature", 0.0, serving.MAX_TEMPERATURE)
-    label = serving.check_sample_class(class_name, assets)
-    return serving.sample_files(assets, n, seed, temperature, label)
+    n = checks.check_int(num_images, "Number of images", 1, checks.MAX_IMAGES)
+    seed = checks.check_int(seed, "Seed", 0, checks.MAX_SEED)
+    temperature = checks.check_float(temperature, "Temperature", 0.0, checks.MAX_TEMPERATURE)
+    label = checks.check_sample_class(class_name, assets)
+    return pictures.sample_files(assets, n, seed, temperature, label)
 
 
 @user_errors
 def latent_walk(
-    catalog: serving.Catalog, class_a, class_b, steps, interpolation, start, seed, checkpoint=None
+    catalog: Catalog, class_a, class_b, steps, interpolation, start, seed, checkpoint=None
 ) -> tuple[str, str]:
     """Latent walk tab: from class A to class B → a strip of the frames and an animated GIF."""
     assets = catalog.get(checkpoint)
-    a, b = serving.check_class(class_a, "Class A", assets), serving.check_class(class_b, "Class B", assets)
-    steps = serving.check_int(steps, "Steps", *serving.STEPS)
-    mode = serving.check_choice(interpolation, "Interpolation", INTERPOLATIONS)
-    start = serving.check_choice(start, "Start points", START_POINTS)
-    seed = serving.check_int(seed, "Seed", 0, serving.MAX_SEED)
-    return serving.walk_files(assets, a, b, steps, mode, start, seed)
+    a, b = checks.check_class(class_a, "Class A", assets), checks.check_class(class_b, "Class B", assets)
+    steps = checks.check_int(steps, "Steps", *checks.STEPS)
+    mode = checks.check_choice(interpolation, "Interpolation", INTERPOLATIONS)
+    start = checks.check_choice(start, "Start points", START_POINTS)
+    seed = checks.check_int(seed, "Seed", 0, checks.MAX_SEED)
+    return pictures.walk_files(assets, a, b, steps, mode, start, seed)
 
 
 @user_errors
-def slide(catalog: serving.Catalog, start, class_name, seed, offsets, digit=None, checkpoint=None) -> str:
+def slide(catalog: Catalog, start, class_name, seed, offsets, digit=None, checkpoint=None) -> str:
     """Sliders tab (/slide): a start point moved along the model's principal directions → the digit decoded there."""
     assets = catalog.get(checkpoint)
-    offsets = serving.check_offsets(offsets, assets)
-    start = serving.check_choice(start, "Start", serving.SLIDER_STARTS)
-    label = serving.check_class(class_name, "Class", assets) if start != "digit" else 0
-    seed = serving.check_int(seed, "Seed", 0, serving.MAX_SEED)
+    offsets = checks.check_offsets(offsets, assets)
+    start = checks.check_choice(start, "Start", checks.SLIDER_STARTS)
+    label = checks.check_class(class_name, "Class", assets) if start != "digit" else 0
+    seed = checks.check_int(seed, "Seed", 0, checks.MAX_SEED)
     if digit is not None:  # the page sends its upload whatever the start point; an API caller may send anything
-        serving.image_path(digit)
-    return serving.slide_file(assets, serving.slider_start(assets, start, label, seed, digit), offsets)
+        checks.image_path(digit)
+    return pictures.slide_file(assets, pictures.slider_start(assets, start, label, seed, digit), offsets)
 
 
-def move_sliders(catalog: serving.Catalog, start, class_name, seed, digit, checkpoint, *values) -> str:
+def move_sliders(catalog: Catalog, start, class_name, seed, digit, checkpoint, *values) -> str:
     """The page's sliders, one value each, → /slide's list of offsets (as many as the checkpoint has directions)."""
     offsets = list(values[: slider_count(catalog, checkpoint)])
     return slide(catalog, start, class_name, seed, offsets, digit, checkpoint)
 
 
-def slider_count(catalog: serving.Catalog, checkpoint) -> int:
+def slider_count(catalog: Catalog, checkpoint) -> int:
     """How many sliders the checkpoint moves: one per principal direction it stores (2 for a 2-D latent)."""
     try:
         steering = catalog.get(checkpoint).steering
@@ -209,53 +210,53 @@ def slider_count(catalog: serving.Catalog, checkpoint) -> int:
     return len(steering.spreads) if steering is not None else DIRECTIONS
 
 
-def show_sliders(catalog: serving.Catalog, checkpoint) -> list:
+def show_sliders(catalog: Catalog, checkpoint) -> list:
     """A checkpoint chosen: only its sliders shown."""
     count = slider_count(catalog, checkpoint)
     return [gr.update(visible=k < count) for k in range(DIRECTIONS)]
 
 
-def reset_sliders(catalog: serving.Catalog, start, class_name, seed, digit, checkpoint) -> list:
+def reset_sliders(catalog: Catalog, start, class_name, seed, digit, checkpoint) -> list:
     """Reset, or a new start point: every slider back to 0 and the start point's own digit."""
     return [*[0.0] * DIRECTIONS, slide(catalog, start, class_name, seed, [], digit, checkpoint)]
 
 
 @user_errors
-def tsne_map(catalog: serving.Catalog, checkpoint=None) -> tuple[str | None, pd.DataFrame]:
+def tsne_map(catalog: Catalog, checkpoint=None) -> tuple[str | None, pd.DataFrame]:
     """/tsne: the cached figure and the saved coordinates, coloured by class (nothing is computed). The page shows
-    neither: its map is the clickable one, with the test digits' thumbnails on hover (serving.map_hover)."""
+    neither: its map is the clickable one, with the test digits' thumbnails on hover (map_clicks.map_hover)."""
     assets = catalog.get(checkpoint)
     if assets.tsne is None:
         raise UserError(assets.no_map)
-    return serving.tsne_figure(assets), assets.map_points
+    return pictures.tsne_figure(assets), assets.map_points
 
 
 @user_errors
-def pick(catalog: serving.Catalog, point, walk_from=None, checkpoint=None) -> tuple:
+def pick(catalog: Catalog, point, walk_from=None, checkpoint=None) -> tuple:
     """t-SNE tab (/pick): a point of the clickable map, and optionally the one clicked before it → the map with both
     marked, the nearest test digit, the latent there decoded, a caption, and the walk between the two."""
     assets = catalog.get(checkpoint)
-    point = serving.check_point(point, "Point", assets)
-    before = serving.check_point(walk_from, "Walk from", assets) if walk_from is not None else None
-    found = serving.pick(assets, point, before)
+    point = map_clicks.check_point(point, "Point", assets)
+    before = map_clicks.check_point(walk_from, "Walk from", assets) if walk_from is not None else None
+    found = map_clicks.pick(assets, point, before)
     return found.picture, found.real, found.decoded, found.caption, found.walk
 
 
 @user_errors
-def click_map(catalog: serving.Catalog, before, checkpoint, event: gr.SelectData) -> tuple:
+def click_map(catalog: Catalog, before, checkpoint, event: gr.SelectData) -> tuple:
     """The page: a click on the map picture → what /pick shows for the point there, walking from the click before;
     and that point, remembered for the next click."""
-    point = serving.clicked_point(catalog.get(checkpoint), event.index)
+    point = map_clicks.clicked_point(catalog.get(checkpoint), event.index)
     return *pick(catalog, list(point), before, checkpoint), list(point)
 
 
-def show_map(catalog: serving.Catalog, checkpoint) -> tuple:
+def show_map(catalog: Catalog, checkpoint) -> tuple:
     """A checkpoint chosen: its clickable map, unmarked, and nothing picked yet; the tab named for the map."""
     try:
         assets = catalog.get(checkpoint)
     except UserError:
         return gr.update(value=None), None, None, "", None, None, gr.update()  # select_checkpoint says why
-    picture = gr.update(value=serving.map_picture(assets), label=map_label(assets))
+    picture = gr.update(value=map_clicks.map_picture(assets), label=map_label(assets))
     return picture, None, None, map_hint(assets), None, None, gr.update(label=map_tab_label(assets))
 
 
@@ -274,8 +275,8 @@ def map_tab_label(assets: Assets) -> str:
 
 def map_hint(assets: Assets) -> str:
     if assets.click_map is None:
-        return serving.literal(assets.no_map or "")
-    hover = assets.tsne is not None and "images" in assets.tsne  # as serving.map_hover tells
+        return checks.literal(assets.no_map or "")
+    hover = assets.tsne is not None and "images" in assets.tsne  # as map_clicks.map_hover tells
     if assets.click_map.kind == "plane":
         return (
             "This model's latent is 2-D, so the map is the latent plane itself: each digit is decoded from its point "
@@ -292,29 +293,29 @@ def map_hint(assets: Assets) -> str:
 
 
 @user_errors
-def encode(catalog: serving.Catalog, image, target_class, checkpoint=None) -> tuple:
+def encode(catalog: Catalog, image, target_class, checkpoint=None) -> tuple:
     """Your digit tab: an image → the model's input, its reconstruction, the nearest class, its place on
     the t-SNE map and a walk from it to the chosen class."""
     assets = catalog.get(checkpoint)
-    target = serving.check_class(target_class, "Walk to class", assets) if assets.steering is not None else None
-    found = serving.encode_image(assets, serving.read_image(image), target)
+    target = checks.check_class(target_class, "Walk to class", assets) if assets.steering is not None else None
+    found = pictures.encode_image(assets, checks.read_image(image), target)
     return found.model_input, found.reconstruction, found.nearest, found.points, found.walk, found.notes
 
 
 @user_errors
-def digit_example(catalog: serving.Catalog, target_class, checkpoint=None) -> tuple:
+def digit_example(catalog: Catalog, target_class, checkpoint=None) -> tuple:
     """Your digit tab as the page opens: a real test digit of the walk's start class, encoded as a drawing is, so the
     tab shows what it does before anything is drawn. Empty for a model without its test digits (no t-SNE map)."""
     assets = catalog.get(checkpoint)
     start = default_pair(assets)[0]
-    example = None if start is None else serving.test_digit(assets, assets.class_names.index(start))
+    example = None if start is None else pictures.test_digit(assets, assets.class_names.index(start))
     if example is None:
         return None, None, "", None, None, "Draw a digit on the left, or upload one, then press Encode."
     image, name = example
-    target = serving.check_class(target_class, "Walk to class", assets) if assets.steering is not None else None
-    found = serving.encode_image(assets, image, target)
+    target = checks.check_class(target_class, "Walk to class", assets) if assets.steering is not None else None
+    found = pictures.encode_image(assets, image, target)
     note = (
-        f"An example to start from: {serving.article(name)} **{serving.literal(name)}** from the test set. Draw your "
+        f"An example to start from: {pictures.article(name)} **{checks.literal(name)}** from the test set. Draw your "
         "own digit on the left, or upload one, and press Encode."
     )
     return (
@@ -328,18 +329,18 @@ def digit_example(catalog: serving.Catalog, target_class, checkpoint=None) -> tu
 
 
 @user_errors
-def about(catalog: serving.Catalog, checkpoint=None) -> str:
+def about(catalog: Catalog, checkpoint=None) -> str:
     """About tab: what a VAE is, then this checkpoint's model card (its metrics, figures and links), or its metrics
     alone when it has none."""
     assets = catalog.get(checkpoint)
-    metrics = serving.numbers(assets.metrics)
+    metrics = checks.numbers(assets.metrics)
     card = html.escape(assets.card, quote=False) if isinstance(assets.card, str) else ""  # Markdown, but no HTML
     card = card or (f"## Test metrics\n\n{metrics_table(metrics)}" if metrics else "")
     links = [TOOL_LINKS]
     if not looks_local(assets.source):  # its card loads the repo it was pushed to, and says so
         card = with_model_id(card, assets.source)
         links.append(f"- This model on the Hub: https://huggingface.co/{assets.source}")
-    return f"{ABOUT}\n{with_links(serving.card_with_figures(assets, card), links)}\n"
+    return f"{ABOUT}\n{with_links(pictures.card_with_figures(assets, card), links)}\n"
 
 
 def with_links(card: str, links: list[str]) -> str:
@@ -359,7 +360,7 @@ def with_links(card: str, links: list[str]) -> str:
 class Training:
     """What the Train tab's handlers share on this server."""
 
-    catalog: serving.Catalog
+    catalog: Catalog
     visitors: Visitors
     limits: live.Limits
     runs: live.Runs = field(default_factory=live.Runs)
@@ -400,12 +401,12 @@ class TrainView(NamedTuple):
 
 def check_settings(limits: live.Limits, dataset, latent_dim, hidden_layers, epochs, train_images, seed):
     return live.LiveSettings(
-        serving.check_choice(dataset, "Dataset", tuple(live.DATASETS)),
-        serving.check_int(latent_dim, "Latent size", *live.LATENT_DIMS),
-        serving.check_choice(hidden_layers, "Hidden layers", tuple(live.HIDDEN_LAYERS)),
-        serving.check_int(epochs, "Epochs", 1, limits.max_epochs),
-        serving.check_int(train_images, "Training images", live.MIN_TRAIN_IMAGES, live.MAX_TRAIN_IMAGES),
-        serving.check_int(seed, "Seed", 0, serving.MAX_SEED),
+        checks.check_choice(dataset, "Dataset", tuple(live.DATASETS)),
+        checks.check_int(latent_dim, "Latent size", *live.LATENT_DIMS),
+        checks.check_choice(hidden_layers, "Hidden layers", tuple(live.HIDDEN_LAYERS)),
+        checks.check_int(epochs, "Epochs", 1, limits.max_epochs),
+        checks.check_int(train_images, "Training images", live.MIN_TRAIN_IMAGES, live.MAX_TRAIN_IMAGES),
+        checks.check_int(seed, "Seed", 0, checks.MAX_SEED),
     )
 
 
@@ -443,7 +444,7 @@ def train(
                 message = event["message"]
                 print(f"Training run {name} failed: {message}", file=sys.stderr)  # the server's paths: its log only
                 message = visitor_message(message, settings.dataset, name, folder, training.limits.data_dir)
-                yield view.update(status=f"⚠️ {serving.literal(message)}")
+                yield view.update(status=f"⚠️ {checks.literal(message)}")
                 raise gr.Error(html.escape(message, quote=False), print_exception=False)
             if event["event"] == "wait":  # the export: a yield, where Gradio ends the run if its visitor left
                 yield TrainView(*[gr.skip()] * len(TrainView._fields))
@@ -474,7 +475,7 @@ def finish(
     """The run's model folder → the catalog (by name), the visitor's dropdown (selected), a zip to download."""
     training.catalog.add(name, folder)
     dropped = training.visitors.add(name, visitor, folder, address)
-    metrics = serving.numbers(training.catalog.get(name).metrics)
+    metrics = checks.numbers(training.catalog.get(name).metrics)
     how = (
         f"stopped ({run.stop_reason}) in epoch {int(metrics['stopped_in_epoch'])}"
         if "stopped_in_epoch" in metrics
@@ -580,7 +581,7 @@ def push_note(training: Training) -> str:
             "hf_oauth: true in its README.md. Meanwhile download the model folder and push it yourself."
         )
     if training.machine_token:
-        account = serving.literal(training.machine_account or "the account of HF_TOKEN or hf auth login")
+        account = checks.literal(training.machine_account or "the account of HF_TOKEN or hf auth login")
         return (
             f"Pushes as **{account}**, with the Hugging Face token of the machine this app runs on "
             "(started with --push-with-machine-token)."
@@ -615,13 +616,13 @@ def push_model(training: Training, model_name, repo_id, private, token: str | No
 
     folder = training.visitors.own_folder(model_name, visitor) if isinstance(model_name, str) else None
     if folder is None:
-        raise UserError(f"No model {serving.shown(model_name)} of yours to push: train one in this tab first.")
+        raise UserError(f"No model {checks.shown(model_name)} of yours to push: train one in this tab first.")
     repo_id = check_repo_id(repo_id if isinstance(repo_id, str) else None)
     api = HfApi(token=app_push_token(token, training.machine_token))  # never None: no fallback to the machine's
     account = check_hub_access(repo_id, api)
     url = push_folder(folder, repo_id, private=bool(private), api=api, model=model_name)
     whose = "your Hugging Face login" if token else "this machine's Hugging Face token"
-    account = serving.literal(account or "the token's account")  # model_name is one of ours, url the Hub's answer
+    account = checks.literal(account or "the token's account")  # model_name is one of ours, url the Hub's answer
     return f"Pushed **{model_name}** to {url} as **{account}**, with {whose}."
 
 
@@ -642,7 +643,7 @@ class CheckpointView(NamedTuple):
 
 
 @user_errors
-def select_checkpoint(catalog: serving.Catalog, checkpoint) -> CheckpointView:
+def select_checkpoint(catalog: Catalog, checkpoint) -> CheckpointView:
     """The checkpoint dropdown: class choices, the map and the About text of the chosen model."""
     assets = catalog.get(checkpoint)
     a, b = default_pair(assets)
@@ -652,20 +653,20 @@ def select_checkpoint(catalog: serving.Catalog, checkpoint) -> CheckpointView:
         class_a=gr.update(choices=names, value=a),
         class_b=gr.update(choices=names, value=b),
         target=gr.update(choices=names, value=b),
-        map_hover=serving.map_hover(assets),
+        map_hover=map_clicks.map_hover(assets),
         encode_map=gr.update(value=None, color_map=colours(assets)),
         about=about(catalog, checkpoint),
-        sample_class=gr.update(choices=[serving.ANY, *names], value=serving.ANY),
+        sample_class=gr.update(choices=[checks.ANY, *names], value=checks.ANY),
         slider_class=gr.update(choices=names, value=a),
     )
 
 
 def status(assets: Assets) -> str:
     m, classes = assets.model, clip(", ".join(map(str, assets.class_names)), 300)
-    line = f"**{serving.literal(assets.name)}**: {m.latent_dim}-d latent, classes {serving.literal(classes)}"
-    if (loss := serving.numbers(assets.metrics).get("test_loss")) is not None:
+    line = f"**{checks.literal(assets.name)}**: {m.latent_dim}-d latent, classes {checks.literal(classes)}"
+    if (loss := checks.numbers(assets.metrics).get("test_loss")) is not None:
         line += f", test −ELBO {loss:.2f} nats/image"
-    return "\n\n".join([line, *[f"⚠️ {serving.literal(p)}" for p in assets.problems]])
+    return "\n\n".join([line, *[f"⚠️ {checks.literal(p)}" for p in assets.problems]])
 
 
 def default_pair(assets: Assets) -> tuple[str | None, str | None]:
@@ -678,7 +679,7 @@ def default_pair(assets: Assets) -> tuple[str | None, str | None]:
 
 def colours(assets: Assets) -> dict[str, str]:
     """Class → colour as in the cached figure, and YOU_COLOUR for the point of the user's digit (drawn large: CSS)."""
-    return class_colours(assets.class_names) | {serving.YOU: YOU_COLOUR}
+    return class_colours(assets.class_names) | {pictures.YOU: YOU_COLOUR}
 
 
 def serialized(handler: Callable, outputs: list[gr.components.Component]) -> Callable:
@@ -705,7 +706,12 @@ def serialized(handler: Callable, outputs: list[gr.components.Component]) -> Cal
 def model_work(**options) -> dict:
     """Options of every event. Inputs arrive raw (preprocess=False): the handlers check them. All events share one
     concurrency group: CONCURRENCY handlers at once in all, not per event."""
-    return {"preprocess": False, "concurrency_id": MODEL_WORK, "concurrency_limit": serving.CONCURRENCY, **options}
+    return {
+        "preprocess": False,
+        "concurrency_id": MODEL_WORK,
+        "concurrency_limit": request_limits.CONCURRENCY,
+        **options,
+    }
 
 
 def cleared_on_switch(checkpoint: gr.Dropdown, outputs: list[gr.components.Component]) -> None:
@@ -729,19 +735,17 @@ def pixel_image(label: str, **options) -> gr.Image:
     return gr.Image(label=label, **({"format": "png"} | options), elem_classes="pixelated", interactive=False)
 
 
-def samples_tab(
-    demo: gr.Blocks, catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Assets
-) -> dict[str, gr.Dropdown]:
+def samples_tab(demo: gr.Blocks, catalog: Catalog, checkpoint: gr.Dropdown, default: Assets) -> dict[str, gr.Dropdown]:
     with gr.Tab("Samples"):
         with gr.Row():
             with gr.Column(scale=1):
-                num_images = gr.Slider(1, serving.MAX_IMAGES, value=64, step=1, label="Number of images")
+                num_images = gr.Slider(1, checks.MAX_IMAGES, value=64, step=1, label="Number of images")
                 seed = gr.Number(
-                    0, label="Seed", precision=0, minimum=0, maximum=serving.MAX_SEED, elem_id="sample-seed"
+                    0, label="Seed", precision=0, minimum=0, maximum=checks.MAX_SEED, elem_id="sample-seed"
                 )
                 temperature = gr.Slider(
                     0.0,
-                    serving.MAX_TEMPERATURE,
+                    checks.MAX_TEMPERATURE,
                     value=1.0,
                     step=0.05,
                     label="Temperature",
@@ -749,7 +753,7 @@ def samples_tab(
                     elem_id="sample-temperature",
                 )
                 class_name = gr.Dropdown(
-                    [serving.ANY, *default.class_names], value=serving.ANY, label="Class", elem_id="sample-class"
+                    [checks.ANY, *default.class_names], value=checks.ANY, label="Class", elem_id="sample-class"
                 )
                 button = gr.Button("Sample", variant="primary", elem_id="sample-button")
             with gr.Column(scale=3):
@@ -771,22 +775,20 @@ def samples_tab(
     return {"sample_class": class_name}
 
 
-def walk_tab(
-    demo: gr.Blocks, catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Assets
-) -> dict[str, gr.Dropdown]:
+def walk_tab(demo: gr.Blocks, catalog: Catalog, checkpoint: gr.Dropdown, default: Assets) -> dict[str, gr.Dropdown]:
     names, (a, b) = default.class_names, default_pair(default)
     with gr.Tab("Latent walk"):
         with gr.Row():
             with gr.Column(scale=1):
                 class_a = gr.Dropdown(names, value=a, label="From class")
                 class_b = gr.Dropdown(names, value=b, label="To class")
-                steps = gr.Slider(*serving.STEPS, value=10, step=1, label="Steps")
+                steps = gr.Slider(*checks.STEPS, value=10, step=1, label="Steps")
                 interpolation = gr.Radio(
                     list(INTERPOLATIONS), value="linear", label="Interpolation", info=INTERPOLATION_NOTE
                 )
                 ends = [("class means", "mean"), ("random examples of each class", "sample")]
                 start = gr.Radio(ends, value="mean", label="Start and end points")
-                seed = gr.Number(0, label="Seed (random examples)", precision=0, minimum=0, maximum=serving.MAX_SEED)
+                seed = gr.Number(0, label="Seed (random examples)", precision=0, minimum=0, maximum=checks.MAX_SEED)
                 button = gr.Button("Walk", variant="primary", elem_id="walk-button")
             with gr.Column(scale=3):
                 strip = pixel_image("The walk", elem_id="walk-strip")
@@ -798,7 +800,7 @@ def walk_tab(
     return {"class_a": class_a, "class_b": class_b}  # what shows the checkpoint, by CheckpointView's fields
 
 
-def sliders_tab(catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Assets) -> dict[str, gr.Dropdown]:
+def sliders_tab(catalog: Catalog, checkpoint: gr.Dropdown, default: Assets) -> dict[str, gr.Dropdown]:
     with gr.Tab("Sliders") as tab:
         gr.Markdown(
             "Each slider moves the digit along one of the directions in which the test digits' latents vary most "
@@ -811,7 +813,7 @@ def sliders_tab(catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Asse
                 class_name = gr.Dropdown(
                     default.class_names, value=default_pair(default)[0], label="Class", elem_id="slide-class"
                 )
-                seed = gr.Number(0, label="Seed (random sample)", precision=0, minimum=0, maximum=serving.MAX_SEED)
+                seed = gr.Number(0, label="Seed (random sample)", precision=0, minimum=0, maximum=checks.MAX_SEED)
                 digit = gr.Image(
                     label="Your digit", sources=["upload", "clipboard"], type="filepath", image_mode=None, height=160
                 )
@@ -871,12 +873,12 @@ def sliders_tab(catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Asse
     return {"slider_class": class_name}
 
 
-def tsne_tab(catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Assets) -> dict[str, gr.Component]:
+def tsne_tab(catalog: Catalog, checkpoint: gr.Dropdown, default: Assets) -> dict[str, gr.Component]:
     with gr.Tab(map_tab_label(default), elem_id="map-tab") as tab:
         gr.Markdown("Where the model puts the test digits, and what it decodes there.")
         with gr.Row():
             picture = gr.Image(
-                serving.map_picture(default),
+                map_clicks.map_picture(default),
                 label=map_label(default),
                 format="png",
                 interactive=False,
@@ -890,7 +892,7 @@ def tsne_tab(catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Assets)
                 caption = gr.Markdown(map_hint(default), label="What was clicked", elem_id="pick-caption")
                 walk = pixel_image("Walk from the click before", elem_id="pick-walk")
         # The test digits under the pointer, for web/map.js: in the page, never shown (visible=False would leave it out)
-        hover = gr.Textbox(serving.map_hover(default), visible="hidden", elem_id="map-hover")
+        hover = gr.Textbox(map_clicks.map_hover(default), visible="hidden", elem_id="map-hover")
         point, walk_from = gr.JSON(visible=False), gr.JSON(visible=False)  # /pick's inputs: the API's, not the page's
         api = gr.Button(visible=False)  # /tsne's trigger, and its outputs: the API's, not the page's
         figure, plot = gr.Image(visible=False, format="png"), scatter("t-SNE map", default, visible=False)
@@ -911,9 +913,7 @@ def tsne_tab(catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Assets)
     return {"map_hover": hover}
 
 
-def digit_tab(
-    demo: gr.Blocks, catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Assets
-) -> dict[str, gr.Component]:
+def digit_tab(demo: gr.Blocks, catalog: Catalog, checkpoint: gr.Dropdown, default: Assets) -> dict[str, gr.Component]:
     with gr.Tab("Your digit"):
         with gr.Row():
             with gr.Column(scale=1):
@@ -951,7 +951,7 @@ def digit_tab(
     return {"target": target, "encode_map": plot}
 
 
-def about_tab(catalog: serving.Catalog, checkpoint: gr.Dropdown, default: Assets) -> gr.Markdown:
+def about_tab(catalog: Catalog, checkpoint: gr.Dropdown, default: Assets) -> gr.Markdown:
     with gr.Tab("About") as tab:
         text = gr.Markdown(about(catalog, default.name), elem_id="about")
     tab.select(functools.partial(about, catalog), [checkpoint], [text], api_name="about", **model_work())
@@ -990,7 +990,7 @@ def train_tab(demo: gr.Blocks, training: Training, checkpoint: gr.Dropdown) -> N
                     label="Training images",
                     elem_id="train-images",
                 )
-                seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=serving.MAX_SEED)
+                seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=checks.MAX_SEED)
                 with gr.Row():
                     start = gr.Button("Train", variant="primary", elem_id="train-button")
                     stop = gr.Button("Stop", variant="stop", elem_id="stop-button")
@@ -1144,7 +1144,7 @@ def build_demo(
     """The studio for `default` (and the other checkpoints by name → folder or Hub id), queue on; the Train tab within
     `limits` (default: from the environment, data in DATA_DIR), pushing without a visitor's login with the machine's
     Hugging Face token only when `machine_token` is on (never on a Space)."""
-    catalog = serving.Catalog(default, others)
+    catalog = Catalog(default, others)
     limits = limits or live.Limits.from_env(default_data_dir=DATA_DIR)
     machine_token = machine_token and not on_space()
     account = machine_account() if machine_token else None
@@ -1152,7 +1152,9 @@ def build_demo(
     training.machine_account = account
     # Uploads (and the copies Gradio makes of files a handler returns from outside its cache) are deleted
     # UPLOAD_AGE seconds after they were written.
-    with Studio(title="MNIST VAE studio", delete_cache=(serving.UPLOAD_SWEEP, serving.UPLOAD_AGE)) as demo:
+    with Studio(
+        title="MNIST VAE studio", delete_cache=(request_limits.UPLOAD_SWEEP, request_limits.UPLOAD_AGE)
+    ) as demo:
         gr.Markdown("# MNIST VAE studio\nA variational autoencoder: sample it, walk between digits, draw your own.")
         with gr.Row():
             checkpoint = gr.Dropdown(
@@ -1174,7 +1176,7 @@ def build_demo(
         shown = CheckpointView(status=status_text, **walk, **tsne, **digit, about=about_text, **samples, **sliders)
         select = functools.partial(select_checkpoint, catalog)
         checkpoint.change(select, [checkpoint], list(shown), api_visibility="private", **model_work())
-    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=serving.CONCURRENCY)
+    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=request_limits.CONCURRENCY)
     return demo
 
 
@@ -1204,11 +1206,11 @@ def main(argv: list[str] | None = None) -> None:
     default = load_assets(args.checkpoint)
     for problem in default.problems:
         print(f"warning: {problem}", file=sys.stderr)
-    serving.tune_server_process()
+    server_process.tune_server_process()
     print(f"Train tab: data in {limits.data_dir} (VAE_DATA_DIR or --data-dir; downloaded there when missing)")
-    demo = build_demo(default, serving.find_checkpoints(default, CHECKPOINTS), limits, args.push_with_machine_token)
+    demo = build_demo(default, find_checkpoints(default, CHECKPOINTS), limits, args.push_with_machine_token)
     # A fresh app_kwargs on each launch: Gradio adds its own entries to the dict it is given.
-    limit = {"middleware": [Middleware(serving.RequestLimit)]}
+    limit = {"middleware": [Middleware(request_limits.RequestLimit)]}
     demo.launch(server_name=args.host, server_port=args.port, app_kwargs=limit, **LAUNCH_OPTIONS)
 
 

@@ -37,7 +37,7 @@ from test_train_tab import OUTPUTS, SETTINGS, training_studio
 import app
 from vae import live
 from vae.assets import load_assets
-from vae.serving import literal
+from vae.checks import literal
 from vae.visitors import Visitors
 
 pytestmark = pytest.mark.slow

@@ -24,8 +24,9 @@ from test_app import clear_digits, frames_of_strip, launched, read
 import app
 from bench.app_startup import call as timed_call
 from bench.app_startup import fn_indices
-from vae import serving
+from vae import checks, pictures
 from vae.assets import load_assets
+from vae.catalog import Catalog
 from vae.classes import class_latent, sample_class
 from vae.data import read_split
 from vae.imaging import to_grid, to_uint8
@@ -79,7 +80,7 @@ def digit_pixels(assets, z: torch.Tensor) -> np.ndarray:
     """The Sliders tab's image of a latent z (D,): decoded, upscaled by whole pixels, no padding."""
     with torch.no_grad():
         x = assets.model.decode(z[None])
-    return to_grid(x, nrow=1, scale=serving.SLIDE_SIZE // 28, padding=0)
+    return to_grid(x, nrow=1, scale=pictures.SLIDE_SIZE // 28, padding=0)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -90,7 +91,7 @@ def digit_pixels(assets, z: torch.Tensor) -> np.ndarray:
 def test_the_api_lists_the_new_parameters(client):
     api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     sample = {p["parameter_name"]: p for p in api["/sample"]["parameters"]}
-    assert list(sample)[-1] == "class_name" and sample["class_name"]["parameter_default"] == serving.ANY
+    assert list(sample)[-1] == "class_name" and sample["class_name"]["parameter_default"] == checks.ANY
     assert [p["parameter_name"] for p in api["/slide"]["parameters"]] == [
         "start",
         "class_name",
@@ -163,9 +164,9 @@ def test_a_folder_without_steering_loads_and_says_how_to_add_it(client, folders)
 
 
 def test_choosing_a_checkpoint_updates_the_class_choices(assets, folders):
-    catalog = serving.Catalog(assets, {PLAIN: str(folders[PLAIN])})
+    catalog = Catalog(assets, {PLAIN: str(folders[PLAIN])})
     view = app.select_checkpoint(catalog, PLAIN)
-    assert view.sample_class["choices"] == [serving.ANY, *assets.class_names] and view.sample_class["value"] == "any"
+    assert view.sample_class["choices"] == [checks.ANY, *assets.class_names] and view.sample_class["value"] == "any"
     assert view.slider_class["choices"] == assets.class_names
 
 
@@ -282,7 +283,7 @@ def test_slide_server_time(server, assets):
     server_ms = statistics.median(t["server_ms"] for t in times)
     handler_ms = statistics.median(t["handler_ms"] for t in times)
     round_trip_ms = statistics.median(t["round_trip_ms"] for t in times)
-    catalog = serving.Catalog(assets)
+    catalog = Catalog(assets)
     began = []
     for i in range(30):
         start = time.perf_counter()

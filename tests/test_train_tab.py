@@ -529,7 +529,7 @@ def test_push_on_a_space_uses_the_visitors_login(monkeypatch, tmp_path):
     from huggingface_hub import HfApi
 
     import vae.hub
-    from vae.serving import Catalog
+    from vae.catalog import Catalog
 
     monkeypatch.setattr(vae.hub.constants, "HF_HUB_OFFLINE", False)
     monkeypatch.delenv("HF_TOKEN", raising=False)

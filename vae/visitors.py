@@ -76,7 +76,7 @@ class Visitors:
         if self.made_root is None:
             self.made_root = Path(tempfile.mkdtemp(prefix="vae-studio-visitors-"))
             serve_in_place(self.made_root)
-            atexit.register(shutil.rmtree, self.made_root, ignore_errors=True)  # at exit; SIGTERM: see serving
+            atexit.register(shutil.rmtree, self.made_root, ignore_errors=True)  # at exit; SIGTERM: see vae.server_process
         return self.made_root
 
     def new_folder(self, visitor: str, label: str = "model") -> tuple[str, Path]:
