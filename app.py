@@ -411,7 +411,7 @@ def build_demo(
     limits = limits or live.Limits.from_env(default_data_dir=DATA_DIR)
     machine_token = machine_token and not on_space()
     account = machine_account() if machine_token else None
-    training = Training(catalog, Visitors(on_remove=catalog.remove), limits, machine_token=machine_token)
+    training = Training(catalog, Visitors(catalog=catalog), limits, machine_token=machine_token)
     training.machine_account = account
     # Uploads (and the copies Gradio makes of files a handler returns from outside its cache) are deleted
     # UPLOAD_AGE seconds after they were written.

@@ -140,9 +140,9 @@ def visitor_message(message: str, dataset: str, name: str, folder: Path, data_di
 def finish(
     training: Training, view: LiveView, run: live.LiveRun, name: str, folder: Path, visitor: str, address: str = ""
 ) -> TrainView:
-    """The run's model folder → the catalog (by name), the visitor's dropdown (selected), a zip to download."""
-    training.catalog.add(name, folder)
-    dropped = training.visitors.add(name, visitor, folder, address)
+    """The run's model folder → the visitor's models (served from the catalog by name), the visitor's dropdown
+    (selected), a zip to download."""
+    dropped = training.visitors.add(name, visitor, folder, address)  # and served from the catalog by its name
     metrics = checks.numbers(training.catalog.get(name).metrics)
     how = (
         f"stopped ({run.stop_reason}) in epoch {int(metrics['stopped_in_epoch'])}"

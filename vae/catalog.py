@@ -54,13 +54,13 @@ class Catalog:
         return self.loaded[name]
 
     def add(self, name: str, folder: str | Path) -> None:
-        """A visitor's model, loaded now (so that a bad one is refused here, not by the next tab)."""
+        """A visitor's model, loaded now (called by its owner, vae.visitors.Visitors.add: a bad one is refused there)."""
         assets = load_assets(str(folder), name)
         with self.lock:
             self.visiting[name], self.loaded[name] = str(folder), assets
 
     def remove(self, name: str) -> None:
-        """A visitor's model is gone: forget it, and delete the figures served for it."""
+        """A visitor's model is gone (vae.visitors.Visitors.remove): forget it, and delete the figures served for it."""
         with self.lock:
             self.visiting.pop(name, None)
             self.loaded.pop(name, None)
