@@ -70,7 +70,7 @@ from app_handlers import (
     status,
     tsne_map,
 )
-from app_train import Training, train_tab
+from app_train import TrainTab, train_tab
 from app_train import push_model as push_model  # tests/test_train_tab.py calls them as app.*
 from app_train import visitor_message as visitor_message
 from gradio6 import Studio, serialized
@@ -240,6 +240,23 @@ def walk_tab(demo: gr.Blocks, catalog: Catalog, checkpoint: gr.Dropdown, default
     return {"class_a": class_a, "class_b": class_b}  # what shows the checkpoint, by CheckpointView's fields
 
 
+def direction_sliders(count: int) -> list[gr.Slider]:
+    """One slider per principal direction the page may show (steering.DIRECTIONS), the first `count` visible."""
+    return [
+        gr.Slider(
+            -3.0,
+            3.0,
+            value=0.0,
+            step=0.1,
+            label=f"direction {k + 1} (σ)",
+            info=DIRECTION_NOTE.format(nth=ORDINALS[k]),
+            elem_id=f"slide-{k + 1}",
+            visible=k < count,
+        )
+        for k in range(DIRECTIONS)
+    ]
+
+
 def sliders_tab(catalog: Catalog, checkpoint: gr.Dropdown, default: Assets) -> dict[str, gr.Dropdown]:
     with gr.Tab("Sliders") as tab:
         gr.Markdown(
@@ -259,20 +276,7 @@ def sliders_tab(catalog: Catalog, checkpoint: gr.Dropdown, default: Assets) -> d
                 )
                 reset = gr.Button("Reset", elem_id="slide-reset")
             with gr.Column(scale=1):
-                count = slider_count(catalog, default.name)
-                sliders = [
-                    gr.Slider(
-                        -3.0,
-                        3.0,
-                        value=0.0,
-                        step=0.1,
-                        label=f"direction {k + 1} (σ)",
-                        info=DIRECTION_NOTE.format(nth=ORDINALS[k]),
-                        elem_id=f"slide-{k + 1}",
-                        visible=k < count,
-                    )
-                    for k in range(DIRECTIONS)
-                ]
+                sliders = direction_sliders(slider_count(catalog, default.name))
             with gr.Column(scale=1, elem_id="slide-view"):
                 view = pixel_image("The digit", elem_id="slide-digit", height=260)
         offsets = gr.JSON(visible=False)  # /slide's offsets: inside the tab, or it would split the row of tabs in two
@@ -411,7 +415,7 @@ def build_demo(
     limits = limits or live.Limits.from_env(default_data_dir=DATA_DIR)
     machine_token = machine_token and not on_space()
     account = machine_account() if machine_token else None
-    training = Training(catalog, Visitors(catalog=catalog), limits, machine_token=machine_token)
+    training = TrainTab(catalog, Visitors(catalog=catalog), limits, machine_token=machine_token)
     training.machine_account = account
     # Uploads (and the copies Gradio makes of files a handler returns from outside its cache) are deleted
     # UPLOAD_AGE seconds after they were written.

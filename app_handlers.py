@@ -134,7 +134,7 @@ def tsne_map(catalog: Catalog, checkpoint=None) -> tuple[str | None, pd.DataFram
     assets = catalog.get(checkpoint)
     if assets.tsne is None:
         raise UserError(assets.no_map)
-    return pictures.tsne_figure(assets), assets.map_points
+    return pictures.tsne_figure_file(assets), assets.map_points
 
 
 @user_errors
@@ -144,7 +144,7 @@ def pick(catalog: Catalog, point, walk_from=None, checkpoint=None) -> tuple:
     assets = catalog.get(checkpoint)
     point = map_clicks.check_point(point, "Point", assets)
     before = map_clicks.check_point(walk_from, "Walk from", assets) if walk_from is not None else None
-    found = map_clicks.pick(assets, point, before)
+    found = map_clicks.pick_files(assets, point, before)
     return found.picture, found.real, found.decoded, found.caption, found.walk
 
 

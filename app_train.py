@@ -1,7 +1,7 @@
 """The Train tab: a visitor's run of the trainer in a child process (vae.live), its progress as the tab's outputs
 (LiveView), the model it ends with (added to the catalog and the visitor's dropdown: vae.visitors), Stop and Push;
 and the tab's layout and events (train_tab). The /train calls a visitor may have going or waiting are checked before
-they join the queue (Training.refusal, through gradio6.Studio.admit)."""
+they join the queue (TrainTab.refusal, through gradio6.Studio.admit)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from vae.visitors import PER_VISITOR, Visitors, client_address, delete_run
 
 
 @dataclass
-class Training:
+class TrainTab:
     """What the Train tab's handlers share on this server."""
 
     catalog: Catalog
@@ -78,8 +78,8 @@ def check_settings(limits: live.Limits, dataset, latent_dim, hidden_layers, epoc
     )
 
 
-def train(
-    training: Training, dataset, latent_dim, hidden_layers, epochs, train_images, seed, visitor: str, address: str = ""
+def run_training(
+    training: TrainTab, dataset, latent_dim, hidden_layers, epochs, train_images, seed, visitor: str, address: str = ""
 ):
     """Train tab (/train): the trainer run in a child process → an update at least once per epoch (the loss curve,
     samples and the first → second class walk from the current weights, images/s, time left, a progress bar), and at
@@ -138,7 +138,7 @@ def visitor_message(message: str, dataset: str, name: str, folder: Path, data_di
 
 
 def finish(
-    training: Training, view: LiveView, run: live.LiveRun, name: str, folder: Path, visitor: str, address: str = ""
+    training: TrainTab, view: LiveView, run: live.LiveRun, name: str, folder: Path, visitor: str, address: str = ""
 ) -> TrainView:
     """The run's model folder → the visitor's models (served from the catalog by name), the visitor's dropdown
     (selected), a zip to download."""
@@ -239,7 +239,7 @@ def progress_bar(fraction: float, label: str) -> str:
     )
 
 
-def push_note(training: Training) -> str:
+def push_note(training: TrainTab) -> str:
     """What the Train tab says under its Push heading: whose token a push uses, or why there is none."""
     if os.environ.get("OAUTH_CLIENT_ID"):
         return "Sign in above: your model is pushed with your own Hugging Face login, to an account of yours."
@@ -265,7 +265,7 @@ def duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
-def stop_training(training: Training, visitor: str) -> str:
+def stop_training(training: TrainTab, visitor: str) -> str:
     """Stop (/stop_training): ends this visitor's run at the end of its current step; the best weights so far are
     exported as its model."""
     if training.runs.stop(visitor):
@@ -274,7 +274,7 @@ def stop_training(training: Training, visitor: str) -> str:
 
 
 @user_errors
-def push_model(training: Training, model_name, repo_id, private, token: str | None, visitor: str) -> str:
+def push_model(training: TrainTab, model_name, repo_id, private, token: str | None, visitor: str) -> str:
     """Push (/push): a model this visitor (session) trained here → their Hub repo, through the trainer's own push path,
     with the visitor's login (`token`), or the machine's token only where the owner turned that on (see
     hub.app_push_token). Another session's model is refused as if it did not exist: a name is not a key."""
@@ -294,39 +294,68 @@ def push_model(training: Training, model_name, repo_id, private, token: str | No
     return f"Pushed **{model_name}** to {url} as **{account}**, with {whose}."
 
 
-def train_tab(demo: gr.Blocks, training: Training, checkpoint: gr.Dropdown) -> None:
+def train_intro(limits: live.Limits) -> str:
+    """What the Train tab says above its settings: what a run gives, and this server's limits."""
+    return (
+        "Train a VAE here, with the same trainer as `train.py`, and watch its samples sharpen. When the run ends "
+        "(or you press Stop, which keeps the best weights so far) the model is selected in the checkpoint "
+        "dropdown above, so every tab shows it. Your models are deleted when you leave or after an hour. "
+        f"One run at a time on this server, at most {limits.max_epochs} epochs and "
+        f"{duration(limits.max_seconds)}; others wait in a queue (one run going and one waiting per visitor, "
+        f"{limits.max_train_jobs} in all)."
+    )  # where the data is: the server's log (main), not the visitors' page
+
+
+def train_settings(limits: live.Limits) -> list[gr.components.Component]:
+    """The settings of a run, in /train's order: dataset, latent size, hidden layers, epochs, images, seed."""
+    dataset = gr.Radio(list(live.DATASETS), value="MNIST", label="Dataset", elem_id="train-dataset")
+    latent_dim = gr.Slider(*live.LATENT_DIMS, value=16, step=1, label="Latent size", elem_id="train-latent")
+    hidden = gr.Dropdown(list(live.HIDDEN_LAYERS), value="512 → 256", label="Hidden layers (encoder)")
+    epochs = gr.Slider(
+        1,
+        limits.max_epochs,
+        value=min(5, limits.max_epochs),
+        step=1,
+        label="Epochs",
+        elem_id="train-epochs",
+    )
+    images = gr.Slider(
+        live.MIN_TRAIN_IMAGES,
+        live.MAX_TRAIN_IMAGES,
+        value=live.MAX_TRAIN_IMAGES,
+        step=100,
+        label="Training images",
+        elem_id="train-images",
+    )
+    seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=checks.MAX_SEED)
+    return [dataset, latent_dim, hidden, epochs, images, seed]
+
+
+def loss_curve(max_epochs: int) -> gr.ScatterPlot:
+    """The loss per epoch, train and validation."""
+    return gr.ScatterPlot(
+        x="epoch",
+        y="loss",
+        color="data",
+        x_title="epoch",
+        sort=[str(epoch) for epoch in range(1, max_epochs + 1)],  # 1, 2, … 10, not 1, 10, 2
+        y_title="−ELBO (nats/image)",
+        color_title="",  # the legend reads "train", "validation", not the column's name
+        color_map={"train": "#1f77b4", "validation": "#ff7f0e"},
+        tooltip=["reconstruction", "KL"],
+        label="Loss per epoch: train (blue, the epoch's mean) and validation (orange, at its end)",
+        height=330,  # the legend (train, validation) sits below the axes
+        elem_id="train-curve",
+    )
+
+
+def train_tab(demo: gr.Blocks, training: TrainTab, checkpoint: gr.Dropdown) -> None:
     limits = training.limits
     with gr.Tab("Train"):
-        gr.Markdown(
-            "Train a VAE here, with the same trainer as `train.py`, and watch its samples sharpen. When the run ends "
-            "(or you press Stop, which keeps the best weights so far) the model is selected in the checkpoint "
-            "dropdown above, so every tab shows it. Your models are deleted when you leave or after an hour. "
-            f"One run at a time on this server, at most {limits.max_epochs} epochs and "
-            f"{duration(limits.max_seconds)}; others wait in a queue (one run going and one waiting per visitor, "
-            f"{limits.max_train_jobs} in all)."  # where the data is: the server's log (main), not the visitors' page
-        )
+        gr.Markdown(train_intro(limits))
         with gr.Row():
             with gr.Column(scale=1):
-                dataset = gr.Radio(list(live.DATASETS), value="MNIST", label="Dataset", elem_id="train-dataset")
-                latent_dim = gr.Slider(*live.LATENT_DIMS, value=16, step=1, label="Latent size", elem_id="train-latent")
-                hidden = gr.Dropdown(list(live.HIDDEN_LAYERS), value="512 → 256", label="Hidden layers (encoder)")
-                epochs = gr.Slider(
-                    1,
-                    limits.max_epochs,
-                    value=min(5, limits.max_epochs),
-                    step=1,
-                    label="Epochs",
-                    elem_id="train-epochs",
-                )
-                images = gr.Slider(
-                    live.MIN_TRAIN_IMAGES,
-                    live.MAX_TRAIN_IMAGES,
-                    value=live.MAX_TRAIN_IMAGES,
-                    step=100,
-                    label="Training images",
-                    elem_id="train-images",
-                )
-                seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=checks.MAX_SEED)
+                settings = train_settings(limits)
                 with gr.Row():
                     start = gr.Button("Train", variant="primary", elem_id="train-button")
                     stop = gr.Button("Stop", variant="stop", elem_id="stop-button")
@@ -336,20 +365,7 @@ def train_tab(demo: gr.Blocks, training: Training, checkpoint: gr.Dropdown) -> N
                 # Points, not lines: a line needs two epochs, and the first epoch's points are the first news. The
                 # y-axis fits the epochs' means (the first steps' ~550 nats are no point of it); hovering a point
                 # shows its reconstruction and KL parts.
-                curve = gr.ScatterPlot(
-                    x="epoch",
-                    y="loss",
-                    color="data",
-                    x_title="epoch",
-                    sort=[str(epoch) for epoch in range(1, limits.max_epochs + 1)],  # 1, 2, … 10, not 1, 10, 2
-                    y_title="−ELBO (nats/image)",
-                    color_title="",  # the legend reads "train", "validation", not the column's name
-                    color_map={"train": "#1f77b4", "validation": "#ff7f0e"},
-                    tooltip=["reconstruction", "KL"],
-                    label="Loss per epoch: train (blue, the epoch's mean) and validation (orange, at its end)",
-                    height=330,  # the legend (train, validation) sits below the axes
-                    elem_id="train-curve",
-                )
+                curve = loss_curve(limits.max_epochs)
                 samples = pixel_image("Samples from the current weights", elem_id="train-samples", height=300)
                 walk = pixel_image("Walk between two class means (3 → 7)", elem_id="train-walk", height=120)
                 model_name = gr.Textbox(label="Your model", interactive=False, elem_id="train-model")
@@ -369,7 +385,9 @@ def train_tab(demo: gr.Blocks, training: Training, checkpoint: gr.Dropdown) -> N
     # Closures, not partials: Gradio injects gr.Request and gr.OAuthToken by their type hints.
     def run(dataset, latent_dim, hidden_layers, epochs, train_images, seed, request: gr.Request):
         visitor, address = request.session_hash, client_address(request.headers, request.client.host)
-        yield from train(training, dataset, latent_dim, hidden_layers, epochs, train_images, seed, visitor, address)
+        yield from run_training(
+            training, dataset, latent_dim, hidden_layers, epochs, train_images, seed, visitor, address
+        )
 
     def halt(request: gr.Request) -> str:
         return stop_training(training, request.session_hash)
@@ -382,11 +400,10 @@ def train_tab(demo: gr.Blocks, training: Training, checkpoint: gr.Dropdown) -> N
         training.runs.close(request.session_hash)
         training.visitors.forget(request.session_hash)
 
-    inputs = [dataset, latent_dim, hidden, epochs, images, seed]
     # One run at a time in the whole server (its own concurrency group: the other tabs keep theirs). The queue's
     # max_size counts every event's waiting calls together, so /train's own bounds are checked before a call waits.
     start.click(
-        run, inputs, list(outputs), api_name="train", preprocess=False, concurrency_id="train", concurrency_limit=1
+        run, settings, list(outputs), api_name="train", preprocess=False, concurrency_id="train", concurrency_limit=1
     )
     demo.admit("train", training.refusal)
     stop.click(halt, None, [status], api_name="stop_training", concurrency_id="stop", concurrency_limit=None)

@@ -30,7 +30,7 @@ from vae.catalog import Catalog
 from vae.classes import class_latent, sample_class
 from vae.data import read_split
 from vae.imaging import to_grid, to_uint8
-from vae.steering import STEERING, fit_steering, slide, write_steering
+from vae.steering import STEERING, fit_steering, slide_latent, write_steering
 
 STEERED, PLAIN = "steered", "plain"
 
@@ -204,7 +204,9 @@ def test_offsets_move_along_the_directions(client, assets):
     image = read(client.predict("mean", "3", 0, offsets, None, api_name="/slide"))
     start = read(client.predict("mean", "3", 0, [], None, api_name="/slide"))
     assert not np.array_equal(image, start)
-    assert np.array_equal(image, digit_pixels(assets, slide(assets.steering, assets.steering.class_means[3], offsets)))
+    assert np.array_equal(
+        image, digit_pixels(assets, slide_latent(assets.steering, assets.steering.class_means[3], offsets))
+    )
 
 
 def test_the_walk_the_sliders_and_the_nearest_class_agree_on_each_class_mean(client, assets, tmp_path):

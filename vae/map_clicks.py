@@ -138,7 +138,7 @@ def latent_at(assets: Assets, point: tuple[float, float]) -> tuple[torch.Tensor,
     )
 
 
-def pick(assets: Assets, point: tuple[float, float], before: tuple[float, float] | None = None) -> Picked:
+def pick_files(assets: Assets, point: tuple[float, float], before: tuple[float, float] | None = None) -> Picked:
     """A click on the map (and the click before it) → what it shows: see Picked."""
     z, index, caption = latent_at(assets, point)
     files = {

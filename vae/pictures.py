@@ -21,7 +21,7 @@ from vae.errors import UserError
 from vae.imaging import png, prepare_drawing, to_gif, to_grid, to_uint8
 from vae.latent import place_on_map, walk
 from vae.output_files import FILE_ROUTE, cache_files
-from vae.steering import slide
+from vae.steering import slide_latent
 
 ENCODE_WALK_STEPS = 10
 GRID_WIDTH = 720  # sample grids and walk strips are upscaled (nearest neighbour) to about this width
@@ -87,7 +87,7 @@ def card_with_figures(assets: Assets, card: str) -> str:
     return CARD_IMAGE.sub(shown, card)
 
 
-def tsne_figure(assets: Assets) -> str | None:
+def tsne_figure_file(assets: Assets) -> str | None:
     """The checkpoint's cached t-SNE figure as a file in Gradio's cache. Gradio serves only files in its cache,
     the working directory or the temp directory, and a Hub checkpoint lives in the Hugging Face cache."""
     return cache_files({"tsne.png": assets.tsne_figure}, pin=assets.name)[0] if assets.tsne_figure else None
@@ -181,7 +181,7 @@ def digit_png(assets: Assets, z: torch.Tensor) -> bytes:
 
 def slide_file(assets: Assets, start: torch.Tensor, offsets: list[float]) -> str:
     """The start latent moved by offsets[k] standard deviations along direction k → a PNG file of the digit."""
-    return cache_files({"slide.png": digit_png(assets, slide(assets.steering, start, offsets))})[0]
+    return cache_files({"slide.png": digit_png(assets, slide_latent(assets.steering, start, offsets))})[0]
 
 
 def map_with_point(assets: Assets, z: torch.Tensor) -> tuple[pd.DataFrame | None, str]:

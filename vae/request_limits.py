@@ -129,21 +129,8 @@ class RequestLimit:
         what = f"at most {limit // 1024} kB a request"
         if upload:
             what += f" and {MAX_UPLOAD_FILES} files"
-        if content_type.startswith(b"multipart/") and not upload:
-            return await self.refuse(send, 413, f"Files are taken only by {UPLOAD_ROUTE}.")
-        length = headers.get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > limit):
-            return await self.refuse(send, 413, f"Request body too large: this route takes {what}.")
-        if upload and scope.get("method") == "POST":
-            forwarded = {"x-forwarded-for": headers.get(b"x-forwarded-for", b"").decode("latin-1")}
-            wait = self.rate.take(
-                client_address(forwarded, (scope.get("client") or (None,))[0])
-            )  # the Train tab's rule
-            if wait:
-                minute = f"{UPLOAD_BURST} at once, then {UPLOADS_PER_MINUTE} a minute"
-                return await self.refuse(send, 429, f"Too many uploads ({minute}): try again in {math.ceil(wait)} s.")
-            if full := self.ledger.refusal(int(length) if length is not None else 1):
-                return await self.refuse(send, 429, full)
+        if refused := self.refusal_at_start(scope, headers, upload, limit, what):
+            return await self.refuse(send, *refused)
         boundary = re.search(rb"boundary=\"?([^\";]+)", content_type) if upload else None
         # Each part of a multipart body begins with this line; one more, the closing one, ends the body.
         delimiter = b"--" + boundary[1] if boundary else None
@@ -187,6 +174,25 @@ class RequestLimit:
             await self.app(scope, counted, guarded)
         except TooLarge:
             pass
+
+    def refusal_at_start(self, scope, headers: dict, upload: bool, limit: int, what: str) -> tuple[int, str] | None:
+        """The status and message that refuse a request from its headers alone, before its body is read, or None."""
+        if headers.get(b"content-type", b"").lower().startswith(b"multipart/") and not upload:
+            return 413, f"Files are taken only by {UPLOAD_ROUTE}."
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            return 413, f"Request body too large: this route takes {what}."
+        if upload and scope.get("method") == "POST":
+            forwarded = {"x-forwarded-for": headers.get(b"x-forwarded-for", b"").decode("latin-1")}
+            wait = self.rate.take(
+                client_address(forwarded, (scope.get("client") or (None,))[0])
+            )  # the Train tab's rule
+            if wait:
+                minute = f"{UPLOAD_BURST} at once, then {UPLOADS_PER_MINUTE} a minute"
+                return 429, f"Too many uploads ({minute}): try again in {math.ceil(wait)} s."
+            if full := self.ledger.refusal(int(length) if length is not None else 1):
+                return 429, full
+        return None
 
     async def refuse(self, send, status: int, message: str) -> None:
         text = message.encode()

@@ -141,7 +141,7 @@ def read_steering(folder: str | Path, model: VAE, source: str | None = None) -> 
 # Using it
 
 
-def slide(steering: Steering, z: torch.Tensor, offsets) -> torch.Tensor:
+def slide_latent(steering: Steering, z: torch.Tensor, offsets) -> torch.Tensor:
     """z (D,) moved by offsets[i] standard deviations along principal direction i (fewer offsets: the first ones)."""
     offsets = torch.as_tensor(offsets, dtype=torch.float32).flatten()
     p = len(offsets)
