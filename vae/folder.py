@@ -55,8 +55,8 @@ STEERING = "steering.safetensors"  # class regions and principal directions of t
 CLASS_SAMPLES = "class_samples.png"  # samples of each class, drawn from its region
 EVAL = "eval.json"  # written by python -m vae.evaluate; never uploaded
 STATE_DIR = "training_state"  # the resumable state, inside the folder; never uploaded
-# The files of an epoch checkpoint (vae.checkpoints) (training_state/epoch-NNNN/) besides Accelerate's own; progress.json is written
-# last: a checkpoint that has it is complete.
+# The files of an epoch checkpoint (training_state/epoch-NNNN/, vae.checkpoints) besides Accelerate's own; PROGRESS is
+# written last: a checkpoint that has it is complete.
 PROGRESS = "progress.json"  # epoch, best_val_loss, best_epoch, history
 BEST_WEIGHTS = "best_model.safetensors"  # the weights of the best epoch so far, exported at the end
 SCHEDULE = "schedule.json"  # the learning-rate schedule's step count and rates (training.schedule_state)
@@ -215,9 +215,7 @@ def clean_leftovers(folder: Path) -> None:
         if re.fullmatch(rf"\.deleting-(\.{re.escape(folder.name)}\.\w+|{re.escape(folder.name)})-\d+", doomed.name):
             shutil.rmtree(doomed)
     for epoch in (folder / STATE_DIR).glob("epoch-*"):
-        if not (
-            epoch / "progress.json"
-        ).is_file():  # written last: without it, a checkpoint half-deleted by an old version
+        if not (epoch / PROGRESS).is_file():  # written last: without it, a checkpoint half-deleted by an old version
             discard(epoch)
     for parent in (folder, folder / STATE_DIR):
         for leftover in parent.glob(".*") if parent.is_dir() else []:
