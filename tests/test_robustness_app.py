@@ -259,9 +259,9 @@ def test_a_removed_models_figures_are_deleted_with_it(assets, monkeypatch, tmp_p
     catalog = Catalog(assets)
     rng = random.Random(5)
     shared = rng.randbytes(50_000)
-    models = {name: SimpleNamespace(name=name, tsne_figure=rng.randbytes(200_000)) for name in ("run-1", "run-2")}
-    models["run-3"] = SimpleNamespace(name="run-3", tsne_figure=shared)
-    models["kept"] = SimpleNamespace(name="kept", tsne_figure=shared)
+    models = {name: SimpleNamespace(name=name, tsne_png=rng.randbytes(200_000)) for name in ("run-1", "run-2")}
+    models["run-3"] = SimpleNamespace(name="run-3", tsne_png=shared)
+    models["kept"] = SimpleNamespace(name="kept", tsne_png=shared)
     figures = {name: pictures.tsne_figure_file(model) for name, model in models.items()}
     for i in range(40):  # a flood of unpinned outputs over the budget: pinned figures stay
         output_files.cache_files(request_files(rng, i))

@@ -90,7 +90,7 @@ def card_with_figures(assets: Assets, card: str) -> str:
 def tsne_figure_file(assets: Assets) -> str | None:
     """The checkpoint's cached t-SNE figure as a file in Gradio's cache. Gradio serves only files in its cache,
     the working directory or the temp directory, and a Hub checkpoint lives in the Hugging Face cache."""
-    return cache_files({"tsne.png": assets.tsne_figure}, pin=assets.name)[0] if assets.tsne_figure else None
+    return cache_files({"tsne.png": assets.tsne_png}, pin=assets.name)[0] if assets.tsne_png else None
 
 
 @dataclass
