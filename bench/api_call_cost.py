@@ -18,7 +18,6 @@ import argparse
 import json
 import platform
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -80,8 +79,7 @@ def main(argv: list[str] | None = None) -> None:
             runs[version].append(measure(version == "lazy", args.calls))
     table = {
         version: {
-            kind: {key: statistics.median(r[kind][key] for r in results) for key in results[0][kind]}
-            for kind in CALLS
+            kind: {key: statistics.median(r[kind][key] for r in results) for key in results[0][kind]} for kind in CALLS
         }
         for version, results in runs.items()
     }

@@ -8,7 +8,7 @@ python -m bench.gpu_check --allow-cpu --data-dir ../shared/data # the same steps
    and images/s (the first epoch pays for CUDA's start-up), the peak GPU memory, the test -ELBO. On CUDA it also
    counts the calls that made the CPU wait for the GPU (torch.cuda.set_sync_debug_mode) during the last epoch.
 2. Times the work behind the app's /sample (64 images from the prior: decode on the model's device, PNG-encode the
-   grid and each image, write them to the app's file cache; vae.serving.sample_files, what app.sample calls) over
+   grid and each image, write them to the app's file cache; vae.pictures.sample_files, what app.sample calls) over
    --sample-calls calls, with the model on the GPU and, for comparison, on the CPU; and the decode alone.
 3. Checks that the run trained on CUDA in bf16 with its images on the GPU, every loss is finite, the validation
    -ELBO fell from the first epoch to the last, and /sample wrote its 65 files. Any failure: a one-paragraph
@@ -131,18 +131,18 @@ def train_run(args: argparse.Namespace, device: torch.device, run_dir: Path) -> 
 
 def time_sample(run_dir: Path, device: torch.device, calls: int) -> dict:
     """Milliseconds of the work behind /sample (median of `calls`), and of the decode alone, on `device`."""
-    from vae import serving
+    from vae import pictures
     from vae.assets import load_assets
 
     assets = load_assets(run_dir)
     assets.model.to(device)
     files = []
     for i in range(3):  # warm-up: CUDA kernels, lazily imported modules
-        files = serving.sample_files(assets, SAMPLE_IMAGES, 10_000 + i, 1.0)
+        files = pictures.sample_files(assets, SAMPLE_IMAGES, 10_000 + i, 1.0)
     whole, decode = [], []
     for i in range(calls):
         start = time.perf_counter()
-        serving.sample_files(assets, SAMPLE_IMAGES, i, 1.0)
+        pictures.sample_files(assets, SAMPLE_IMAGES, i, 1.0)
         whole.append((time.perf_counter() - start) * 1000)
         start = time.perf_counter()
         assets.model.sample(SAMPLE_IMAGES, seed=i).cpu()  # (64, C, H, W), back on the host as /sample needs it

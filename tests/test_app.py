@@ -31,8 +31,9 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 import app
-from vae import serving
+from vae import output_files, pictures, request_limits
 from vae.assets import Assets, load_assets
+from vae.catalog import Catalog, find_checkpoints
 from vae.classes import clear_examples
 from vae.errors import UserError
 from vae.imaging import png, to_grid, upscale
@@ -150,7 +151,7 @@ def test_every_tab_has_a_named_endpoint(client):
 def test_queue_is_bounded(assets):
     demo = app.build_demo(assets)
     assert demo._queue.max_size == app.QUEUE_SIZE
-    assert demo._queue.default_concurrency_limit == serving.CONCURRENCY
+    assert demo._queue.default_concurrency_limit == request_limits.CONCURRENCY
 
 
 def test_all_model_work_shares_one_concurrency_budget(assets):
@@ -162,7 +163,7 @@ def test_all_model_work_shares_one_concurrency_budget(assets):
     model_work = [fn for fn in fns if fn.api_name not in train_tab and fn.name not in no_model]
     assert len(model_work) >= 9  # sample (button and page load), walk, tsne, encode (button, upload, drawing), …
     assert {fn.concurrency_id for fn in model_work} == {app.MODEL_WORK}
-    assert {fn.concurrency_limit for fn in model_work} == {serving.CONCURRENCY}
+    assert {fn.concurrency_limit for fn in model_work} == {request_limits.CONCURRENCY}
     by_name = {fn.api_name: fn for fn in fns}
     assert (by_name["train"].concurrency_id, by_name["train"].concurrency_limit) == ("train", 1)
     assert by_name["stop_training"].concurrency_limit is None, "Stop never waits behind anything"
@@ -180,7 +181,7 @@ def test_sample_returns_a_crisp_grid_and_the_same_images(client, assets):
     images = np.stack([read(item["image"]) for item in gallery])
     assert np.array_equal(images, expected), "the gallery holds exactly the model's samples for this seed"
     grid = read(grid_path)
-    scale = serving.grid_scale(10, 4, 28)
+    scale = pictures.grid_scale(10, 4, 28)
     assert scale >= 2 and grid.shape == (92 * scale, 122 * scale)  # 3 rows x 4 columns of 28 + 2 padding
     assert np.array_equal(grid, upscale(to_grid(torch.from_numpy(expected)[:, None] / 255, nrow=4), scale))
 
@@ -210,7 +211,7 @@ def test_walk_from_3_to_7_starts_like_3_and_ends_like_7(client, assets):
         assert looks_like(assets, frames[[0, -1]]) == ["3", "7"]
         with Image.open(gif) as animation:
             assert animation.n_frames == 2 * 12 - 2  # forth and back
-            assert animation.size == (28 * serving.GIF_SCALE, 28 * serving.GIF_SCALE)
+            assert animation.size == (28 * pictures.GIF_SCALE, 28 * pictures.GIF_SCALE)
 
 
 @pytest.mark.parametrize(
@@ -255,11 +256,11 @@ def test_encode_an_uploaded_digit(client, assets, tmp_path):
         assert looks_like(assets, x) == [label], "the model sees the digit it was given"
         recognised += nearest == label
         you = points["data"][-1]
-        assert you[2] == serving.YOU
+        assert you[2] == pictures.YOU
         on_map = torch.tensor(you[:2])
         neighbours = torch.cdist(on_map[None], assets.tsne["coords"])[0].topk(5, largest=False).indices
         assert label in {assets.class_names[int(i)] for i in assets.tsne["labels"][neighbours]}, "placed among its kind"
-        assert looks_like(assets, frames_of_strip(walk_strip, serving.ENCODE_WALK_STEPS)[[-1]]) == ["7"]
+        assert looks_like(assets, frames_of_strip(walk_strip, pictures.ENCODE_WALK_STEPS)[[-1]]) == ["7"]
         assert "t-SNE" in note
     assert recognised >= 6, f"nearest class mean right for only {recognised} of 8 clear test digits"
 
@@ -423,7 +424,7 @@ def test_another_checkpoint_brings_its_own_classes(client, assets, broken):
     assert frames_of_strip(strip, 6).shape == (6, 1, 28, 28)
     with pytest.raises(AppError, match="Class A must be one of the classes of fashion-like: T-shirt/top"):
         client.predict("3", "7", 6, "linear", "mean", 0, "fashion-like", api_name="/walk")
-    catalog = serving.Catalog(assets, {"fashion-like": broken["fashion-like"]})
+    catalog = Catalog(assets, {"fashion-like": broken["fashion-like"]})
     status, class_a, class_b, target, *_ = app.select_checkpoint(catalog, "fashion-like")
     assert "fashion-like" in status
     assert class_a["choices"] == class_b["choices"] == target["choices"] == FASHION
@@ -482,7 +483,7 @@ def test_find_checkpoints_offers_the_folders_beside_the_default(assets, tmp_path
         (tmp_path / name).mkdir()
     for name in ("vae-mnist", "vae-fashion-mnist"):
         (tmp_path / name / "config.json").write_text("{}")
-    assert serving.find_checkpoints(assets, tmp_path) == {"vae-fashion-mnist": str(tmp_path / "vae-fashion-mnist")}
+    assert find_checkpoints(assets, tmp_path) == {"vae-fashion-mnist": str(tmp_path / "vae-fashion-mnist")}
 
 
 def test_a_hub_repo_id_loads_through_the_hub_cache(tmp_path, monkeypatch):
@@ -497,10 +498,10 @@ def test_a_hub_repo_id_loads_through_the_hub_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     hub = load_assets("someone/vae-mnist")
     assert hub.name == "someone/vae-mnist" and hub.tsne is not None and not hub.problems
-    about = app.about(serving.Catalog(hub))
+    about = app.about(Catalog(hub))
     assert "https://huggingface.co/someone/vae-mnist" in about and about.count("## Links") == 1
     assert 'VAE.from_pretrained("someone/vae-mnist")' in about, "the card's code loads the model shown"
-    assert about.count(f"]({serving.FILE_ROUTE}") == 6, "its figures, served by the app"
+    assert about.count(f"]({output_files.FILE_ROUTE}") == 6, "its figures, served by the app"
     with pytest.raises(UserError, match="Could not get someone/nothing from the Hugging Face Hub"):
         load_assets("someone/nothing")
 
@@ -526,7 +527,7 @@ def test_a_missing_default_checkpoint_stops_start_up_with_a_message(broken, monk
 
 
 def test_handlers_check_inputs_without_a_server(assets):
-    catalog = serving.Catalog(assets)
+    catalog = Catalog(assets)
     with pytest.raises(app.gr.Error, match="Temperature"):
         app.sample(catalog, 4, 0, math.nan)
     with pytest.raises(app.gr.Error, match="Temperature"):
@@ -576,13 +577,13 @@ def test_python_app_py_serves_the_default_model(tmp_path):
 def test_cache_files_rewrites_what_gradio_cleaned_up(tmp_path, monkeypatch):
     """Gradio deletes its cached files on shutdown but keeps the folders: a later identical call writes again."""
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
-    first = serving.cache_files({"a.png": b"one", "b.gif": b"two"})
+    first = output_files.cache_files({"a.png": b"one", "b.gif": b"two"})
     assert [Path(p).read_bytes() for p in first] == [b"one", b"two"]
     for path in first:
         Path(path).unlink()
-    assert serving.cache_files({"a.png": b"one", "b.gif": b"two"}) == first
+    assert output_files.cache_files({"a.png": b"one", "b.gif": b"two"}) == first
     assert all(Path(p).is_file() for p in first)
-    assert serving.cache_files({"a.png": b"other", "b.gif": b"two"})[0] != first[0], "named by content"
+    assert output_files.cache_files({"a.png": b"other", "b.gif": b"two"})[0] != first[0], "named by content"
 
 
 def test_png_writer_round_trips(tmp_path):
@@ -595,12 +596,12 @@ def test_png_writer_round_trips(tmp_path):
 def test_your_digit_opens_with_a_real_test_digit_encoded(assets):
     """Issue 29: the Your digit tab is not a row of empty boxes when the page opens: a test digit of the walk's start
     class (3), encoded as a drawing is, with its walk to the chosen class and a note that says what it is."""
-    catalog = serving.Catalog(assets)
+    catalog = Catalog(assets)
     model_input, reconstruction, nearest, points, walk_strip, note = app.digit_example(catalog, "7")
     first_three = assets.tsne["images"][assets.tsne["labels"] == assets.class_names.index("3")][0]  # (1, 28, 28)
     seen = read(model_input)[::8, ::8]
     assert np.abs(seen.astype(int) - first_three[0].numpy().astype(int)).max() <= 1, "that test digit, as it is"
     assert read(reconstruction).shape == (224, 224) and nearest == "3"
-    assert looks_like(assets, frames_of_strip(walk_strip, serving.ENCODE_WALK_STEPS)[[-1]]) == ["7"]
-    assert points["class"].iloc[-1] == serving.YOU, "its place on the map"
+    assert looks_like(assets, frames_of_strip(walk_strip, pictures.ENCODE_WALK_STEPS)[[-1]]) == ["7"]
+    assert points["class"].iloc[-1] == pictures.YOU, "its place on the map"
     assert note.startswith("An example to start from: a **3** from the test set.")

@@ -38,7 +38,7 @@ from test_train_tab import OUTPUTS, SETTINGS, training_studio
 import app
 from vae import live
 from vae.assets import load_assets
-from vae.serving import literal
+from vae.checks import literal
 from vae.visitors import Visitors
 
 pytestmark = pytest.mark.slow
@@ -106,7 +106,7 @@ def test_with_the_flag_a_local_app_pushes_as_the_machines_account_and_says_so(tr
     _, name, folder = trained
     visitors = Visitors(tmp_path / "visitors")  # the same model, trained by a visitor of this second server
     shutil.copytree(folder, visitors.root / "visitor" / name)
-    monkeypatch.setattr(app, "Visitors", lambda on_remove=None: visitors)
+    monkeypatch.setattr(app, "Visitors", lambda catalog=None: visitors)
     uploads = []
     monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: uploads.append(("create", self.token)))
     monkeypatch.setattr(HfApi, "upload_folder", lambda self, **kw: uploads.append(("upload", self.token)))
@@ -131,7 +131,7 @@ def test_a_failed_push_names_the_model_not_the_servers_folder(trained, hub, tmp_
     _, name, folder = trained
     visitors = Visitors(tmp_path / "visitors")
     shutil.copytree(folder, visitors.root / "visitor" / name)
-    monkeypatch.setattr(app, "Visitors", lambda on_remove=None: visitors)
+    monkeypatch.setattr(app, "Visitors", lambda catalog=None: visitors)
     limits = live.Limits(tmp_path / "data")
     with launched(app.build_demo(load_assets(app.DEFAULT_CHECKPOINT), limits=limits, machine_token=True)) as url:
         client = Client(url, verbose=False, download_files=False)

@@ -19,7 +19,7 @@ from gradio_client.exceptions import AppError
 from test_app import frames_of_strip, launched, read
 
 import app
-from vae import serving
+from vae import map_clicks, output_files
 from vae.assets import load_assets
 from vae.classes import neighbour_agreement
 from vae.figures import latent_grid
@@ -124,10 +124,10 @@ def test_tsne_picture_draws_each_point_where_a_click_finds_it(mnist):
 @pytest.mark.parametrize("name", [MNIST, PLANE, NO_MAP])
 def test_the_hover_data_finds_the_digit_a_click_picks(name, mnist, plane, folders):
     """Issue 29: what web/map.js reads. On a grid of the plot's pixels, the nearest point in the hover data is the test
-    digit whose image a click there shows (serving.latent_at); cell i of the sprite sheet is test digit i's image. A
+    digit whose image a click there shows (map_clicks.latent_at); cell i of the sprite sheet is test digit i's image. A
     model without test images has none."""
     assets = {MNIST: mnist, PLANE: plane}.get(name) or load_assets(folders[NO_MAP], NO_MAP)
-    text = serving.map_hover(assets)
+    text = map_clicks.map_hover(assets)
     if name == NO_MAP:
         assert text == "" and "Hover" not in app.map_hint(assets)
         return
@@ -140,9 +140,9 @@ def test_the_hover_data_finds_the_digit_a_click_picks(name, mnist, plane, folder
         for py in range(3, assets.click_map.size, 7 * 5):
             here = torch.tensor([[data["xs"][px], data["ys"][py]]], dtype=torch.float64)
             index = int(torch.cdist(here, points)[0].argmin())
-            assert index == serving.latent_at(assets, assets.click_map.to_map(px, py))[1], (px, py)
+            assert index == map_clicks.latent_at(assets, assets.click_map.to_map(px, py))[1], (px, py)
     assert (data["radius"] is None) == (name == PLANE), "on the plane, where no dots are drawn, always a digit"
-    sprite = read(Path(urllib.parse.unquote(data["sprite"].removeprefix(serving.FILE_ROUTE))))
+    sprite = read(Path(urllib.parse.unquote(data["sprite"].removeprefix(output_files.FILE_ROUTE))))
     columns, (height, width) = data["columns"], data["cell"]
     for i in (0, 1, columns, len(images) - 1):
         row, column = divmod(i, columns)

@@ -287,7 +287,7 @@ def test_resume_unpickles_nothing_that_could_run_code(trained_run, mnist_dir, tm
 def test_the_app_start_offers_a_model_whose_swap_was_killed(tmp_path):
     """Killed between its two folder renames, a committed model is missing by name until the app starts."""
     from vae.assets import load_assets
-    from vae.serving import find_checkpoints
+    from vae.catalog import find_checkpoints
 
     folder = model_copy(tmp_path)
     assert os.WIFSIGNALED(in_a_child(next_version(folder), kill_before_rename=3)) and not folder.exists()

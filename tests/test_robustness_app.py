@@ -40,8 +40,9 @@ from PIL import Image
 from test_app import bad_files, free_port, launched
 
 import app
-from vae import serving
+from vae import checks, output_files, pictures, request_limits
 from vae.assets import Assets, load_assets
+from vae.catalog import Catalog
 from vae.errors import UserError
 from vae.latent import INTERPOLATIONS, START_POINTS
 from vae.live import pictures_dir
@@ -88,7 +89,7 @@ def test_status_and_about_survive_any_metrics(assets, metrics):
     broken = dataclasses.replace(assets, metrics=metrics)
     line = app.status(broken)
     assert line.startswith(f"**{assets.name}**") and len(line) < 2000
-    text = app.about(serving.Catalog(broken))
+    text = app.about(Catalog(broken))
     assert "What is a VAE?" in text and len(text) < 100_000
     if isinstance(metrics, dict) and metrics.get("test_loss") == 93.9:
         assert "test −ELBO 93.90" in line, "a number is still shown"
@@ -96,7 +97,7 @@ def test_status_and_about_survive_any_metrics(assets, metrics):
 
 @pytest.mark.parametrize("card", [None, b"\x89PNG\r\n", 42, {"a": 1}, "# A card\n\n" + "text " * 100_000])
 def test_about_survives_any_card(assets, card):
-    text = app.about(serving.Catalog(dataclasses.replace(assets, card=card)))
+    text = app.about(Catalog(dataclasses.replace(assets, card=card)))
     assert "What is a VAE?" in text
 
 
@@ -106,13 +107,13 @@ def test_about_links_only_the_model_folders_card_figures(assets):
     image for it (and its About tab still one Links section)."""
     card = assets.card.replace("](samples.png)", "](../../../etc/passwd)").replace("](tsne.png)", "](config.json)")
     card += "\n\n![web](https://example.com/x.png) ![abs](/etc/hosts)"
-    text = app.about(serving.Catalog(dataclasses.replace(assets, card=card)))
+    text = app.about(Catalog(dataclasses.replace(assets, card=card)))
     images = re.findall(r"!\[[^\]]*\]\(([^)]*)\)", text)
     assert len(images) == len(assets.card_figures) - 2 == 4  # class samples, reconstructions, walk, loss curve
-    output_dir = Path(serving.output_store().root)
+    output_dir = Path(output_files.output_store().root)
     for link in images:
-        path = Path(urllib.parse.unquote(link.removeprefix(serving.FILE_ROUTE)))
-        assert link.startswith(serving.FILE_ROUTE) and path.parent.parent == output_dir
+        path = Path(urllib.parse.unquote(link.removeprefix(output_files.FILE_ROUTE)))
+        assert link.startswith(output_files.FILE_ROUTE) and path.parent.parent == output_dir
         assert path.read_bytes() == assets.card_figures[path.name]
     assert "passwd" not in text and "example.com" not in text and "hosts" not in text and "config.json" not in text
     assert text.count("## Links") == 1
@@ -120,7 +121,7 @@ def test_about_links_only_the_model_folders_card_figures(assets):
 
 def test_about_without_a_card_shows_the_metrics_that_are_numbers(assets):
     metrics = {"test_loss": 93.93, "test_kl": "23", "iw_samples": 1000, "test_iw_nll": 90.38, "test_recon": math.nan}
-    text = app.about(serving.Catalog(dataclasses.replace(assets, card="", metrics=metrics)))
+    text = app.about(Catalog(dataclasses.replace(assets, card="", metrics=metrics)))
     assert "| test negative ELBO (nats / image) | 93.93 |" in text and "k=1000 | 90.38 |" in text
     assert "KL" not in text and "reconstruction" not in text
 
@@ -135,7 +136,7 @@ def test_start_up_and_checkpoint_switch_survive_bad_side_files(assets, tmp_path)
     bad = load_assets(folder)
     demo = app.build_demo(bad, {"default": str(app.DEFAULT_CHECKPOINT)})
     assert demo is not None
-    status, class_a, class_b, *_ = app.select_checkpoint(serving.Catalog(assets, {"bad": str(folder)}), "bad")
+    status, class_a, class_b, *_ = app.select_checkpoint(Catalog(assets, {"bad": str(folder)}), "bad")
     assert "bad" in status and class_a["value"] == "3" and class_b["value"] == "7"
 
 
@@ -169,12 +170,12 @@ ECHOED = [HUGE, [HUGE], {"a": [HUGE] * 3}, [[[[[[[[[[[[1]]]]]]]]]]]], 10**400, -
 
 @pytest.mark.parametrize("value", ECHOED, ids=["5MB", "list", "dict", "nested", "huge-int", "-huge-int", "1e308"])
 def test_errors_cut_the_value_they_echo(assets, value):
-    catalog = serving.Catalog(assets)
+    catalog = Catalog(assets)
     messages = {
-        "check_int": error_of(serving.check_int, value, "Steps", 2, 32),
-        "check_float": error_of(serving.check_float, value, "Temperature", 0.0, 2.0),
-        "check_choice": error_of(serving.check_choice, value, "Interpolation", ("linear", "spherical")),
-        "check_class": error_of(serving.check_class, value, "Class A", assets),
+        "check_int": error_of(checks.check_int, value, "Steps", 2, 32),
+        "check_float": error_of(checks.check_float, value, "Temperature", 0.0, 2.0),
+        "check_choice": error_of(checks.check_choice, value, "Interpolation", ("linear", "spherical")),
+        "check_class": error_of(checks.check_class, value, "Class A", assets),
         "catalog": error_of(catalog.get, value),
         "sample": error_of(app.sample, catalog, value, 0, 1.0),
         "walk": error_of(app.latent_walk, catalog, value, "7", 4, "linear", "mean", 0),
@@ -188,7 +189,7 @@ def test_errors_cut_the_value_they_echo(assets, value):
 
 def test_image_payloads_must_be_uploads(assets):
     """A path the caller made up (a file of the server's, a device) is refused before anything opens it."""
-    catalog = serving.Catalog(assets)
+    catalog = Catalog(assets)
     for path in (str(app.DEFAULT_CHECKPOINT / "samples.png"), "/etc/passwd", "/dev/zero", "/proc/self/fd/0"):
         for payload in ({"path": path}, {"composite": {"path": path}}):
             assert "upload" in error_of(app.encode, catalog, payload, "7"), path
@@ -218,9 +219,9 @@ def disk_use(folder: Path, skip: set[str] = frozenset()) -> tuple[int, int]:
 def small_budget(monkeypatch, tmp_path, bytes_: int = 6 * 2**20, files: int = 1500) -> Path:
     """A store in tmp_path with small budgets, still above what the KEEP_NEWEST newest requests can hold."""
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
-    monkeypatch.setattr(serving, "OUTPUT_BYTES", bytes_)
-    monkeypatch.setattr(serving, "OUTPUT_FILES", files)
-    return tmp_path / serving.OUTPUTS
+    monkeypatch.setattr(output_files, "OUTPUT_BYTES", bytes_)
+    monkeypatch.setattr(output_files, "OUTPUT_FILES", files)
+    return tmp_path / output_files.OUTPUTS
 
 
 def request_files(rng: random.Random, i: int) -> dict[str, bytes]:
@@ -236,16 +237,18 @@ def test_output_store_stays_under_its_budgets(monkeypatch, tmp_path):
     history = []
     for i in range(60):
         files = request_files(rng, i)
-        paths = serving.cache_files(files)
+        paths = output_files.cache_files(files)
         history.append((files, paths))
         assert all(Path(p).read_bytes() == data for p, data in zip(paths, files.values(), strict=True))
         used, count = disk_use(outputs)
-        assert used <= serving.OUTPUT_BYTES and count <= serving.OUTPUT_FILES, f"call {i}: {used} bytes, {count} files"
-    for _, paths in history[-serving.KEEP_NEWEST :]:
+        assert used <= output_files.OUTPUT_BYTES and count <= output_files.OUTPUT_FILES, (
+            f"call {i}: {used} bytes, {count} files"
+        )
+    for _, paths in history[-output_files.KEEP_NEWEST :]:
         assert all(Path(p).is_file() for p in paths), "the newest requests' files are kept"
     files, paths = history[0]
     assert not Path(paths[0]).exists(), "the oldest were pruned"
-    assert serving.cache_files(files) == paths and all(Path(p).is_file() for p in paths), "and are written again"
+    assert output_files.cache_files(files) == paths and all(Path(p).is_file() for p in paths), "and are written again"
 
 
 def test_a_removed_models_figures_are_deleted_with_it(assets, monkeypatch, tmp_path):
@@ -253,15 +256,15 @@ def test_a_removed_models_figures_are_deleted_with_it(assets, monkeypatch, tmp_p
     model is removed from the catalog, its figure is deleted (no longer downloadable, out of the budget), but not a
     figure another checkpoint shares. Before, every visitor's model left its pinned figures for good."""
     outputs = small_budget(monkeypatch, tmp_path)
-    catalog = serving.Catalog(assets)
+    catalog = Catalog(assets)
     rng = random.Random(5)
     shared = rng.randbytes(50_000)
-    models = {name: SimpleNamespace(name=name, tsne_figure=rng.randbytes(200_000)) for name in ("run-1", "run-2")}
-    models["run-3"] = SimpleNamespace(name="run-3", tsne_figure=shared)
-    models["kept"] = SimpleNamespace(name="kept", tsne_figure=shared)
-    figures = {name: serving.tsne_figure(model) for name, model in models.items()}
+    models = {name: SimpleNamespace(name=name, tsne_png=rng.randbytes(200_000)) for name in ("run-1", "run-2")}
+    models["run-3"] = SimpleNamespace(name="run-3", tsne_png=shared)
+    models["kept"] = SimpleNamespace(name="kept", tsne_png=shared)
+    figures = {name: pictures.tsne_figure_file(model) for name, model in models.items()}
     for i in range(40):  # a flood of unpinned outputs over the budget: pinned figures stay
-        serving.cache_files(request_files(rng, i))
+        output_files.cache_files(request_files(rng, i))
     assert all(Path(path).is_file() for path in figures.values())
     before, _ = disk_use(outputs)
     for name in ("run-1", "run-3"):
@@ -271,8 +274,8 @@ def test_a_removed_models_figures_are_deleted_with_it(assets, monkeypatch, tmp_p
     assert Path(figures["run-2"]).is_file() and Path(figures["kept"]).is_file(), "others' figures stay"
     after, _ = disk_use(outputs)
     assert before - after >= 200_000
-    store = serving.output_store()
-    assert store.bytes >= after and store.bytes <= serving.OUTPUT_BYTES, "the store counts what is on disk"
+    store = output_files.output_store()
+    assert store.bytes >= after and store.bytes <= output_files.OUTPUT_BYTES, "the store counts what is on disk"
 
 
 def test_a_visitors_zip_and_pictures_are_served_in_place_and_go_with_the_model(tmp_path, monkeypatch):
@@ -305,11 +308,13 @@ def test_a_visitors_zip_and_pictures_are_served_in_place_and_go_with_the_model(t
 def test_uploads_are_deleted_after_upload_age(assets, tmp_path, monkeypatch):
     """An upload is deleted UPLOAD_AGE seconds after it arrived (checked every UPLOAD_SWEEP seconds): here 2 and 1."""
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
-    monkeypatch.setattr(serving, "UPLOAD_AGE", 2)
-    monkeypatch.setattr(serving, "UPLOAD_SWEEP", 1)
+    monkeypatch.setattr(request_limits, "UPLOAD_AGE", 2)
+    monkeypatch.setattr(request_limits, "UPLOAD_SWEEP", 1)
     with launched(app.build_demo(assets)) as url:
         files = [("files", ("digit.png", b"\x89PNG" + b"0" * 1000))]
-        path = Path(httpx.post(f"{url}{serving.UPLOAD_ROUTE}", files=files, timeout=60).raise_for_status().json()[0])
+        path = Path(
+            httpx.post(f"{url}{request_limits.UPLOAD_ROUTE}", files=files, timeout=60).raise_for_status().json()[0]
+        )
         assert path.is_file()
         deadline = time.monotonic() + 30
         while path.exists() and time.monotonic() < deadline:
@@ -322,15 +327,15 @@ def test_output_store_keeps_the_newest_requests_over_the_budget(monkeypatch, tmp
     on their way to the client); everything older is."""
     outputs = small_budget(monkeypatch, tmp_path, bytes_=50_000, files=10)
     rng = random.Random(1)
-    paths = [serving.cache_files({f"{k}.png": rng.randbytes(5000) for k in range(20)}) for _ in range(10)]
-    assert all(Path(p).is_file() for request in paths[-serving.KEEP_NEWEST :] for p in request)
-    assert not any(Path(p).exists() for request in paths[: -serving.KEEP_NEWEST] for p in request)
-    assert len(list(outputs.iterdir())) == serving.KEEP_NEWEST
+    paths = [output_files.cache_files({f"{k}.png": rng.randbytes(5000) for k in range(20)}) for _ in range(10)]
+    assert all(Path(p).is_file() for request in paths[-output_files.KEEP_NEWEST :] for p in request)
+    assert not any(Path(p).exists() for request in paths[: -output_files.KEEP_NEWEST] for p in request)
+    assert len(list(outputs.iterdir())) == output_files.KEEP_NEWEST
 
 
 def test_output_store_counts_what_an_earlier_run_left(monkeypatch, tmp_path):
     """Files left by a server that was killed are found at start-up and pruned like any others, oldest first."""
-    outputs = tmp_path / serving.OUTPUTS
+    outputs = tmp_path / output_files.OUTPUTS
     rng = random.Random(2)
     for i in range(40):
         folder = outputs / f"{i:040x}"
@@ -340,9 +345,9 @@ def test_output_store_counts_what_an_earlier_run_left(monkeypatch, tmp_path):
         os.utime(folder, (1_000_000 + i, 1_000_000 + i))
     (outputs / "stray.txt").write_text("not a request folder")
     small_budget(monkeypatch, tmp_path, files=500)
-    serving.cache_files({"new.png": b"new"})
+    output_files.cache_files({"new.png": b"new"})
     used, count = disk_use(outputs)
-    assert used <= serving.OUTPUT_BYTES and count <= serving.OUTPUT_FILES
+    assert used <= output_files.OUTPUT_BYTES and count <= output_files.OUTPUT_FILES
     assert (outputs / f"{39:040x}").is_dir() and not (outputs / f"{0:040x}").exists(), "the oldest went first"
 
 
@@ -355,13 +360,13 @@ def test_output_store_is_safe_across_threads(monkeypatch, tmp_path):
         rng = random.Random(seed)
         for i in range(15):
             files = request_files(rng, i)
-            paths = serving.cache_files(files)
+            paths = output_files.cache_files(files)
             assert Path(paths[-1]).read_bytes() == list(files.values())[-1]
 
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(work, range(4)))
     used, count = disk_use(outputs)
-    assert used <= serving.OUTPUT_BYTES and count <= serving.OUTPUT_FILES
+    assert used <= output_files.OUTPUT_BYTES and count <= output_files.OUTPUT_FILES
 
 
 def test_gradio_neither_copies_nor_tracks_the_outputs(assets, tmp_path, monkeypatch):
@@ -375,7 +380,7 @@ def test_gradio_neither_copies_nor_tracks_the_outputs(assets, tmp_path, monkeypa
         client = Client(f"http://127.0.0.1:{port}", verbose=False, download_files=False)
         grid, gallery = client.predict(16, 5, 1.0, api_name="/sample")
         strip, gif = client.predict("3", "7", 4, "linear", "mean", 0, api_name="/walk")
-        outputs = str(tmp_path / serving.OUTPUTS)
+        outputs = str(tmp_path / output_files.OUTPUTS)
         for item in [grid, gallery[0]["image"], strip, gif]:
             assert item["path"].startswith(outputs + os.sep), item["path"]
             assert httpx.get(item["url"], timeout=30).status_code == 200
@@ -416,14 +421,14 @@ def test_request_limit_counts_every_body_and_takes_files_only_on_the_upload_rout
             sent.append(message)
 
         scope = {"type": "http", "method": "POST", "path": path, "headers": headers, "client": ("1.2.3.4", 5)}
-        await serving.RequestLimit(inner, limit=1000, upload_limit=3000)(scope, receive, send)
+        await request_limits.RequestLimit(inner, limit=1000, upload_limit=3000)(scope, receive, send)
         assert len([m for m in sent if m["type"] == "http.response.start"]) == 1
         return sent[0]["status"], seen.get("body")
 
     json_type = (b"content-type", b"application/json")
     form = (b"content-type", b"multipart/form-data; boundary=xyz")
-    join, upload = "/gradio_api/queue/join", serving.UPLOAD_ROUTE
-    files = [b"--xyz\r\n" + b"f" * 100 + b"\r\n" for _ in range(serving.MAX_UPLOAD_FILES)]
+    join, upload = "/gradio_api/queue/join", request_limits.UPLOAD_ROUTE
+    files = [b"--xyz\r\n" + b"f" * 100 + b"\r\n" for _ in range(request_limits.MAX_UPLOAD_FILES)]
     too_many = files + [b"--x", b"yz\r\n..."]  # one delimiter more, split between two chunks
     for path, headers, chunks, expected in [
         (join, [json_type, (b"content-length", b"5000")], [b"x" * 5000], (413, None)),
@@ -444,8 +449,8 @@ def test_uploads_from_everyone_stay_under_the_upload_budget(monkeypatch):
     """Upload bodies received over the time an upload is kept are counted: past UPLOAD_BYTES (here 5,000), every
     address gets 429 with the wait, whether the length is declared or not, until the oldest have been deleted."""
     clock = [1000.0]
-    monkeypatch.setattr(serving.time, "monotonic", lambda: clock[0])
-    monkeypatch.setattr(serving, "UPLOAD_BYTES", 5000)
+    monkeypatch.setattr(request_limits.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(request_limits, "UPLOAD_BYTES", 5000)
 
     async def inner(scope, receive, send):
         while (await receive()).get("more_body"):
@@ -453,7 +458,7 @@ def test_uploads_from_everyone_stay_under_the_upload_budget(monkeypatch):
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
-    middleware = serving.RequestLimit(inner)
+    middleware = request_limits.RequestLimit(inner)
 
     async def post(address: str, chunks: list[bytes], declare: bool) -> tuple[int, bytes]:
         messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
@@ -468,7 +473,7 @@ def test_uploads_from_everyone_stay_under_the_upload_budget(monkeypatch):
         async def send(message):
             sent.append(message)
 
-        scope = {"type": "http", "method": "POST", "path": serving.UPLOAD_ROUTE, "headers": headers}
+        scope = {"type": "http", "method": "POST", "path": request_limits.UPLOAD_ROUTE, "headers": headers}
         await middleware(scope | {"client": (address, 1)}, receive, send)
         return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
 
@@ -477,7 +482,7 @@ def test_uploads_from_everyone_stay_under_the_upload_budget(monkeypatch):
     status, text = asyncio.run(post("c", [b"x" * 2000], True))
     assert status == 429 and b"as many uploads as it keeps" in text and b"try again in 660 s" in text
     assert asyncio.run(post("d", [b"x" * 900, b"x" * 900], False))[0] == 429, "refused while it streams"
-    clock[0] += serving.UPLOAD_AGE + serving.UPLOAD_SWEEP + 1
+    clock[0] += request_limits.UPLOAD_AGE + request_limits.UPLOAD_SWEEP + 1
     assert asyncio.run(post("c", [b"x" * 2000], True))[0] == 200
 
 
@@ -490,8 +495,8 @@ def test_one_disk_budget_bounds_outputs_models_and_uploads(monkeypatch, tmp_path
     limit = 3 * 2**20
     budget = disk.DiskBudget(limit)
     monkeypatch.setattr(disk, "RUN_BYTES", 2**20)
-    monkeypatch.setattr(serving, "OUTPUT_BYTES", limit)  # the pictures' own share allows the whole budget
-    store = serving.OutputStore(tmp_path / "outputs", budget)
+    monkeypatch.setattr(output_files, "OUTPUT_BYTES", limit)  # the pictures' own share allows the whole budget
+    store = output_files.OutputStore(tmp_path / "outputs", budget)
     visitors = Visitors(tmp_path / "visitors root", budget=budget)
     rng = random.Random(0)
     for i in range(80):  # 80 requests' pictures of ~50 kB: the budget prunes them, not their share
@@ -505,7 +510,7 @@ def test_one_disk_budget_bounds_outputs_models_and_uploads(monkeypatch, tmp_path
     store.put({"grid.png": rng.randbytes(50_000)})
     folders = [tmp_path / "outputs", tmp_path / "visitors root"]
     assert budget.used() <= limit and sum(disk_use(f)[0] for f in folders) <= limit, "in whole blocks"
-    assert len(store.folders) == serving.KEEP_NEWEST, "the pictures were pruned to the newest to make room"
+    assert len(store.folders) == output_files.KEEP_NEWEST, "the pictures were pruned to the newest to make room"
 
     async def inner(scope, receive, send):
         while (await receive()).get("more_body"):
@@ -513,7 +518,7 @@ def test_one_disk_budget_bounds_outputs_models_and_uploads(monkeypatch, tmp_path
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
-    middleware = serving.RequestLimit(inner, budget=budget)
+    middleware = request_limits.RequestLimit(inner, budget=budget)
 
     async def post(size: int) -> tuple[int, bytes]:
         headers = [(b"content-type", b"multipart/form-data; boundary=xyz"), (b"content-length", str(size).encode())]
@@ -526,7 +531,7 @@ def test_one_disk_budget_bounds_outputs_models_and_uploads(monkeypatch, tmp_path
         async def send(message):
             sent.append(message)
 
-        scope = {"type": "http", "method": "POST", "path": serving.UPLOAD_ROUTE, "headers": headers}
+        scope = {"type": "http", "method": "POST", "path": request_limits.UPLOAD_ROUTE, "headers": headers}
         await middleware(scope | {"client": ("1.2.3.4", 1)}, receive, send)
         return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
 
@@ -555,8 +560,8 @@ def test_the_disk_budget_comes_from_the_environment(monkeypatch):
 
 def test_upload_rate_is_a_token_bucket_per_address(monkeypatch):
     clock = [1000.0]
-    monkeypatch.setattr(serving.time, "monotonic", lambda: clock[0])
-    rate = serving.UploadRate(burst=3, per_minute=6)  # one every 10 s
+    monkeypatch.setattr(request_limits.time, "monotonic", lambda: clock[0])
+    rate = request_limits.UploadRate(burst=3, per_minute=6)  # one every 10 s
     assert [rate.take("a") for _ in range(3)] == [0, 0, 0]
     assert rate.take("a") == pytest.approx(10) and rate.take("b") == 0, "a's wait; b has its own bucket"
     clock[0] += 10
@@ -605,8 +610,8 @@ def server(tmp_path_factory) -> Server:
     folder = tmp_path_factory.mktemp("fuzzed-server")
     cache, log = folder / "gradio", folder / "server.log"
     port = free_port()
-    budget = "; ".join(f"vae.serving.{name} = {value}" for name, value in SERVER_BUDGET.items())
-    code = f"import sys, app, vae.serving; {budget}; app.main(sys.argv[1:])"
+    budget = "; ".join(f"vae.output_files.{name} = {value}" for name, value in SERVER_BUDGET.items())
+    code = f"import sys, app, vae.output_files; {budget}; app.main(sys.argv[1:])"
     env = {**os.environ, "GRADIO_TEMP_DIR": str(cache), "PYTHONUNBUFFERED": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
     with open(log, "w") as out:
         process = subprocess.Popen(
@@ -695,14 +700,14 @@ checkpoint = lambda v: v in (None, "", "vae-mnist")  # noqa: E731  (the fuzz nev
 no_file = lambda v: False  # noqa: E731  (the good upload is never in the junk)
 # Class samples and the sliders work only for a checkpoint with steering statistics; otherwise each is a clear error.
 STEERED = (app.DEFAULT_CHECKPOINT / STEERING).is_file()
-sample_class = lambda v: v in (None, serving.ANY) or (STEERED and digit_class(v))  # noqa: E731
+sample_class = lambda v: v in (None, checks.ANY) or (STEERED and digit_class(v))  # noqa: E731
 
 
 def offsets(v) -> bool:
     if v is None:
         return True
     numbers = isinstance(v, list) and len(v) <= DIRECTIONS
-    return numbers and all(number(-serving.MAX_OFFSET, serving.MAX_OFFSET)(x) for x in v)
+    return numbers and all(number(-checks.MAX_OFFSET, checks.MAX_OFFSET)(x) for x in v)
 
 
 @functools.cache
@@ -718,25 +723,25 @@ def map_point(v) -> bool:
 
 SIGNATURES = {  # endpoint → (what each input accepts, in order); the last input is the checkpoint
     "sample": [
-        whole(1, serving.MAX_IMAGES),
-        whole(0, serving.MAX_SEED),
-        number(0, serving.MAX_TEMPERATURE),
+        whole(1, checks.MAX_IMAGES),
+        whole(0, checks.MAX_SEED),
+        number(0, checks.MAX_TEMPERATURE),
         checkpoint,
         sample_class,
     ],
     "walk": [
         digit_class,
         digit_class,
-        whole(*serving.STEPS),
+        whole(*checks.STEPS),
         one_of(*INTERPOLATIONS),
         one_of(*START_POINTS),
-        whole(0, serving.MAX_SEED),
+        whole(0, checks.MAX_SEED),
         checkpoint,
     ],
     "slide": [
         one_of("mean", "sample"),  # "digit" needs an upload: never in the junk
         digit_class,
-        whole(0, serving.MAX_SEED),
+        whole(0, checks.MAX_SEED),
         offsets,
         lambda v: v is None,  # the digit: checked when given, even when the start point does not use it
         checkpoint,
@@ -908,7 +913,7 @@ def run_cases(server: Server, cases: list[Case], outcomes: Counter, wrong: list[
     for case, outcome in zip(cases, outcomes_in_order, strict=True):
         kind = "refused by Gradio" if case.gradio_may_refuse and outcome.kind == "generic" else outcome.kind
         outcomes[kind] += 1
-        if len(json.dumps({"data": case.data})) > serving.MAX_REQUEST_BYTES:  # refused before Gradio reads it
+        if len(json.dumps({"data": case.data})) > request_limits.MAX_REQUEST_BYTES:  # refused before Gradio reads it
             expected = ("too large",)
         else:
             expected = ("complete",) if case.must_succeed else ("clear", "refused by Gradio")

@@ -393,8 +393,8 @@ def check_usable(assets: Assets) -> None:
         value = assets.metrics[key]
         assert isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value), key
     assert isinstance(assets.card, str)
-    if assets.tsne_figure is not None:
-        with Image.open(io.BytesIO(assets.tsne_figure)) as img:
+    if assets.tsne_png is not None:
+        with Image.open(io.BytesIO(assets.tsne_png)) as img:
             assert img.format == "PNG"
             img.load()
     if assets.tsne is not None:
@@ -439,7 +439,7 @@ def test_a_bad_side_file_keeps_the_rest_of_the_folder(tmp_path):
     jpeg_figure(folder)
     assets = load_assets(folder)
     assert assets.metrics == {"test_loss": 93.9}
-    assert assets.tsne is not None and assets.map_points is not None and assets.tsne_figure is None
+    assert assets.tsne is not None and assets.map_points is not None and assets.tsne_png is None
     assert assets.no_steering is None and assets.no_map is None
     assert "# " in assets.card
 

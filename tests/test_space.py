@@ -51,7 +51,7 @@ from test_training import HUB_FILES, run_train
 
 import app
 from bench.screenshots import ran
-from vae import serving
+from vae import pictures
 from vae.assets import load_assets
 from vae.card import with_model_id
 from vae.config import shareable_config
@@ -322,7 +322,7 @@ def test_every_other_endpoint_answers(client, space, pushed, tmp_path):
         client, space, handle_file(digit), "7", api_name="/encode"
     )
     assert read(model_input).shape == read(reconstruction).shape == (224, 224)
-    assert nearest in [str(d) for d in range(10)] and points["data"][-1][2] == serving.YOU and walk_strip
+    assert nearest in [str(d) for d in range(10)] and points["data"][-1][2] == pictures.YOU and walk_strip
     assert "t-SNE" in note
 
     canvas = np.zeros((400, 400, 4), np.uint8)  # a black 1 on a transparent sketchpad

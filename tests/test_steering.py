@@ -30,7 +30,7 @@ from vae.steering import (
     TENSORS,
     fit_steering,
     read_steering,
-    slide,
+    slide_latent,
     write_steering,
 )
 
@@ -121,8 +121,8 @@ def test_class_samples_are_seeded_and_near_the_class_mean(model, steering):
 def test_slide(steering):
     start = steering.class_means[2]
     for zeros in ([], [0.0], [0.0] * DIRECTIONS):
-        assert torch.equal(slide(steering, start, zeros), start)
-    moved = slide(steering, start, [2.0, -1.0])
+        assert torch.equal(slide_latent(steering, start, zeros), start)
+    moved = slide_latent(steering, start, [2.0, -1.0])
     expected = start + 2.0 * steering.spreads[0] * steering.directions[0] - steering.spreads[1] * steering.directions[1]
     assert torch.allclose(moved, expected, atol=1e-5)
     along = (moved - start) @ steering.directions.T  # coordinates along each direction

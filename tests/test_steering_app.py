@@ -24,12 +24,13 @@ from test_app import clear_digits, frames_of_strip, launched, read
 import app
 from bench.app_startup import call as timed_call
 from bench.app_startup import fn_indices
-from vae import serving
+from vae import checks, pictures
 from vae.assets import load_assets
+from vae.catalog import Catalog
 from vae.classes import class_latent, sample_class
 from vae.data import read_split
 from vae.imaging import to_grid, to_uint8
-from vae.steering import STEERING, fit_steering, slide, write_steering
+from vae.steering import STEERING, fit_steering, slide_latent, write_steering
 
 STEERED, PLAIN = "steered", "plain"
 
@@ -79,7 +80,7 @@ def digit_pixels(assets, z: torch.Tensor) -> np.ndarray:
     """The Sliders tab's image of a latent z (D,): decoded, upscaled by whole pixels, no padding."""
     with torch.no_grad():
         x = assets.model.decode(z[None])
-    return to_grid(x, nrow=1, scale=serving.SLIDE_SIZE // 28, padding=0)
+    return to_grid(x, nrow=1, scale=pictures.SLIDE_SIZE // 28, padding=0)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -90,7 +91,7 @@ def digit_pixels(assets, z: torch.Tensor) -> np.ndarray:
 def test_the_api_lists_the_new_parameters(client):
     api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     sample = {p["parameter_name"]: p for p in api["/sample"]["parameters"]}
-    assert list(sample)[-1] == "class_name" and sample["class_name"]["parameter_default"] == serving.ANY
+    assert list(sample)[-1] == "class_name" and sample["class_name"]["parameter_default"] == checks.ANY
     assert [p["parameter_name"] for p in api["/slide"]["parameters"]] == [
         "start",
         "class_name",
@@ -163,9 +164,9 @@ def test_a_folder_without_steering_loads_and_says_how_to_add_it(client, folders)
 
 
 def test_choosing_a_checkpoint_updates_the_class_choices(assets, folders):
-    catalog = serving.Catalog(assets, {PLAIN: str(folders[PLAIN])})
+    catalog = Catalog(assets, {PLAIN: str(folders[PLAIN])})
     view = app.select_checkpoint(catalog, PLAIN)
-    assert view.sample_class["choices"] == [serving.ANY, *assets.class_names] and view.sample_class["value"] == "any"
+    assert view.sample_class["choices"] == [checks.ANY, *assets.class_names] and view.sample_class["value"] == "any"
     assert view.slider_class["choices"] == assets.class_names
 
 
@@ -203,7 +204,9 @@ def test_offsets_move_along_the_directions(client, assets):
     image = read(client.predict("mean", "3", 0, offsets, None, api_name="/slide"))
     start = read(client.predict("mean", "3", 0, [], None, api_name="/slide"))
     assert not np.array_equal(image, start)
-    assert np.array_equal(image, digit_pixels(assets, slide(assets.steering, assets.steering.class_means[3], offsets)))
+    assert np.array_equal(
+        image, digit_pixels(assets, slide_latent(assets.steering, assets.steering.class_means[3], offsets))
+    )
 
 
 def test_the_walk_the_sliders_and_the_nearest_class_agree_on_each_class_mean(client, assets, tmp_path):
@@ -282,7 +285,7 @@ def test_slide_server_time(server, assets):
     server_ms = statistics.median(t["server_ms"] for t in times)
     handler_ms = statistics.median(t["handler_ms"] for t in times)
     round_trip_ms = statistics.median(t["round_trip_ms"] for t in times)
-    catalog = serving.Catalog(assets)
+    catalog = Catalog(assets)
     began = []
     for i in range(30):
         start = time.perf_counter()

@@ -535,7 +535,7 @@ def test_push_on_a_space_uses_the_visitors_login(monkeypatch, tmp_path):
     from huggingface_hub import HfApi
 
     import vae.hub
-    from vae.serving import Catalog
+    from vae.catalog import Catalog
 
     monkeypatch.setattr(vae.hub.constants, "HF_HUB_OFFLINE", False)
     monkeypatch.delenv("HF_TOKEN", raising=False)
@@ -550,7 +550,7 @@ def test_push_on_a_space_uses_the_visitors_login(monkeypatch, tmp_path):
     folder.mkdir(parents=True)
     (folder / "model.safetensors").write_bytes(b"weights")
     visitors.add(name, "session", folder)
-    training = app.Training(Catalog(load_assets(app.DEFAULT_CHECKPOINT)), visitors, live.Limits(tmp_path))
+    training = app.TrainTab(Catalog(load_assets(app.DEFAULT_CHECKPOINT)), visitors, live.Limits(tmp_path))
     assert app.push_model(training, name, "visitor/my-vae", True, "hf_visitors_token", "session").startswith("Pushed")
     assert tokens == ["hf_visitors_token"] * 3
     monkeypatch.setenv("SPACE_ID", "someone/studio")

@@ -27,7 +27,7 @@ from PIL import Image
 from test_app import free_port
 from test_robustness_app import wait_for_server
 
-from vae import serving
+from vae import request_limits
 
 pytestmark = pytest.mark.slow  # each test talks to a `python app.py` of its own module's
 
@@ -139,22 +139,22 @@ def test_a_digit_upload_still_works(server, tmp_path):
 
 def upload(base: str, files: int, size: int = 1000) -> httpx.Response:
     parts = [("files", (f"d{i}.png", b"\x89PNG" + b"0" * size)) for i in range(files)]
-    return httpx.post(f"{base}{serving.UPLOAD_ROUTE}", files=parts, timeout=60)
+    return httpx.post(f"{base}{request_limits.UPLOAD_ROUTE}", files=parts, timeout=60)
 
 
 def test_uploads_are_limited_in_files_and_bytes(server):
     base, _ = server
-    assert upload(base, serving.MAX_UPLOAD_FILES).status_code == 200
-    too_many = upload(base, serving.MAX_UPLOAD_FILES + 1)
+    assert upload(base, request_limits.MAX_UPLOAD_FILES).status_code == 200
+    too_many = upload(base, request_limits.MAX_UPLOAD_FILES + 1)
     assert too_many.status_code == 413 and "Too many files" in too_many.text
-    too_big = upload(base, 1, serving.MAX_UPLOAD_BYTES)
+    too_big = upload(base, 1, request_limits.MAX_UPLOAD_BYTES)
     assert too_big.status_code == 413 and "too large" in too_big.text
 
 
 def test_uploads_are_limited_in_rate_per_address(server):
     """Past the burst, an address gets 429 with the wait; the tests before used a few of its uploads."""
     base, _ = server
-    answers = [upload(base, 1) for _ in range(serving.UPLOAD_BURST + 1)]
+    answers = [upload(base, 1) for _ in range(request_limits.UPLOAD_BURST + 1)]
     refused = [a for a in answers if a.status_code == 429]
     assert refused, [a.status_code for a in answers]
     assert all(a.status_code == 200 for a in answers[: answers.index(refused[0])])

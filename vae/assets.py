@@ -55,7 +55,7 @@ class Assets:
     tsne: (
         dict[str, torch.Tensor] | None
     )  # coords (N, 2), labels (N,), latents (N, D), images (N, C, H, W) of test images
-    tsne_figure: bytes | None  # tsne.png as drawn by the trainer: served from Gradio's cache, wherever the folder is
+    tsne_png: bytes | None  # tsne.png as drawn by the trainer: served from Gradio's cache, wherever the folder is
     metrics: dict
     card: str  # the model card's text, without front matter; its figures link to files of card_figures by name
     no_map: str | None = None  # why the t-SNE map is off, if it is
@@ -238,7 +238,7 @@ def png_problem(data: bytes) -> str | None:
     return None
 
 
-def read_card_figures(folder: Path, tsne_figure: bytes | None) -> dict[str, bytes]:
+def read_card_figures(folder: Path, tsne_png: bytes | None) -> dict[str, bytes]:
     """The figures the model card shows (vae.folder.CARD_FIGURES, files of the folder itself: nothing else of it is
     served) that are PNGs a browser can show; the cached t-SNE figure as read already. One that is not is left out
     of the About tab, its caption kept."""
@@ -246,7 +246,7 @@ def read_card_figures(folder: Path, tsne_figure: bytes | None) -> dict[str, byte
     for name in CARD_FIGURES:
         path = folder / name
         if name == TSNE_FIGURE:
-            data = tsne_figure
+            data = tsne_png
         elif path.is_file() and path.stat().st_size <= MAX_FIGURE_BYTES:
             data = path.read_bytes()
             data = None if png_problem(data) else data
@@ -344,7 +344,7 @@ def load_assets(source: str | Path, name: str | None = None) -> Assets:
         source=source,
         model=model,
         tsne=tsne,
-        tsne_figure=figure,
+        tsne_png=figure,
         metrics=metrics,
         card=card,
         no_map=no_map,

@@ -27,17 +27,18 @@ from vae.architecture import ModelConfig, safetensors_header
 from vae.config import saved_config
 from vae.data import DataSettings
 from vae.errors import Interrupted, UserError, first_line, name_list
-from vae.folder import CONFIG, STATE_DIR, TRAIN_CONFIG, atomic_write_text, clean_leftovers
+from vae.folder import (
+    BEST_WEIGHTS,
+    CONFIG,
+    PROGRESS,
+    SHARED_CHECK,
+    STATE_DIR,
+    TRAIN_CONFIG,
+    atomic_write_text,
+    clean_leftovers,
+)
 
 STOP_CHECK_STEPS = 20  # with several processes, how often they agree on stopping after SIGINT / SIGTERM
-# The files of an epoch checkpoint (training_state/epoch-NNNN/) besides Accelerate's own; progress.json is written
-# last: a checkpoint that has it is complete.
-PROGRESS = "progress.json"  # epoch, best_val_loss, best_epoch, history
-BEST_WEIGHTS = "best_model.safetensors"  # the weights of the best epoch so far, exported at the end
-SCHEDULE = "schedule.json"  # the learning-rate schedule's step count and rates (training.schedule_state)
-# Written in OUTPUT_DIR by the main process and read by the others to see that they share the folder, then removed
-# (a killed run's copy is a leftover clean_leftovers removes: its name starts with ".tmp-").
-SHARED_CHECK = ".tmp-shared-check"
 # The settings of the architecture a run may not change on --resume, by the flag that sets each.
 ARCHITECTURE_FLAGS = {
     "hidden_dims": "--hidden-dims",

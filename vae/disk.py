@@ -1,12 +1,12 @@
 """One disk budget for every file the server writes or hands to Gradio: the tabs' output pictures
-(vae.serving.OutputStore), the visitors' models with their zips, logs and live pictures (vae.visitors.Visitors) and
-the uploads (vae.serving.RequestLimit counts their bodies). A Space's disk is shared by all three, so one number bounds
+(vae.output_files.OutputStore), the visitors' models with their zips, logs and live pictures (vae.visitors.Visitors) and
+the uploads (vae.request_limits.RequestLimit counts their bodies). A Space's disk is shared by all three, so one number bounds
 them together: DISK_BYTES, or VAE_DISK_BYTES in megabytes.
 
 Each part keeps within the budget the way it can. A Train run does not start while less than RUN_BYTES is left (a
 model being trained cannot be cut short), and the pictures and uploads leave that much free: the pictures are pruned
 (oldest first) and an upload is refused (429) rather than take it. Within the budget, the pictures and the uploads
-also have shares of their own (serving.OUTPUT_BYTES, serving.UPLOAD_BYTES), so that a flood of either leaves room for
+also have shares of their own (output_files.OUTPUT_BYTES, request_limits.UPLOAD_BYTES), so that a flood of either leaves room for
 the visitors' models.
 """
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -24,26 +23,22 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from vae.architecture import ModelConfig
-from vae.card import rewritten_card_id, write_model_card
-from vae.config import saved_config
-from vae.data import DataSettings, ImageSet, load_splits
+from vae.data import ImageSet
 from vae.errors import UserError, command
 from vae.folder import (
     CARD,
-    CONFIG,
     EVAL,
     METRICS,
     TRAIN_CONFIG,
     atomic_write_text,
     can_write_in,
     is_local_folder,
-    rewriting,
     writing,
 )
 from vae.imaging import as_float
 from vae.loss import ELBOTotals, importance_weighted_nll, negative_elbo
 from vae.model import VAE
+from vae.refresh import checkpoint_splits, refresh_folder
 
 EVAL_SEED = 1234  # a fixed posterior noise: the same model gets the same numbers every time
 
@@ -85,27 +80,8 @@ def test_metrics(model: VAE, test_images: torch.Tensor, iw_samples: int, batch_s
 
 
 def checkpoint_test_set(checkpoint: str | Path, data_dir: str | None = None) -> ImageSet:
-    """The test set a checkpoint folder was trained against, as its train_config.yaml says (read leniently: the
-    defaults where there is none, or for settings this version does not know); `data_dir` replaces its data_dir."""
-    settings = DataSettings.of(saved_config(Path(checkpoint) / TRAIN_CONFIG))
-    if data_dir:
-        settings = dataclasses.replace(settings, data_dir=data_dir)
-    return load_splits(settings).test
-
-
-def update_card(folder: Path, figures: dict | None) -> None:
-    """Replace the test figures in FOLDER's metrics.json with `figures` (from test_metrics; None keeps those recorded)
-    and write its model card again, its code sample loading the id it had (vae.card.rewritten_card_id): the folder's
-    next version is written beside it and swapped in whole."""
-    recorded = json.loads((folder / METRICS).read_text()) if (folder / METRICS).is_file() else {}
-    if figures is not None:
-        recorded = {k: v for k, v in recorded.items() if not k.startswith("test_") and k != "iw_samples"} | figures
-    train_config = saved_config(folder / TRAIN_CONFIG)
-    model_config = ModelConfig.from_json(str(folder / CONFIG), str(folder / CONFIG))
-    model_id = rewritten_card_id(folder, train_config)
-    with rewriting(folder) as staging:
-        atomic_write_text(staging / METRICS, json.dumps(recorded, indent=2) + "\n")
-        write_model_card(staging, train_config, model_config, recorded, model_id)
+    """The test set a checkpoint folder was trained against (vae.refresh.checkpoint_splits)."""
+    return checkpoint_splits(checkpoint, data_dir).test
 
 
 @command
@@ -136,7 +112,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise UserError(f"{option} needs a model folder written by train.py (with {TRAIN_CONFIG}): {folder}")
     if args.card_only:
         with writing(folder):
-            update_card(folder, None)
+            refresh_folder(folder)  # the card again, from the metrics.json there
         print(f"updated {folder / CARD}")
         return {}
     local = is_local_folder(args.checkpoint)
@@ -147,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
             check_writable_file(output)
         metrics = evaluate(args, output)
         if args.update_card:
-            update_card(folder, {k: v for k, v in metrics.items() if k not in ("eval_seconds", "device")})
+            refresh_folder(folder, figures={k: v for k, v in metrics.items() if k not in ("eval_seconds", "device")})
             print(f"updated {folder / METRICS} and {folder / CARD}")
     return metrics
 

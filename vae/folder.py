@@ -55,6 +55,14 @@ STEERING = "steering.safetensors"  # class regions and principal directions of t
 CLASS_SAMPLES = "class_samples.png"  # samples of each class, drawn from its region
 EVAL = "eval.json"  # written by python -m vae.evaluate; never uploaded
 STATE_DIR = "training_state"  # the resumable state, inside the folder; never uploaded
+# The files of an epoch checkpoint (training_state/epoch-NNNN/, vae.checkpoints) besides Accelerate's own; PROGRESS is
+# written last: a checkpoint that has it is complete.
+PROGRESS = "progress.json"  # epoch, best_val_loss, best_epoch, history
+BEST_WEIGHTS = "best_model.safetensors"  # the weights of the best epoch so far, exported at the end
+SCHEDULE = "schedule.json"  # the learning-rate schedule's step count and rates (training.schedule_state)
+# Written in OUTPUT_DIR by the main process and read by the others to see that they share the folder, then removed
+# (a killed run's copy is a leftover clean_leftovers removes: its name starts with ".tmp-").
+SHARED_CHECK = ".tmp-shared-check"
 REQUIRED_FILES = (CONFIG, WEIGHTS)  # what save_pretrained writes and from_pretrained needs
 # The files that describe a folder's weights: save_pretrained and push_to_hub carry them along while the weights
 # are unchanged.
@@ -207,9 +215,7 @@ def clean_leftovers(folder: Path) -> None:
         if re.fullmatch(rf"\.deleting-(\.{re.escape(folder.name)}\.\w+|{re.escape(folder.name)})-\d+", doomed.name):
             shutil.rmtree(doomed)
     for epoch in (folder / STATE_DIR).glob("epoch-*"):
-        if not (
-            epoch / "progress.json"
-        ).is_file():  # written last: without it, a checkpoint half-deleted by an old version
+        if not (epoch / PROGRESS).is_file():  # written last: without it, a checkpoint half-deleted by an old version
             discard(epoch)
     for parent in (folder, folder / STATE_DIR):
         for leftover in parent.glob(".*") if parent.is_dir() else []:
@@ -407,3 +413,8 @@ def looks_local(path: str) -> bool:
     if os.path.exists(path) or path.startswith((".", "/", "~")) or not HUB_REPO_ID.match(path):
         return True
     return os.path.isdir(path.split("/")[0])
+
+
+def zip_path(folder: Path) -> Path:
+    """The model folder as one file to download (vae.visitors): NAME.zip beside it."""
+    return folder.with_suffix(".zip")

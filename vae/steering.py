@@ -11,8 +11,6 @@ old folder's file (the command above: the weights are left as they are).
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +20,6 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from vae.card import rewritten_card_id, write_model_card
 from vae.classes import Classes, fit_classes
 from vae.errors import UserError, clip, command, first_line
 from vae.folder import CLASS_SAMPLES, LATENT_WALK, STEERING, atomic_write  # STEERING: also imported from here
@@ -141,7 +138,7 @@ def read_steering(folder: str | Path, model: VAE, source: str | None = None) -> 
 # Using it
 
 
-def slide(steering: Steering, z: torch.Tensor, offsets) -> torch.Tensor:
+def slide_latent(steering: Steering, z: torch.Tensor, offsets) -> torch.Tensor:
     """z (D,) moved by offsets[i] standard deviations along principal direction i (fewer offsets: the first ones)."""
     offsets = torch.as_tensor(offsets, dtype=torch.float32).flatten()
     p = len(offsets)
@@ -172,9 +169,9 @@ def add_steering(
 @command
 def main(argv: list[str] | None = None) -> None:
     from vae.config import saved_config
-    from vae.data import DataSettings, load_splits  # torchvision and matplotlib: the app installs neither
-    from vae.figures import write_class_figures
-    from vae.folder import METRICS, TRAIN_CONFIG, rewriting, writing
+    from vae.figures import write_class_figures  # matplotlib: the app does not import it
+    from vae.folder import TRAIN_CONFIG, writing
+    from vae.refresh import checkpoint_splits, refresh_folder
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="model folder written by train.py")
@@ -187,18 +184,15 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     with writing(args.checkpoint) as folder:  # its lock held, and checked writable before any work
         model = VAE.from_pretrained(folder).eval()
-        train_config = saved_config(folder / TRAIN_CONFIG)
-        settings = DataSettings.of(train_config)
-        if args.data_dir:
-            settings = dataclasses.replace(settings, data_dir=args.data_dir)
-        splits = load_splits(settings)
-        metrics_path = folder / METRICS
-        metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-        seed = train_config.seed if args.seed is None else args.seed
-        with rewriting(folder) as staging:  # steering file, the classes' figures and card change together
-            steering = add_steering(staging, model, splits.train, splits.test, args.directions)
+        splits = checkpoint_splits(folder, args.data_dir)
+        seed = saved_config(folder / TRAIN_CONFIG).seed if args.seed is None else args.seed
+        steering = fit_steering(model, splits.train, splits.test, args.directions)
+
+        def write(staging: Path) -> None:  # the steering file, the classes' figures and the card change together
+            write_steering(staging, steering)
             write_class_figures(staging, model, steering, seed)
-            write_model_card(staging, train_config, model.config, metrics, rewritten_card_id(folder, train_config))
+
+        refresh_folder(folder, write)
     print(
         f"wrote {folder / STEERING} ({len(steering.class_means)} class regions, {len(steering.spreads)} directions)"
         f", {LATENT_WALK} and {CLASS_SAMPLES} in {time.perf_counter() - start:.1f} s"

@@ -35,9 +35,6 @@ from tqdm.auto import tqdm
 
 from vae.architecture import ModelConfig, check_architecture
 from vae.checkpoints import (
-    BEST_WEIGHTS,
-    PROGRESS,
-    SCHEDULE,
     StopSignals,
     check_one_folder,
     check_same_architecture,
@@ -53,8 +50,11 @@ from vae.errors import Interrupted, UserError, first_line
 from vae.evaluate import elbo_sums
 from vae.export import export_model
 from vae.folder import (
+    BEST_WEIGHTS,
     CONFIG,
     HISTORY,
+    PROGRESS,
+    SCHEDULE,
     STATE_DIR,
     TRAIN_CONFIG,
     atomic_write_text,

@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from vae.data import ImageSet
 from vae.errors import command
 from vae.figures import save_figure, tsne_figure
-from vae.folder import TSNE_FIGURE, TSNE_MAP, atomic_write, rewriting, writing
+from vae.folder import TSNE_FIGURE, TSNE_MAP, atomic_write, writing
 from vae.latent import posterior_means
 from vae.model import VAE
 
@@ -49,7 +49,7 @@ def write_tsne(folder: str | Path, model: VAE, test: ImageSet, samples: int, see
 
 @command
 def main(argv: list[str] | None = None) -> None:
-    from vae.evaluate import checkpoint_test_set
+    from vae.refresh import checkpoint_splits, refresh_folder
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="model folder written by train.py")
@@ -61,9 +61,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--samples must be at least 10")
     with writing(args.checkpoint) as folder:  # its lock held, and checked writable before any work
         model = VAE.from_pretrained(folder).eval()
-        test = checkpoint_test_set(folder, args.data_dir)
-        with rewriting(folder) as staging:  # the folder changes as a whole: map and figure together
-            write_tsne(staging, model, test, args.samples, args.seed)
+        test = checkpoint_splits(folder, args.data_dir).test
+        # The folder changes as a whole: map and figure together (the card, which only links the figure, stays).
+        refresh_folder(folder, lambda staging: write_tsne(staging, model, test, args.samples, args.seed), card=False)
     print(f"wrote {Path(args.checkpoint) / TSNE_FIGURE} and {TSNE_MAP} ({min(args.samples, len(test))} test images)")
 
 

@@ -29,7 +29,17 @@ from pathlib import Path
 from vae.config import shareable_config
 from vae.disk import DISK, Cached, DiskBudget
 from vae.errors import UserError
-from vae.folder import STATE_DIR, TRAIN_CONFIG, atomic_write, discard, lock_path, old_dir, ready_dir, staging_dir
+from vae.folder import (
+    STATE_DIR,
+    TRAIN_CONFIG,
+    atomic_write,
+    discard,
+    lock_path,
+    old_dir,
+    ready_dir,
+    staging_dir,
+    zip_path,
+)
 from vae.hub import on_space
 from vae.live import log_path, pictures_dir
 
@@ -54,15 +64,25 @@ class Visitors:
 
     Gradio serves the files under `root` (the zips, the live pictures) where they are: without that, it copies each
     file a handler returns into its cache, where the copy escaped the disk budget and stayed downloadable for up to two
-    hours after the model was deleted. What the folders hold counts toward the server's disk budget (vae.disk)."""
+    hours after the model was deleted. What the folders hold counts toward the server's disk budget (vae.disk).
 
-    def __init__(self, root: str | Path | None = None, on_remove=None, budget: DiskBudget = DISK):
+    The one owner of a visitor's model: `add` registers it in the catalog (served by name from then on) and `remove`
+    takes it out again, whatever removes it (the visitor leaving, its hour, PER_VISITOR)."""
+
+    def __init__(
+        self,
+        root: str | Path | None = None,
+        on_remove=None,
+        budget: DiskBudget = DISK,
+        catalog=None,  # a vae.catalog.Catalog (not imported: it imports, through the output store, this module)
+    ):
         self.given_root = Path(root) if root else None
         if self.given_root is not None:
             serve_in_place(self.given_root)
         self.made_root: Path | None = None
         self.models: dict[str, VisitorModel] = {}
-        self.on_remove = on_remove  # called with a model's name when it is deleted (the catalog forgets it)
+        self.catalog = catalog  # where the models are served by name: registered by add, removed by remove
+        self.on_remove = on_remove  # called with a model's name after the catalog forgot it (a test watches)
         self.lock = threading.Lock()
         self.sweeper: threading.Thread | None = None  # started with the first model: deletes them when they expire
         self.budget = budget
@@ -76,7 +96,9 @@ class Visitors:
         if self.made_root is None:
             self.made_root = Path(tempfile.mkdtemp(prefix="vae-studio-visitors-"))
             serve_in_place(self.made_root)
-            atexit.register(shutil.rmtree, self.made_root, ignore_errors=True)  # at exit; SIGTERM: see serving
+            atexit.register(
+                shutil.rmtree, self.made_root, ignore_errors=True
+            )  # at exit; SIGTERM: see vae.server_process
         return self.made_root
 
     def new_folder(self, visitor: str, label: str = "model") -> tuple[str, Path]:
@@ -96,7 +118,10 @@ class Visitors:
 
     def add(self, name: str, visitor: str, folder: Path, address: str = "") -> list[str]:
         """Keep a finished model (its training state deleted: it cannot be resumed here); returns the names of the
-        models deleted to keep the session, and the client address, within PER_VISITOR."""
+        models deleted to keep the session, and the client address, within PER_VISITOR. It is served by name from the
+        catalog from now on (loaded here, so that a bad one is refused now, not by the next tab)."""
+        if self.catalog is not None:
+            self.catalog.add(name, folder)
         discard(folder / STATE_DIR)
         self.measured.forget()
         with self.lock:
@@ -130,7 +155,7 @@ class Visitors:
         folder = self.folder(name)
         if folder is None:
             raise UserError(f"No model {name!r} here: models are deleted an hour after training.")
-        path = folder.with_suffix(".zip")
+        path = zip_path(folder)
         if not path.is_file():
 
             def write(tmp: str) -> None:
@@ -149,6 +174,8 @@ class Visitors:
             model = self.models.pop(name, None)
         if model is None:
             return
+        if self.catalog is not None:
+            self.catalog.remove(name)
         if self.on_remove is not None:
             self.on_remove(name)
         delete_run(model.folder)
@@ -217,7 +244,7 @@ def delete_run(folder: Path) -> None:
     """A run's model folder and what lies beside it: its zip, its log, its live pictures, and what a trainer killed in
     its export left (the staging folder with the card and figures, a swap's halves, the writer's lock file)."""
     leftovers = (staging_dir(folder), ready_dir(folder), old_dir(folder), lock_path(folder))
-    for path in (folder, pictures_dir(folder), folder.with_suffix(".zip"), log_path(folder), *leftovers):
+    for path in (folder, pictures_dir(folder), zip_path(folder), log_path(folder), *leftovers):
         delete_path(path)
 
 
