@@ -3,6 +3,13 @@ gives, at any batch size; a bad folder, an unwritable output and a missing packa
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -10,7 +17,10 @@ import torch
 
 import app
 from vae import onnx as vae_onnx
+from vae.card import with_model_id
 from vae.model import VAE
+
+ROOT = Path(__file__).resolve().parent.parent
 
 CHECKPOINTS = sorted(p.name for p in app.CHECKPOINTS.iterdir() if (p / "config.json").is_file())
 
@@ -63,3 +73,21 @@ def test_a_missing_exporter_package_names_the_extra(monkeypatch, tmp_path):
         vae_onnx.main(["--checkpoint", str(app.DEFAULT_CHECKPOINT), "--output-dir", str(tmp_path)])
     assert "needs onnxscript" in str(stopped.value.code) and "requirements-onnx.txt" in str(stopped.value.code)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_the_model_cards_code_runs_as_a_user_would(tmp_path):
+    """The committed default model's card: its code block, loading the folder where a user keeps it, runs in a fresh
+    Python from another folder, exports the graphs and decodes with onnxruntime what model.decode gives."""
+    card = (app.DEFAULT_CHECKPOINT / "README.md").read_text()
+    (code,) = re.findall(r"```python\n(.*?)```", card, re.S)
+    assert "onnxruntime" in code and "export_onnx" in code
+    kept = tmp_path / "my models" / "vae-mnist"
+    shutil.copytree(app.DEFAULT_CHECKPOINT, kept)
+    script = tmp_path / "use.py"
+    check = "\nimport torch\nassert np.abs(pixels - model.decode(torch.from_numpy(z)).detach().numpy()).max() < 1e-4\n"
+    script.write_text(with_model_id(code, str(kept)) + check)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # `vae` importable, as after pip install -e .
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "onnx").iterdir()) == [vae_onnx.DECODER, vae_onnx.ENCODER]
