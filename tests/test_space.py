@@ -55,6 +55,7 @@ from vae import pictures
 from vae.assets import load_assets
 from vae.card import with_model_id
 from vae.config import shareable_config
+from vae.errors import UserError
 from vae.hub import push_folder
 
 pytestmark = pytest.mark.slow
@@ -274,6 +275,21 @@ def test_the_cached_snapshot_resolves_offline(pushed, space, monkeypatch):
     assert {p.name for p in folder.iterdir()} == HUB_FILES
     assert {(folder / name).resolve().parent.name for name in HUB_FILES} == {"blobs"}
     assert all((folder / name).read_bytes() == data for name, data in pushed.files.items())
+
+
+def test_a_model_preloaded_at_a_commit_is_found_in_the_cache_with_no_download(pushed, tmp_path, monkeypatch):
+    """A Space's preload_from_hub pinned to a commit fills the Hugging Face cache at build time under that commit and
+    no branch: VAE_CHECKPOINT=user/name@COMMIT finds the model there with the Hub offline; the bare id, which means
+    the branch main, says what it could not get."""
+    cache = tmp_path / "hub cache"
+    snapshot = write_hub_cache(cache, REPO_ID, COMMIT, pushed.files)
+    (snapshot.parents[1] / "refs" / "main").unlink()  # preloaded by commit: no branch points at it
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    assets = load_assets(f"{REPO_ID}@{COMMIT}")
+    assert assets.model.source_folder == snapshot and assets.tsne is not None and assets.steering is not None
+    with pytest.raises(UserError, match=f"Could not get {REPO_ID} from the Hugging Face Hub"):
+        load_assets(REPO_ID)
 
 
 def test_the_model_from_the_hub_cache_is_the_trained_one(pushed, space, monkeypatch):

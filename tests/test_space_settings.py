@@ -62,3 +62,21 @@ def test_the_space_installs_the_app_and_the_trainer():
     assert {"torchvision", "accelerate", "scikit-learn", "matplotlib", "tqdm"} <= names
     assert "gradio[oauth]" in (ROOT / "requirements.txt").read_text()
     assert "-r requirements.txt" in (ROOT / "requirements-train.txt").read_text(), "the name older commands use"
+
+
+def test_the_documented_preload_is_what_the_app_reads_pinned_to_a_commit():
+    """docs/space.md's front matter for a Space that bakes its model in: `models:` links the model, and
+    `preload_from_hub` lists exactly the files the app reads (vae.folder.APP_FILES) at one full commit sha, which
+    VAE_CHECKPOINT names too."""
+    import yaml
+
+    from vae.folder import APP_FILES
+
+    page = (ROOT / "docs" / "space.md").read_text()
+    (block,) = re.findall(r"```yaml\n(.*?)```", page, re.S)
+    settings = yaml.safe_load(block)
+    assert settings["models"] == ["your-name/vae-mnist"]
+    (entry,) = settings["preload_from_hub"]
+    repo, files, commit = entry.split()
+    assert repo == "your-name/vae-mnist" and files.split(",") == APP_FILES
+    assert re.fullmatch(r"[0-9a-f]{40}", commit) and f"VAE_CHECKPOINT={repo}@{commit}" in page

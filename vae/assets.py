@@ -90,7 +90,9 @@ class Assets:
 
 
 def checkpoint_folder(source: str) -> Path:
-    """A local folder as is; a Hub repo id ("user/name") downloaded (or found in the cache offline)."""
+    """A local folder as is; a Hub repo id downloaded (or found in the cache offline): "user/name" at its branch main,
+    "user/name@REVISION" at a commit, branch or tag (a Space's preload_from_hub pins a commit, under which the cache
+    then holds the files: docs/space.md)."""
     if is_local_folder(source):
         return Path(source)
     from huggingface_hub import snapshot_download
@@ -98,8 +100,9 @@ def checkpoint_folder(source: str) -> Path:
 
     from vae.hub import HUB_ERRORS
 
+    repo_id, _, revision = source.partition("@")  # no repo id holds an "@"
     try:
-        return Path(snapshot_download(source, allow_patterns=APP_FILES))
+        return Path(snapshot_download(repo_id, revision=revision or None, allow_patterns=APP_FILES))
     except (*HUB_ERRORS, HFValidationError) as err:  # offline and not cached, no such repo, private without a token
         raise UserError(
             f"Could not get {clip(source)} from the Hugging Face Hub ({type(err).__name__}: {first_line(err)}). "

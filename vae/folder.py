@@ -71,7 +71,7 @@ TRAINED_FILES += (LOSS_CURVE, TSNE_FIGURE, TSNE_MAP, STEERING, CLASS_SAMPLES)
 # The figures a model card shows, in its order (vae.hub captions them; the app's About tab serves them).
 CARD_FIGURES = (SAMPLES, CLASS_SAMPLES, RECONSTRUCTIONS, LATENT_WALK, LATENT_GRID, TSNE_FIGURE, LOSS_CURVE)
 APP_FILES = [CONFIG, WEIGHTS, CARD, METRICS, TSNE_MAP, STEERING, *CARD_FIGURES]  # what the app downloads of a Hub model
-HUB_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+HUB_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+(@[\w./-]+)?$")  # user/name, or user/name@REVISION (commit, branch, tag)
 
 
 def check_output_dir(path: str) -> Path:
