@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import warm
+import yaml
 from fake_hub import fake_hub
 from safetensors.torch import load_file
 
@@ -385,3 +386,22 @@ def test_keep_on_stop_exports_the_best_weights_so_far_from_the_middle_of_an_epoc
     assert history[0]["val_loss"] == round(metrics["best_val_loss"], 4), "the stopped epoch, recorded as far as it went"
     assert not (folder / "training_state").exists(), "a checkpoint holds whole epochs: none was saved"
     assert VAE.from_pretrained(folder).latent_dim == 2
+
+
+def test_the_weights_say_where_they_came_from(trained, tmp_path):
+    """model.safetensors carries its training settings (without this machine's paths) and the code's commit as
+    safetensors metadata; from_pretrained reads them back as text (strict, no code) and save_pretrained keeps them."""
+    from safetensors import safe_open
+
+    with safe_open(str(trained / "model.safetensors"), framework="pt") as f:
+        metadata = f.metadata()
+    settings = yaml.safe_load(metadata["train_config"])
+    assert settings["epochs"] == 3 and settings["latent_dim"] == VAE.from_pretrained(trained).config.latent_dim
+    assert str(tmp_path.parent.parent) not in metadata["train_config"] and "/tmp" not in metadata["train_config"]
+    commit = json.loads((trained / "metrics.json").read_text()).get("code_commit")
+    assert metadata.get("code_commit") == commit and metadata["format"] == "pt"
+    model = VAE.from_pretrained(trained)
+    assert model.provenance == {key: metadata[key] for key in ("train_config", "code_commit") if key in metadata}
+    model.save_pretrained(tmp_path / "copy")
+    with safe_open(str(tmp_path / "copy" / "model.safetensors"), framework="pt") as f:
+        assert f.metadata() == metadata, "a saved copy says the same"

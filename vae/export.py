@@ -9,11 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import yaml
 from tqdm.auto import tqdm
 
 from vae.card import write_model_card
 from vae.classes import Classes, fit_classes
-from vae.config import TrainConfig
+from vae.config import TrainConfig, shareable_config
 from vae.data import ImageSet, Splits
 from vae.evaluate import test_metrics
 from vae.figures import (
@@ -90,7 +91,10 @@ def export_model(
     phases = Phases(on_phase)
     phases.start("class statistics")
     classes = set_class_statistics(model, splits.train, config.eval_batch_size, config.steering_images)
-    model.save_pretrained(output_dir)  # config.json, model.safetensors (and a card, replaced below)
+    model.provenance = {"train_config": shareable_config(yaml.safe_dump(config.to_dict(), sort_keys=False))}
+    if run_info.get("code_commit"):
+        model.provenance["code_commit"] = run_info["code_commit"]
+    model.save_pretrained(output_dir)  # config.json, model.safetensors with its provenance (and a card, replaced below)
     phases.start("test metrics")
     metrics = test_metrics(model, splits.test.images, config.iw_samples, config.eval_batch_size)
     metrics.update(run_info)

@@ -18,7 +18,7 @@ import torch
 from huggingface_hub import ModelCard, PyTorchModelHubMixin, hub_mixin
 from huggingface_hub.errors import EntryNotFoundError
 from safetensors import safe_open
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_model
 from torch import nn
 
 from vae import architecture
@@ -28,6 +28,7 @@ from vae.config import shareable_config
 from vae.errors import UserError, clip, name_list
 from vae.folder import CARD, CONFIG, REQUIRED_FILES, TRAIN_CONFIG, TRAINED_FILES, WEIGHTS, is_local_folder
 
+PROVENANCE = ("train_config", "code_commit")  # the keys of model.safetensors' metadata that say where it came from
 LOGVAR_RANGE = (-30.0, 20.0)  # keeps exp(logvar) finite in fp16/bf16, as diffusers' DiagonalGaussian does
 
 
@@ -63,6 +64,9 @@ class VAE(nn.Module, PyTorchModelHubMixin, **HUB_METADATA | {"tags": list(HUB_ME
     """
 
     source_folder: Path | None = None  # the folder (or Hub snapshot) from_pretrained read
+    # Where the weights came from, written into model.safetensors' metadata by save_pretrained and read back by
+    # from_pretrained: "train_config" (the training settings as YAML, without this machine's paths) and "code_commit".
+    provenance: dict[str, str] = {}
 
     def __init__(self, config: ModelConfig | None = None, **fields):
         super().__init__()
@@ -213,6 +217,7 @@ class VAE(nn.Module, PyTorchModelHubMixin, **HUB_METADATA | {"tags": list(HUB_ME
         try:
             with safe_open(weights, framework="pt") as f:
                 state = {name: f.get_tensor(name) for name in expected if name in header}  # extras: never loaded
+                metadata = f.metadata() or {}
         except Exception as err:  # a file that changed since its header was read
             raise UserError(
                 f"Could not load the model in {source}: reading its model.safetensors failed ({clip(err, 150)})."
@@ -227,6 +232,7 @@ class VAE(nn.Module, PyTorchModelHubMixin, **HUB_METADATA | {"tags": list(HUB_ME
                 "checkpoint, or train again (with a lower --lr, or --mixed-precision no)."
             )
         model.source_folder = Path(weights).parent  # the folder, or the Hub snapshot the weights were downloaded to
+        model.provenance = {key: value for key, value in metadata.items() if key in PROVENANCE}  # text, never code
         return model.to(map_location).eval()
 
     def trained_files(self) -> list[Path]:
@@ -253,6 +259,11 @@ class VAE(nn.Module, PyTorchModelHubMixin, **HUB_METADATA | {"tags": list(HUB_ME
             else:
                 shutil.copyfile(path, save_directory / path.name)
         return super().save_pretrained(save_directory, **kwargs)
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """model.safetensors (the mixin writes config.json), its metadata saying where the weights came from: read it
+        with safetensors.safe_open(path, "pt").metadata() (provenance)."""
+        save_model(self, str(Path(save_directory) / WEIGHTS), metadata={"format": "pt", **self.provenance})
 
     def push_to_hub(self, repo_id: str, **kwargs) -> str:
         """Upload the model with its trained card, metrics and figures; refused without them, so that a generic
