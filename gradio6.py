@@ -3,12 +3,14 @@ reaches into Gradio internals that may change in another major version, so they 
 
 - Studio.preprocess_data: an API call one or more inputs short (an older client) is answered, or told what it lacks.
 - Studio.queue / admit: an event's calls are put to a check before they join the queue (the Train tab's limits).
-- serialized: a handler's values converted to the outputs' wire format itself, for postprocess=False (one pass)."""
+- serialized: a handler's values converted to the outputs' wire format itself, for postprocess=False (one pass).
+- build_session_configs_lazily: a new session's copy of every component's config is built when first read."""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import gradio as gr
 
@@ -31,6 +33,50 @@ def serialized(handler: Callable, outputs: list[gr.components.Component]) -> Cal
     return run
 
 
+class LazyConfigs(dict):
+    """A session's config of each block (SessionState.config_values), built the first time it is read; items() (the
+    deep-link route's read) builds them all, in the page's order."""
+
+    def __init__(self, blocks_config, keys):
+        super().__init__()
+        self.blocks_config, self.keys_in_order = blocks_config, list(keys)
+
+    def __missing__(self, key):
+        value = self[key] = self.blocks_config.config_for_block(key, [], self.blocks_config.blocks[key])
+        return value
+
+    def __contains__(self, key) -> bool:  # "has it a config": every block of the page has one, built or not yet
+        return key in self.keys_in_order or super().__contains__(key)
+
+    def items(self):
+        for key in self.keys_in_order:
+            self[key]  # noqa: B018 (built if missing)
+        return super().items()
+
+
+def build_session_configs_lazily() -> None:
+    """Every new session (each raw API call and each gradio_client is one) made Gradio build a copy of the config of
+    every block of the page at once, to save the session as a deep link should one be asked for: 11-12 ms of the
+    server's 21-23 ms of CPU for a refused /sample, on this page (python -m bench.api_call_cost). Built when first
+    read, the studio (which has no deep-link button) builds none for a call; /gradio_api/deep_link still gets them
+    all. Idempotent; changes Gradio's SessionState for the whole process."""
+    from gradio import state_holder
+
+    session = state_holder.SessionState
+    if getattr(session, "lazy_configs", False):
+        return
+    eager = session.__init__
+
+    def __init__(self, blocks) -> None:
+        eager(self, SimpleNamespace(default_config=blocks.default_config, blocks={}))  # builds no config
+        self.config_values = LazyConfigs(
+            self.blocks_config, [k for k in self.blocks_config.blocks if k in blocks.blocks]
+        )
+
+    session.__init__ = __init__
+    session.lazy_configs = True
+
+
 class Studio(gr.Blocks):
     """gr.Blocks that answers API calls made before an event gained its newest inputs. gradio_client fills in a
     left-out input with its default itself; Gradio's plain HTTP route (POST /call/NAME {"data": [...]}) refuses a
@@ -41,6 +87,7 @@ class Studio(gr.Blocks):
     LATER_INPUTS = {"sample": 1}  # /sample's class_name
 
     def __init__(self, *args, **kwargs):
+        build_session_configs_lazily()
         super().__init__(*args, **kwargs)
         self.admissions: dict[str, Callable[[list[tuple[str, str]], tuple[str, str]], str | None]] = {}
         self.entering: dict[str, list[tuple[str, str]]] = {}  # calls admitted, not yet in the queue

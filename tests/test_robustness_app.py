@@ -445,6 +445,33 @@ def test_request_limit_counts_every_body_and_takes_files_only_on_the_upload_rout
         assert asyncio.run(send_request(path, headers, chunks)) == expected, (path, headers, len(chunks))
 
 
+async def accept_upload(scope, receive, send) -> None:
+    """An app behind the request limit that reads the whole body and answers 200."""
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def upload_through(middleware, address: str, chunks: list[bytes], declare: bool) -> tuple[int, bytes]:
+    """An upload from `address` whose body arrives in `chunks` (its length declared or not): (status, answer)."""
+    messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
+    headers = [(b"content-type", b"multipart/form-data; boundary=xyz")]
+    if declare:
+        headers.append((b"content-length", str(sum(map(len, chunks))).encode()))
+    sent = []
+
+    async def receive():
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": request_limits.UPLOAD_ROUTE, "headers": headers}
+    await middleware(scope | {"client": (address, 1)}, receive, send)
+    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+
 def test_uploads_from_everyone_stay_under_the_upload_budget(monkeypatch):
     """Upload bodies received over the time an upload is kept are counted: past UPLOAD_BYTES (here 5,000), every
     address gets 429 with the wait, whether the length is declared or not, until the oldest have been deleted."""
@@ -452,38 +479,18 @@ def test_uploads_from_everyone_stay_under_the_upload_budget(monkeypatch):
     monkeypatch.setattr(request_limits.time, "monotonic", lambda: clock[0])
     monkeypatch.setattr(request_limits, "UPLOAD_BYTES", 5000)
 
-    async def inner(scope, receive, send):
-        while (await receive()).get("more_body"):
-            pass
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
+    middleware = request_limits.RequestLimit(accept_upload)
 
-    middleware = request_limits.RequestLimit(inner)
+    def post(address: str, chunks: list[bytes], declare: bool) -> tuple[int, bytes]:
+        return asyncio.run(upload_through(middleware, address, chunks, declare))
 
-    async def post(address: str, chunks: list[bytes], declare: bool) -> tuple[int, bytes]:
-        messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
-        headers = [(b"content-type", b"multipart/form-data; boundary=xyz")]
-        if declare:
-            headers.append((b"content-length", str(sum(map(len, chunks))).encode()))
-        sent = []
-
-        async def receive():
-            return messages.pop(0) if messages else {"type": "http.disconnect"}
-
-        async def send(message):
-            sent.append(message)
-
-        scope = {"type": "http", "method": "POST", "path": request_limits.UPLOAD_ROUTE, "headers": headers}
-        await middleware(scope | {"client": (address, 1)}, receive, send)
-        return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
-
-    assert asyncio.run(post("a", [b"x" * 2000], True))[0] == 200
-    assert asyncio.run(post("b", [b"x" * 1000, b"x" * 1000], False))[0] == 200
-    status, text = asyncio.run(post("c", [b"x" * 2000], True))
+    assert post("a", [b"x" * 2000], True)[0] == 200
+    assert post("b", [b"x" * 1000, b"x" * 1000], False)[0] == 200
+    status, text = post("c", [b"x" * 2000], True)
     assert status == 429 and b"as many uploads as it keeps" in text and b"try again in 660 s" in text
-    assert asyncio.run(post("d", [b"x" * 900, b"x" * 900], False))[0] == 429, "refused while it streams"
+    assert post("d", [b"x" * 900, b"x" * 900], False)[0] == 429, "refused while it streams"
     clock[0] += request_limits.UPLOAD_AGE + request_limits.UPLOAD_SWEEP + 1
-    assert asyncio.run(post("c", [b"x" * 2000], True))[0] == 200
+    assert post("c", [b"x" * 2000], True)[0] == 200
 
 
 def test_one_disk_budget_bounds_outputs_models_and_uploads(monkeypatch, tmp_path):
@@ -512,37 +519,19 @@ def test_one_disk_budget_bounds_outputs_models_and_uploads(monkeypatch, tmp_path
     assert budget.used() <= limit and sum(disk_use(f)[0] for f in folders) <= limit, "in whole blocks"
     assert len(store.folders) == output_files.KEEP_NEWEST, "the pictures were pruned to the newest to make room"
 
-    async def inner(scope, receive, send):
-        while (await receive()).get("more_body"):
-            pass
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
+    middleware = request_limits.RequestLimit(accept_upload, budget=budget)
 
-    middleware = request_limits.RequestLimit(inner, budget=budget)
+    def post(size: int) -> tuple[int, bytes]:
+        return asyncio.run(upload_through(middleware, "1.2.3.4", [b"x" * size], declare=True))
 
-    async def post(size: int) -> tuple[int, bytes]:
-        headers = [(b"content-type", b"multipart/form-data; boundary=xyz"), (b"content-length", str(size).encode())]
-        messages = [{"type": "http.request", "body": b"x" * size, "more_body": False}]
-        sent = []
-
-        async def receive():
-            return messages.pop(0) if messages else {"type": "http.disconnect"}
-
-        async def send(message):
-            sent.append(message)
-
-        scope = {"type": "http", "method": "POST", "path": request_limits.UPLOAD_ROUTE, "headers": headers}
-        await middleware(scope | {"client": ("1.2.3.4", 1)}, receive, send)
-        return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
-
-    status, text = asyncio.run(post(1000))
+    status, text = post(1000)
     assert status == 429 and b"disk holds as much as it keeps (3 MB" in text, text
     with pytest.raises(UserError, match="disk holds as much as it keeps"):
         visitors.new_folder("session2")
     assert budget.used() <= limit
 
     visitors.remove(name)
-    assert asyncio.run(post(1000))[0] == 200, "the model's bytes are free again"
+    assert post(1000)[0] == 200, "the model's bytes are free again"
     assert visitors.new_folder("session2")[1].parent.name == "session2"
     assert budget.used() <= limit
 

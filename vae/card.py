@@ -134,7 +134,7 @@ def architecture_table(config: ModelConfig) -> str:
 | classes | {", ".join(config.class_names)} |"""
 
 
-def usage(model_id: str) -> str:
+def usage(model_id: str, latent_dim: int) -> str:
     return f"""## Use
 
 ```python
@@ -143,6 +143,15 @@ from vae import VAE
 model = VAE.from_pretrained("{model_id}")
 images = model.sample(16, seed=0)        # (16, C, H, W) in [0, 1]
 mu, logvar = model.encode(images)        # posterior of each image
+
+# Without PyTorch: export the encoder and decoder once (pip install -r requirements-onnx.txt), run them anywhere.
+from vae.onnx import export_onnx
+import numpy as np, onnxruntime as ort
+
+export_onnx(model, "onnx")               # onnx/encoder.onnx: images -> mean, logvar; onnx/decoder.onnx: z -> pixels
+decoder = ort.InferenceSession("onnx/decoder.onnx")
+z = np.random.default_rng(0).standard_normal((16, {latent_dim})).astype(np.float32)  # z ~ N(0, I): new images
+(pixels,) = decoder.run(None, {{"z": z}})  # (16, C, H, W) in [0, 1], as model.decode gives
 ```"""
 
 
@@ -224,7 +233,7 @@ on {metrics.get("device", "?")} (mixed precision {config.mixed_precision}) in {d
 The best epoch by validation loss ({metrics.get("best_epoch")}) is the one saved here. All settings: `train_config.yaml`;
 per-epoch figures: `metrics.jsonl`.{protocol(config, metrics)}
 
-{usage(model_id)}
+{usage(model_id, architecture.latent_dim)}
 
 {links(metrics)}
 
@@ -272,7 +281,7 @@ A vanilla VAE ([Kingma & Welling, 2014]({PAPER_URL})) made of `nn.Linear` layers
 
 No test metrics were recorded with these weights: `python -m vae.evaluate --checkpoint DIR` measures them.
 
-{usage("DIR")}
+{usage("DIR", architecture.latent_dim)}
 
 {links({})}
 """
