@@ -32,6 +32,7 @@ from gradio_client.utils import Status
 from test_app import free_port, launched
 
 import app
+import app_train
 from vae import live
 from vae.assets import load_assets
 from vae.errors import UserError
@@ -670,7 +671,7 @@ def test_a_visitors_models_are_counted_per_address_too(studio, tmp_path_factory,
     test_visitors_models_are_bounded_and_deleted's)."""
     monkeypatch.setenv("SPACE_ID", "owner/vae-studio")
     monkeypatch.setattr("vae.visitors.PER_VISITOR", 1)
-    monkeypatch.setattr(app, "PER_VISITOR", 1)
+    monkeypatch.setattr(app_train, "PER_VISITOR", 1)
     names, clients = [], []  # each session kept open: a session that closes takes its models with it
     for seed in range(1 + 1):
         client = visitor_client(studio, tmp_path_factory, f"10.8.{seed}.1, 10.0.3.1")  # a new first entry each time
