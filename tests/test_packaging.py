@@ -90,17 +90,16 @@ def test_wheel_holds_the_package_and_the_app_requirements(tmp_path):
     assert packaged == {"vae"}, "only the package: app.py, train.py, bench/ and tests/ run from a clone"
     assert {f"vae/{p.name}" for p in (ROOT / "vae").glob("*.py")} <= set(names)
     metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()
-    required = [
-        line.split(":", 1)[1].strip().split(">")[0].split("<")[0]
-        for line in metadata.splitlines()
-        if line.startswith("Requires-Dist")
-    ]
-    app_requirements = [
-        line.split("#")[0].strip().split(">")[0].split("<")[0]
-        for line in (ROOT / "requirements.txt").read_text().splitlines()
-        if line.split("#")[0].strip()
-    ]
-    assert required == app_requirements, "the package needs what the app needs: requirements.txt, one source"
+    requires = [line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Requires-Dist")]
+    required = [r.split(">")[0].split("<")[0] for r in requires if "extra ==" not in r]
+    onnx_extra = [r.split(">")[0] for r in requires if 'extra == "onnx"' in r]
+
+    def names(requirements: str) -> list[str]:
+        lines = (ROOT / requirements).read_text().splitlines()
+        return [line.split("#")[0].strip().split(">")[0].split("<")[0] for line in lines if line.split("#")[0].strip()]
+
+    assert required == names("requirements.txt"), "the package needs what the app needs: requirements.txt, one source"
+    assert onnx_extra == names("requirements-onnx.txt"), "pip install 'mnist-vae-studio[onnx]' = requirements-onnx.txt"
 
 
 @pytest.mark.slow  # a fresh interpreter (or pip): 3-5 s, out of the quick loop
