@@ -44,8 +44,8 @@ from vae import checks, output_files, pictures, request_limits
 from vae.assets import Assets, load_assets
 from vae.catalog import Catalog
 from vae.errors import UserError
+from vae.folder import pictures_dir
 from vae.latent import INTERPOLATIONS, START_POINTS
-from vae.live import pictures_dir
 from vae.steering import DIRECTIONS, STEERING
 from vae.visitors import Visitors
 

@@ -368,7 +368,7 @@ def trainers(server: psutil.Process | None = None) -> list[psutil.Process]:
 
 
 def run_folder(trainer: psutil.Process) -> Path | None:
-    """The model folder a training child writes: its log (live.log_path) is beside it."""
+    """The model folder a training child writes: its log (vae.folder.log_path) is beside it."""
     for file in trainer.open_files():
         if file.path.endswith(".log"):
             return Path(file.path).with_suffix("")

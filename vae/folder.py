@@ -415,6 +415,16 @@ def looks_local(path: str) -> bool:
     return os.path.isdir(path.split("/")[0])
 
 
+def log_path(folder: Path) -> Path:
+    """A Train tab run's output (the trainer's lines, a traceback), beside its model folder (vae.live)."""
+    return folder.with_suffix(".log")
+
+
+def pictures_dir(folder: Path) -> Path:
+    """Where a Train tab run's live pictures go, beside its model folder (vae.live)."""
+    return folder.parent / f"{folder.name}-live"
+
+
 def zip_path(folder: Path) -> Path:
     """The model folder as one file to download (vae.visitors): NAME.zip beside it."""
     return folder.with_suffix(".zip")

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from vae.config import DEFAULT_CONFIG, TrainConfig, build_config, read_yaml
 from vae.errors import Interrupted, UserError
+from vae.folder import log_path, pictures_dir
 
 DATASETS = {"MNIST": "mnist", "Fashion-MNIST": "fashion-mnist"}  # the tab's choice → the trainer's --dataset
 HIDDEN_LAYERS = {"256": [256], "512 → 256": [512, 256], "1024 → 512": [1024, 512]}  # encoder widths; decoder mirrors
@@ -186,16 +187,6 @@ class LiveRun:
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait()
-
-
-def log_path(folder: Path) -> Path:
-    """The child's output (the trainer's lines, a traceback), beside the model folder."""
-    return folder.with_suffix(".log")
-
-
-def pictures_dir(folder: Path) -> Path:
-    """Where a run's live pictures go, beside its model folder."""
-    return folder.parent / f"{folder.name}-live"
 
 
 def log_tail(path: Path, lines: int = 20) -> str:

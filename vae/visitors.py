@@ -35,13 +35,14 @@ from vae.folder import (
     atomic_write,
     discard,
     lock_path,
+    log_path,
     old_dir,
+    pictures_dir,
     ready_dir,
     staging_dir,
     zip_path,
 )
 from vae.hub import on_space
-from vae.live import log_path, pictures_dir
 
 MAX_AGE = 3600.0  # seconds a model is kept after it was trained
 PER_VISITOR = 3
