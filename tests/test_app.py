@@ -86,9 +86,14 @@ def broken(tmp_path_factory) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def server(assets, broken):
+def demo(assets, broken):
+    return app.build_demo(assets, broken)
+
+
+@pytest.fixture(scope="module")
+def server(demo):
     """The demo launched on a free local port; yields its URL."""
-    with launched(app.build_demo(assets, broken)) as url:
+    with launched(demo) as url:
         yield url
 
 
@@ -607,18 +612,16 @@ def test_your_digit_opens_with_a_real_test_digit_encoded(assets):
     assert note.startswith("An example to start from: a **3** from the test set.")
 
 
-def test_a_new_session_builds_no_page_config_until_a_deep_link_asks(tmp_path_factory):
+def test_a_new_session_builds_no_page_config_until_a_deep_link_asks(demo, server, tmp_path_factory):
     """Each raw API call and each gradio_client is a new session, for which Gradio built a copy of the config of every
     block of the page (half the server's CPU for a small call: bench/api_call_cost.py). gradio6 builds them when a
     deep link first reads them: a call builds its own inputs' and outputs' (Gradio records their values in them), and
     the deep-link route still gets every block's."""
-    demo = app.build_demo(load_assets(app.DEFAULT_CHECKPOINT))
-    with launched(demo) as url:
-        client = Client(url, verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")))
-        client.predict(4, 0, 1.0, "vae-mnist", api_name="/sample")
-        state = demo.state_holder[client.session_hash]
-        built, blocks = dict.__len__(state.config_values), len(demo.blocks)
-        assert built <= 8 and blocks > 100, f"only the call's inputs and outputs: {built} of {blocks} blocks' configs"
-        answer = httpx.get(f"{url}/gradio_api/deep_link", params={"session_hash": client.session_hash}, timeout=30)
-        assert answer.status_code == 200 and answer.text.strip('"'), answer.text
-        assert dict.__len__(state.config_values) == blocks, "every block's, for the link"
+    client = Client(server, verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")))
+    client.predict(4, 0, 1.0, "vae-mnist", api_name="/sample")
+    state = demo.state_holder[client.session_hash]
+    built, blocks = dict.__len__(state.config_values), len(demo.blocks)
+    assert built <= 8 and blocks > 100, f"only the call's inputs and outputs: {built} of {blocks} blocks' configs"
+    answer = httpx.get(f"{server}/gradio_api/deep_link", params={"session_hash": client.session_hash}, timeout=30)
+    assert answer.status_code == 200 and answer.text.strip('"'), answer.text
+    assert dict.__len__(state.config_values) == blocks, "every block's, for the link"
