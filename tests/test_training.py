@@ -388,6 +388,7 @@ def test_keep_on_stop_exports_the_best_weights_so_far_from_the_middle_of_an_epoc
     assert VAE.from_pretrained(folder).latent_dim == 2
 
 
+@pytest.mark.slow  # reads the shared trained run, which the quick loop does not build
 def test_the_weights_say_where_they_came_from(trained, tmp_path):
     """model.safetensors carries its training settings (without this machine's paths) and the code's commit as
     safetensors metadata; from_pretrained reads them back as text (strict, no code) and save_pretrained keeps them."""
