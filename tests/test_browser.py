@@ -443,7 +443,7 @@ def hovered(driver, not_index: str | None = None) -> dict:
 
 
 def hover_data(driver) -> str:
-    """The map tab's hover data (serving.map_hover), as the page holds it for web/map.js."""
+    """The map tab's hover data (map_clicks.map_hover), as the page holds it for web/map.js."""
     return driver.execute_script("return document.querySelector('#map-hover textarea, #map-hover input').value")
 
 

@@ -1,6 +1,6 @@
 """The app against what a careless or hostile caller sends, and against bad side files in a model folder.
 
-Fast tests call the functions of app.py and vae.serving directly: metrics and cards holding anything, error
+Fast tests call the functions of app.py and the vae modules it uses directly: metrics and cards holding anything, error
 messages that must not echo a 5 MB input back, the output store's disk budget. The slow ones start one real server
 (`python app.py` in a subprocess, with its own Gradio cache, a lowered output budget and its log in a file)
 and send it a seeded, bounded fuzz pass over every endpoint through Gradio's raw HTTP API (which, unlike
@@ -160,7 +160,7 @@ def error_of(function, *args) -> str:
         function(*args)
     except app.gr.Error as err:  # from a handler of app.py
         return err.message
-    except UserError as err:  # from vae.serving
+    except UserError as err:  # from vae.checks or vae.pictures
         return str(err)
     raise AssertionError(f"{function.__name__} accepted {str(args)[:100]}")
 
