@@ -19,6 +19,7 @@ Prints a table and writes bench/results/app_startup.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -29,6 +30,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -42,6 +44,20 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def launched(demo) -> Iterator[str]:
+    """A built demo served in this process on a free local port, as `python app.py` serves it; yields its URL (no
+    trailing slash). The tests and bench.screenshots serve the app this way."""
+    import app
+
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **app.LAUNCH_OPTIONS)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        demo.close()
 
 
 def start_app(checkpoint: str | None, port: int, log, program: list[str] | None = None) -> subprocess.Popen:

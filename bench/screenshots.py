@@ -16,7 +16,6 @@ import base64
 import contextlib
 import io
 import json
-import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -29,6 +28,8 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
+
+from bench.app_startup import launched
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -122,12 +123,6 @@ def chromium(width: int, height: int, profile: str) -> webdriver.Chrome:
     return driver
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def served(checkpoint: str | None, data_dir: Path | None = None) -> Iterator[str]:
     """The studio on a free local port, as `python app.py` serves it (its Train tab reading `data_dir`); its URL."""
@@ -136,13 +131,8 @@ def served(checkpoint: str | None, data_dir: Path | None = None) -> Iterator[str
     from vae.assets import load_assets
 
     limits = live.Limits.from_env(data_dir, default_data_dir=app.DATA_DIR)
-    demo = app.build_demo(load_assets(checkpoint or app.DEFAULT_CHECKPOINT), limits=limits)
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **app.LAUNCH_OPTIONS)
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        demo.close()
+    with launched(app.build_demo(load_assets(checkpoint or app.DEFAULT_CHECKPOINT), limits=limits)) as url:
+        yield url + "/"
 
 
 def open_tab(driver, name: str) -> None:

@@ -6,21 +6,17 @@ choose a checkpoint without the t-SNE cache, one without class means, a corrupt 
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import math
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import gradio as gr
 import httpx
 import numpy as np
 import pytest
@@ -31,6 +27,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 import app
+from bench.app_startup import free_port, launched  # noqa: F401 (other test files import them from here)
 from vae import output_files, pictures, request_limits
 from vae.assets import Assets, load_assets
 from vae.catalog import Catalog, find_checkpoints
@@ -41,12 +38,6 @@ from vae.imaging import png, to_grid, upscale
 ROOT = Path(__file__).resolve().parent.parent
 ENDPOINTS = ["/sample", "/walk", "/slide", "/tsne", "/pick", "/encode", "/encode_drawing", "/about"]
 FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -95,17 +86,6 @@ def server(demo):
     """The demo launched on a free local port; yields its URL."""
     with launched(demo) as url:
         yield url
-
-
-@contextlib.contextmanager
-def launched(demo: gr.Blocks) -> Iterator[str]:
-    """A demo served on a free local port, as python app.py serves it; yields its URL (no trailing slash)."""
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **app.LAUNCH_OPTIONS)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        demo.close()
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,16 +18,11 @@ import psutil
 import pytest
 from test_training import HUB_FILES, ROOT, SMALL
 
+from bench.app_startup import free_port
 from vae import UserError
 from vae.training import WORLD_SIZE_VARS, check_launch
 
 TRAIN_IMAGES = 1200 - 200  # the committed slice less the validation images
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def node_env() -> dict:

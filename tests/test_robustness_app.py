@@ -896,7 +896,7 @@ GRADIO_REFUSES = [
 
 def run_cases(server: Server, cases: list[Case], outcomes: Counter, wrong: list[str]) -> None:
     """Each case's outcome counted, and those that are not what the case must give listed in `wrong`. Four calls at a
-    time, as several visitors' would come: a call's ~75 ms is mostly its trip through Gradio's queue."""
+    time, as several visitors' would come."""
     with ThreadPoolExecutor(4) as pool:
         outcomes_in_order = list(pool.map(lambda case: call(server, case.api, case.data), cases))
     for case, outcome in zip(cases, outcomes_in_order, strict=True):
