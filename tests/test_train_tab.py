@@ -293,7 +293,7 @@ def test_sigterm_ends_the_server_with_its_visitors_models_and_run(mnist_dir, tmp
         run = Watched(new_client(f"http://127.0.0.1:{port}", tmp_path_factory), epochs=20, train_images=1000)
         run.wait_for("Epoch 1:")
         children = trainers(psutil.Process(server.pid))
-        assert len(children) >= 2, "the run's trainer, and the spare for the next run (and maybe the last, exiting)"
+        assert len(children) >= 2, "the run's process and the template it was forked from"
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=60) == 128 + signal.SIGTERM, log.read_text()[-3000:]
     finally:
@@ -307,11 +307,16 @@ def test_sigterm_ends_the_server_with_its_visitors_models_and_run(mnist_dir, tmp
         run.result()
 
 
-def test_after_the_first_run_each_run_starts_in_a_child_that_has_imported_already(mnist_dir, tmp_path):
-    """The server's first run starts its own child and a spare for the next one, which imports torch and the trainer
-    while the first trains; the next run takes it. A spare that died while it waited is replaced, and the server's exit
-    ends the spare too."""
+def test_each_run_is_forked_from_one_template_that_imported_once(mnist_dir, tmp_path):
+    """The server's first run starts the template, which imports torch and the trainer once; each run is a process
+    forked from it, so no run imports them again. A template that died is started again by the next run, and the
+    server's exit ends it."""
     runs, settings = live.Runs(), live.LiveSettings(**SETTINGS)
+
+    def forked(name: str) -> tuple[live.LiveRun, int]:
+        run = runs.start(name, settings.config(mnist_dir, tmp_path / name))
+        assert run.process.started.wait(60) and run.process.pid is not None
+        return run, psutil.Process(run.process.pid).ppid()  # asked at once: a run lasts seconds
 
     def finished(run: live.LiveRun) -> dict:
         *_, last = run.events(max_seconds=120)
@@ -319,29 +324,28 @@ def test_after_the_first_run_each_run_starts_in_a_child_that_has_imported_alread
         return last
 
     try:
-        first = runs.start("a", settings.config(mnist_dir, tmp_path / "first"))
-        spare = runs.spare
+        first, parent = forked("first")
+        template = runs.template.process
+        assert parent == template.pid and first.process.pid != template.pid
         assert finished(first)["event"] == "done"
-        deadline = time.monotonic() + 60
-        while not any("libtorch" in m.path for m in psutil.Process(spare.pid).memory_maps()):
-            assert time.monotonic() < deadline, "the spare never imported torch"
-            time.sleep(0.1)
-        second = runs.start("b", settings.config(mnist_dir, tmp_path / "second"))
-        assert second.process is spare and runs.spare is not spare
+        assert any("libtorch" in m.path for m in psutil.Process(template.pid).memory_maps()), "the template imported"
+        second, parent = forked("second")
+        assert parent == template.pid and runs.template.process is template, "the next run is forked from it too"
         assert finished(second) == {"event": "done", "folder": str(tmp_path / "second")}
-        runs.spare.kill()  # as the out-of-memory killer might, while it waits
-        runs.spare.wait()
-        third = runs.start("c", settings.config(mnist_dir, tmp_path / "third"))
-        assert third.process.pid != spare.pid and finished(third)["event"] == "done"
+        assert second.process.returncode == 0, "its exit status comes from the template"
+        template.kill()  # as the out-of-memory killer might, while it waits
+        template.wait()
+        third, parent = forked("third")
+        assert parent == runs.template.process.pid != template.pid and finished(third)["event"] == "done"
     finally:
         runs.end()
-    assert runs.spare.poll() is not None, "the server's exit ends the spare"
+    assert runs.template.process.poll() is not None, "the server's exit ends the template"
     assert {p.name for p in tmp_path.iterdir()} >= {"first", "second", "third"}
 
 
 def trainer_process(server: psutil.Process | None = None, timeout: float = 10) -> psutil.Process:
-    """The server's training child (python -m vae.live) running the latest run (its output goes to the run's log):
-    not the spare waiting for the next run, nor an earlier run's child still exiting; the server runs in this process
+    """The process (forked by python -m vae.live) running the server's latest run (its output goes to the run's log):
+    not the template, nor an earlier run's process still exiting; the server runs in this process
     unless given. Waits `timeout` for the child to open its log."""
     deadline = time.monotonic() + timeout
     while True:
@@ -358,9 +362,9 @@ def trainer_process(server: psutil.Process | None = None, timeout: float = 10) -
 
 
 def trainers(server: psutil.Process | None = None) -> list[psutil.Process]:
-    """The server's training children, running or spare."""
+    """The server's training processes: the template and the runs it forked."""
     found = []
-    for child in (server or psutil.Process()).children():
+    for child in (server or psutil.Process()).children(recursive=True):
         with contextlib.suppress(psutil.Error):
             if child.status() != psutil.STATUS_ZOMBIE and "vae.live" in child.cmdline():
                 found.append(child)

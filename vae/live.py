@@ -1,28 +1,31 @@
 """Training in the app: `vae.training.train`, the loop train.py runs, in a child process, its progress streamed back.
 
-The Train tab (and /train) starts a run with `Runs.start(visitor, settings.config(...))`. The child process
-- is started ahead of the run after the server's first one (a spare that has already imported what a run imports,
-  PRELOAD, which saves a visitor ~5 s of waiting), and reads its run's settings from its stdin;
+The Train tab (and /train) starts a run with `Runs.start(visitor, settings.config(...))`. The run's process
+- is forked from a template that imported what a run imports (PRELOAD) once, when the server's first run started, so
+  that no later run spends ~3.5 s of CPU importing (and its first step comes at once);
 - trains with one thread at a lower priority, so that the server's process keeps a core for /sample and /walk
   (bench/app_train_load.py measures them with and without a run);
-- reports as JSON lines on its stdout: "step" events within an epoch (at most two a second), an "epoch" event with
+- reports as JSON lines on a socket of its own: "step" events within an epoch (at most two a second), an "epoch" event with
   the epoch's record and two pictures from the current weights (a grid of samples and the walk between the first two
   classes' means), "export" once training is over and again as each phase of writing the model folder starts (with
   "phase", "number" and "of": vae.export.EXPORT_PHASES), then "done" with the model folder, or "error" with a message;
 - stops on SIGINT at the end of the step it is in: the trainer's keep_on_stop exports the best weights so far.
 A crash of the child (an exception, the kernel's out-of-memory killer) comes back as an "error" event: the server's
-process is not touched by it, and the next run starts a new child.
+process is not touched by it, and a template that died is started again by the next run.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import gc
 import importlib
 import json
 import os
 import queue
+import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -93,8 +96,9 @@ class LiveSettings:
         )
 
 
-# What a run imports, imported by a spare child before its run's config arrives: a small run then takes 2.2 s
-# instead of 4.6 s from its config to its folder (1 epoch on 200 images, one core).
+# What a run imports: the template imports it once, so that each run, forked from it, starts at once (a small run
+# then takes 2.2 s from its config to its folder instead of 4.6 s with torch and the trainer alone; one epoch on 200
+# images, one core).
 PRELOAD = (
     "torch",
     "vae.training",
@@ -104,34 +108,98 @@ PRELOAD = (
 )
 
 
-def start_trainer() -> subprocess.Popen:
-    """A training child (`python -m vae.live`): it imports torch and the trainer (~3 s of CPU, at its lower priority),
-    then waits for its run's config, one JSON line on its stdin. A plain interpreter, not multiprocessing's spawn: that
-    would import the server's main module (app.py, Gradio) in the child again before it could start."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "vae.live"],
-        cwd=Path(__file__).resolve().parent.parent,  # where `vae` is importable from, installed or not
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+class Template:
+    """`python -m vae.live`: a process that imports PRELOAD once (~3.5 s of CPU, at the runs' lower priority) and then
+    forks a process per run, so no run imports anything. A plain interpreter, not multiprocessing's forkserver: that
+    would import the server's main module (app.py, Gradio) in every run again.
+
+    The server talks to it over a socket pair: each run's config goes with a socket of the run's own, on which the run
+    writes its events, one JSON object per line; the template adds the run's exit status when the run has ended."""
+
+    def __init__(self):
+        self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)  # one message per run
+        with theirs:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "vae.live", str(theirs.fileno())],
+                cwd=Path(__file__).resolve().parent.parent,  # where `vae` is importable from, installed or not
+                stdin=subprocess.DEVNULL,
+                pass_fds=[theirs.fileno()],
+                env={**os.environ, "OMP_NUM_THREADS": "1"},
+            )
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def fork(self, config: TrainConfig) -> RunProcess:
+        """A process that runs `config`, forked as soon as the template has imported PRELOAD."""
+        ours, theirs = socket.socketpair()
+        with theirs:
+            socket.send_fds(self.control, [json.dumps(config.to_dict()).encode()], [theirs.fileno()])
+        return RunProcess(ours)
+
+    def close(self) -> None:
+        """End the template (not the runs it forked: Runs ends those)."""
+        self.control.close()
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
+
+class RunProcess:
+    """A run forked by the template, with the part of subprocess.Popen's interface that LiveRun uses: its events come
+    from `lines()`, its pid with its first event, its exit status with its last."""
+
+    def __init__(self, events: socket.socket):
+        self.events = events
+        self.pid: int | None = None
+        self.returncode: int | None = None
+        self.started, self.ended = threading.Event(), threading.Event()
+
+    def lines(self) -> Iterator[dict]:
+        """The run's events until it has ended (its own, and the template's last word: its exit status)."""
+        with self.events, self.events.makefile() as stream:
+            for line in stream:
+                try:
+                    event = json.loads(line)
+                except json.JSONDecodeError:  # not ours: a library that wrote to it before the child redirected it
+                    continue
+                if event["event"] == "started":
+                    self.pid = event["pid"]
+                    self.started.set()
+                elif event["event"] == "exited":
+                    self.returncode = event["returncode"]
+                else:
+                    yield event
+        self.started.set()  # a run that died before it said its pid has none to signal
+        self.ended.set()
+
+    def poll(self) -> int | None:
+        return self.returncode if self.ended.is_set() else None
+
+    def send_signal(self, sig: int) -> None:
+        self.started.wait(timeout=30)
+        if self.pid is not None and not self.ended.is_set():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        if not self.ended.wait(timeout):
+            raise subprocess.TimeoutExpired("a training run", timeout)
+        return self.returncode
 
 
 class LiveRun:
-    """One training run in a child process: its events, and a way to stop it.
+    """One training run in a process of its own: its events, and a way to stop it.
 
-    The child writes one JSON event per line to its stdout; the trainer's own lines go to a log beside the model
-    folder. `spare`: a child from start_trainer() that has been importing while it waited, so that the run starts at
-    once; a new one when there is none (or it died while it waited).
+    The run writes one JSON event per line to its socket; the trainer's own lines go to a log beside the model folder.
     """
 
-    def __init__(self, config: TrainConfig, spare: subprocess.Popen | None = None):
+    def __init__(self, config: TrainConfig, template: Template):
         self.log = log_path(Path(config.output_dir))
-        self.process = spare if spare is not None and spare.poll() is None else start_trainer()
-        with contextlib.suppress(OSError):  # a child that died before it read its config: events() reports it
-            self.process.stdin.write(json.dumps(config.to_dict()) + "\n")
-            self.process.stdin.close()
+        self.process = template.fork(config)
         self.queue: queue.Queue[dict] = queue.Queue()
         threading.Thread(target=self.read, daemon=True).start()
         self.started = time.monotonic()
@@ -139,11 +207,8 @@ class LiveRun:
         self.closed = False  # ended by close(): its end is no news to anyone
 
     def read(self) -> None:
-        for line in self.process.stdout:
-            try:
-                self.queue.put(json.loads(line))
-            except json.JSONDecodeError:  # not ours: a library that wrote to stdout before the child redirected it
-                continue
+        for event in self.process.lines():
+            self.queue.put(event)
         self.queue.put({"event": "exit"})
 
     def stop(self, reason: str) -> None:
@@ -209,18 +274,20 @@ def died(exitcode: int | None) -> str:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def child(config: TrainConfig, threads: int = 1) -> None:
-    """Run `train` and report on the stdout it was started with; every outcome ends in a "done" or "error" event."""
-    events = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)  # line-buffered: each event at once
+def child(config: TrainConfig, events_fd: int, threads: int = 1) -> None:
+    """Run `train` and report on the socket EVENTS_FD; every outcome ends in a "done" or "error" event."""
+    events = os.fdopen(events_fd, "w", buffering=1)  # line-buffered: each event at once
+
+    def send(event: dict) -> None:
+        events.write(json.dumps(event) + "\n")
+
+    send({"event": "started", "pid": os.getpid()})  # so that the server can signal it (Stop: SIGINT)
     log = log_path(Path(config.output_dir))
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as out:  # from here on, whatever prints (the trainer, a traceback) goes to the log
         os.dup2(out.fileno(), sys.stdout.fileno())
         os.dup2(out.fileno(), sys.stderr.fileno())
     os.environ["TQDM_DISABLE"] = "1"  # the bars' lines would only fill the log
-
-    def send(event: dict) -> None:
-        events.write(json.dumps(event) + "\n")
 
     try:
         import torch
@@ -381,32 +448,38 @@ def missing_packages() -> list[str]:
 
 
 class Runs:
-    """The server's training run (one at a time: the /train event's concurrency limit is 1) and who started it, so
-    that only they can stop it."""
+    """The server's training run (one at a time: the /train event's concurrency limit is 1), who started it, so that
+    only they can stop it, and the template that forks the runs."""
 
     def __init__(self):
         self.current: tuple[str, LiveRun] | None = None
-        self.spare: subprocess.Popen | None = None  # the next run's child, importing while this run trains
+        self.template: Template | None = None
         self.ending = False  # whether the server's exit ends a run still going (registered with the first run)
 
     def start(self, visitor: str, config: TrainConfig) -> LiveRun:
-        """The visitor's run, in the spare child when there is one; then a spare for the next run. The first run of a
-        server starts its own child: a server whose Train tab is never used keeps no idle trainer in memory."""
+        """The visitor's run, forked by the template. The server's first run starts the template (its run waits for the
+        imports), and so does the next run after a template has died: a server whose Train tab is never used keeps no
+        idle trainer in memory."""
         if not self.ending:
             atexit.register(self.end)
             self.ending = True
-        run = LiveRun(config, self.spare)
-        self.current, self.spare = (visitor, run), start_trainer()
+        if self.template is None or not self.template.alive():
+            self.template = Template()
+        try:
+            run = LiveRun(config, self.template)
+        except OSError:  # the template died after the check above
+            self.template = Template()
+            run = LiveRun(config, self.template)
+        self.current = (visitor, run)
         return run
 
     def end(self) -> None:
-        """The server exits: a run still going is killed, not left writing into folders about to be deleted; the spare
-        goes too (it would also end on its own when its stdin closes)."""
+        """The server exits: a run still going is killed, not left writing into folders about to be deleted; the
+        template goes too (it would also end on its own when its socket closes)."""
         if self.current is not None:
             self.current[1].close()
-        if self.spare is not None:
-            self.spare.kill()
-            self.spare.wait()
+        if self.template is not None:
+            self.template.close()
 
     def close(self, visitor: str) -> None:
         """The visitor left: their run, if one is going, is killed (their folder is about to be deleted under it)."""
@@ -425,17 +498,49 @@ class Runs:
             self.current = None
 
 
-def main() -> None:
-    """The child of start_trainer(): below the server's priority, its imports done before its run's config arrives."""
+def serve(control_fd: int) -> tuple[TrainConfig, int] | None:
+    """The template: below the server's priority, imports PRELOAD, then forks a run per message from the server (a
+    config and the run's socket) and tells each run's socket its exit status. Returns only in a run's process, with
+    its config and socket; or None in the template when the server has gone."""
     os.nice(NICENESS)
     for name in PRELOAD:
         with contextlib.suppress(
             Exception
         ):  # a failed import fails again in child(), where it becomes an "error" event
             importlib.import_module(name)
-    line = sys.stdin.readline()
-    if line:  # else the server closed without a run for it
-        child(build_config(json.loads(line)))
+    # What the imports made, out of the garbage collector's sight: a run's collections would otherwise write to every
+    # object's header, and so copy all of the template's memory into the run, page by page (~1.5 s of CPU).
+    gc.freeze()
+    control = socket.socket(fileno=control_fd)
+    runs: dict[int, socket.socket] = {}  # pid → its socket, for its exit status
+    while True:
+        for pid, events in list(runs.items()):
+            ended, status = os.waitpid(pid, os.WNOHANG)
+            if ended:
+                with contextlib.suppress(OSError), events:
+                    code = os.waitstatus_to_exitcode(status)
+                    events.sendall(json.dumps({"event": "exited", "returncode": code}).encode() + b"\n")
+                del runs[pid]
+        if not select.select([control], [], [], 0.2)[0]:
+            continue
+        message, fds, _, _ = socket.recv_fds(control, 1 << 20, 1)
+        if not message:  # the server has gone; a run still going ends when it next writes to it
+            return None
+        events = socket.socket(fileno=fds[0])
+        pid = os.fork()
+        if pid == 0:
+            control.close()
+            for other in runs.values():
+                other.close()
+            return build_config(json.loads(message)), events.detach()
+        runs[pid] = events
+
+
+def main() -> None:
+    """`python -m vae.live FD`, started by Template(): the template, and in each process it forks, a run."""
+    forked = serve(int(sys.argv[1]))
+    if forked is not None:
+        child(*forked)
 
 
 if __name__ == "__main__":
