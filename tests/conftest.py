@@ -31,6 +31,29 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # one of several workers (pyproject's
     torch.set_num_threads(1)  # cores spin against each other, making a test 5-10x slower, not 2x
 
 
+def share_one_tls_context() -> None:
+    """httpx builds a TLS context for each request made without a Client (`httpx.get`, and each of gradio_client's
+    calls): it parses the whole CA bundle, ~25 ms of CPU, thousands of times in this suite, for servers on
+    http://127.0.0.1 that never use it. Here requests with the default settings share one, built once (an SSLContext is
+    made to be shared by connections); anything else is built as httpx builds it."""
+    from httpx._transports import default
+
+    build, built = default.create_ssl_context, {}
+
+    def shared(verify=True, cert=None, trust_env=True):
+        if verify is not True or cert is not None:
+            return build(verify=verify, cert=cert, trust_env=trust_env)
+        key = (trust_env, os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+        if key not in built:
+            built[key] = build(verify=verify, trust_env=trust_env)
+        return built[key]
+
+    default.create_ssl_context = shared
+
+
+share_one_tls_context()
+
+
 def pytest_xdist_auto_num_workers(config) -> int:
     """`-n auto` (pyproject's addopts): a worker per core, at most 4: each holds torch, Gradio and a warm Python
     (~2 GB), and beyond 4 the suite's longest files, which one worker runs whole, set its length anyway."""

@@ -948,10 +948,10 @@ def test_fuzz_every_endpoint(server, tmp_path):
 
 @pytest.mark.slow
 def test_sample_flood_keeps_the_outputs_under_the_budget(server):
-    """120 /sample calls of 64 to 256 images, four at a time: without a bound they would leave ~90 MB and ~20,000
-    files; what is on disk stays under the server's lowered budget all along, and the last answer is served."""
+    """48 /sample calls of 64 to 256 images, four at a time: without a bound they would leave ~36 MB and ~8,000 files,
+    4 times the server's lowered budget; what is on disk stays under it all along, and the last answer is served."""
     rng = random.Random(3)
-    requests = [(rng.choice([64, 128, 256]), 1000 + i) for i in range(120)]
+    requests = [(rng.choice([64, 128, 256]), 1000 + i) for i in range(48)]
     rss_before = server.rss_mb()
     peak = [0, 0]
     done = threading.Event()

@@ -147,25 +147,26 @@ class Template:
 
 class RunProcess:
     """A run forked by the template, with the part of subprocess.Popen's interface that LiveRun uses: its events come
-    from `lines()`, its pid with its first event, its exit status with its last."""
+    from `lines()`, its pid with its first event, its exit status with its last.
+
+    A forked run says its pid and waits for a go-ahead before it does anything, so that a signal sent before it was
+    forked (the template may still be importing) reaches it there: SIGKILL ends it before it writes a file."""
 
     def __init__(self, events: socket.socket):
         self.events = events
         self.pid: int | None = None
         self.returncode: int | None = None
+        self.pending: int | None = None  # a signal sent before the run had said its pid
+        self.lock = threading.Lock()
         self.started, self.ended = threading.Event(), threading.Event()
 
     def lines(self) -> Iterator[dict]:
         """The run's events until it has ended (its own, and the template's last word: its exit status)."""
         with self.events, self.events.makefile() as stream:
             for line in stream:
-                try:
-                    event = json.loads(line)
-                except json.JSONDecodeError:  # not ours: a library that wrote to it before the child redirected it
-                    continue
+                event = json.loads(line)
                 if event["event"] == "started":
-                    self.pid = event["pid"]
-                    self.started.set()
+                    self.begin(event["pid"])
                 elif event["event"] == "exited":
                     self.returncode = event["returncode"]
                 else:
@@ -173,14 +174,26 @@ class RunProcess:
         self.started.set()  # a run that died before it said its pid has none to signal
         self.ended.set()
 
+    def begin(self, pid: int) -> None:
+        with self.lock:
+            self.pid = pid
+            if self.pending != signal.SIGKILL:
+                with contextlib.suppress(OSError):
+                    self.events.sendall(b"g")
+            if self.pending is not None:
+                os.kill(pid, self.pending)
+        self.started.set()
+
     def poll(self) -> int | None:
         return self.returncode if self.ended.is_set() else None
 
     def send_signal(self, sig: int) -> None:
-        self.started.wait(timeout=30)
-        if self.pid is not None and not self.ended.is_set():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, sig)
+        with self.lock:
+            if self.pid is None:
+                self.pending = signal.SIGKILL if signal.SIGKILL in (sig, self.pending) else sig
+            elif not self.ended.is_set():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, sig)
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
@@ -251,7 +264,8 @@ class LiveRun:
         self.closed = True
         if self.process.poll() is None:
             self.process.kill()
-        self.process.wait()
+        if self.process.pid is not None:  # else it dies when the template has forked it, before it does anything
+            self.process.wait()
 
 
 def log_tail(path: Path, lines: int = 20) -> str:
@@ -281,7 +295,12 @@ def child(config: TrainConfig, events_fd: int, threads: int = 1) -> None:
     def send(event: dict) -> None:
         events.write(json.dumps(event) + "\n")
 
-    send({"event": "started", "pid": os.getpid()})  # so that the server can signal it (Stop: SIGINT)
+    try:
+        send({"event": "started", "pid": os.getpid()})  # so that the server can signal it (Stop: SIGINT)
+        if not os.read(events_fd, 1):  # the go-ahead (RunProcess.begin)
+            return
+    except OSError:  # the server has gone: no one to train for
+        return
     log = log_path(Path(config.output_dir))
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as out:  # from here on, whatever prints (the trainer, a traceback) goes to the log
