@@ -12,13 +12,14 @@ import sys
 
 import pytest
 import torch
+import warm
 from test_training import ROOT
 
 
 def run_check(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
     cmd = [sys.executable, "-m", "bench.gpu_check", *args]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    return warm.run(cmd, cwd=ROOT, env=env, timeout=300)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")

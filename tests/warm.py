@@ -1,4 +1,5 @@
-"""The project's commands (`python train.py …`, `python -m vae.… …`) run in processes forked from one warm Python.
+"""The project's commands (`python train.py …`, `python -m vae.… …`, `python -m bench.… …`) run in processes
+forked from one warm Python.
 
 A fresh `python train.py` spends ~4 s of a small run's ~6 s importing torch, Accelerate, scikit-learn and the
 package, and the tests start such commands about a hundred times. Here one server process imports all that once
@@ -176,10 +177,10 @@ _lock = threading.Lock()
 
 
 def ours(cmd: list[str], cwd) -> bool:
-    """`python train.py …` or `python -m vae.… …`, run from the repository."""
+    """`python train.py …`, `python -m vae.… …` or `python -m bench.… …`, run from the repository."""
     if len(cmd) < 2 or cmd[0] != sys.executable or cwd is None or Path(cwd).resolve() != ROOT:
         return False
-    return cmd[1] == "train.py" or (cmd[1] == "-m" and len(cmd) > 2 and cmd[2].startswith("vae."))
+    return cmd[1] == "train.py" or (cmd[1] == "-m" and len(cmd) > 2 and cmd[2].startswith(("vae.", "bench.")))
 
 
 def server_for(cmd: list[str], cwd, env: dict | None) -> Server | None:
