@@ -23,6 +23,10 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     try:
         config = parse_config(argv)
+        if config.push_to_hub:  # the Hub's answer before the trainer's imports (~3 s): a refusal comes at once
+            from vae.hub import check_hub_access
+
+            check_hub_access(config.hub_model_id)
         try:
             from vae.training import train  # after parsing: --help and config errors are instant
         except ModuleNotFoundError as err:  # an install without the trainer's packages: no Accelerate, no torchvision
@@ -31,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
                 "requirements.txt (pip install -r requirements.txt)."
             ) from None
 
-        train(config)
+        train(config, hub_checked=config.push_to_hub)
     except Interrupted as stop:  # SIGINT / SIGTERM: stopped at a step boundary, temporary files removed
         saved = f"epoch {stop.resume_epoch}" if stop.resume_epoch else "no epoch yet"
         print(

@@ -110,6 +110,7 @@ def train(
     on_train_end: Callable[[], None] | None = None,
     keep_on_stop: bool = False,
     on_export: Callable[[str, int, int], None] | None = None,
+    hub_checked: bool = False,
 ) -> Path:
     """Train, keep the best model by validation loss, and export a Hub-ready folder; returns its path.
 
@@ -120,8 +121,9 @@ def train(
     run, before the export; `on_export(phase, number, of)` as each phase of the export starts (vae.export.EXPORT_PHASES).
     `keep_on_stop`: SIGINT or SIGTERM ends the run at the next step and exports the best weights so far (the
     current ones included) instead of raising Interrupted; the app's Stop button works this way.
+    `hub_checked`: the caller has checked the Hub access for --push-to-hub already (train.py, before these imports).
     """
-    check_settings(config)  # everything that can be checked before any work
+    check_settings(config, hub=not hub_checked)  # everything that can be checked before any work
     accelerator = make_accelerator(config)
     output_dir = Path(config.output_dir)
     with run_lock(accelerator, output_dir):  # one run writes a folder at a time; held through the push
@@ -160,15 +162,15 @@ def run_lock(accelerator: Accelerator, output_dir: Path) -> Iterator[None]:
         yield
 
 
-def check_settings(config: TrainConfig) -> None:
-    """The launch, the output folder, the model's size, the trackers' packages and the Hub access, checked before any
-    data is loaded."""
+def check_settings(config: TrainConfig, hub: bool = True) -> None:
+    """The launch, the output folder, the model's size, the trackers' packages and (`hub`) the Hub access, checked
+    before any data is loaded."""
     check_launch()
     check_output_dir(config.output_dir)
     image_shape = DataSettings.of(config).image_shape
     check_architecture(image_shape, config.hidden_dims, config.latent_dim, "--hidden-dims / --latent-dim")
     check_trackers(config.report_to)
-    if config.push_to_hub:
+    if hub and config.push_to_hub:
         check_hub_access(config.hub_model_id)  # fail before hours of training, not after
 
 
