@@ -57,6 +57,16 @@ def test_the_shipped_fashion_config_is_valid():
     assert config.dataset == "fashion-mnist"
 
 
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
+def test_every_shipped_config_is_valid(name):
+    """Each recipe in configs/ (a misspelt key would be refused), and the speedrun's settings as docs/benchmarks.md
+    gives them."""
+    config = parse_config(["--config", str(ROOT / "configs" / name)])
+    if name == "mnist_fast.yaml":
+        assert (config.epochs, config.lr, config.warmup_steps, config.kl_warmup_epochs) == (9, 0.005, 100, 0.0)
+        assert (config.mixed_precision, config.lr_schedule, config.hidden_dims) == ("bf16", "cosine", [512, 256])
+
+
 @pytest.mark.parametrize(
     "text, key",
     [
