@@ -5,9 +5,9 @@ The Train tab (and /train) starts a run with `Runs.start(visitor, settings.confi
   that no later run spends ~3.5 s of CPU importing (and its first step comes at once);
 - trains with one thread at a lower priority, so that the server's process keeps a core for /sample and /walk
   (bench/app_train_load.py measures them with and without a run);
-- reports as JSON lines on a socket of its own: "step" events within an epoch (at most two a second), an "epoch" event with
-  the epoch's record and two pictures from the current weights (a grid of samples and the walk between the first two
-  classes' means), "export" once training is over and again as each phase of writing the model folder starts (with
+- reports as JSON lines on a socket of its own: "step" events within an epoch (at most two a second), an "epoch"
+  event with the epoch's record and two pictures from the current weights (a grid of samples and the walk between the
+  first two classes' means), "export" once training is over and again as each phase of writing the model folder starts (with
   "phase", "number" and "of": vae.export.EXPORT_PHASES), then "done" with the model folder, or "error" with a message;
 - stops on SIGINT at the end of the step it is in: the trainer's keep_on_stop exports the best weights so far.
 A crash of the child (an exception, the kernel's out-of-memory killer) comes back as an "error" event: the server's
