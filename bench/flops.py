@@ -68,24 +68,23 @@ def flops_per_image(shapes: list[tuple[int, int, bool]]) -> int:
 
 
 class GemmStep:
-    """One training step's GEMMs for batch size B on preallocated tensors: the machine's limit for them."""
+    """One training step's GEMMs for batch size B on preallocated tensors of `dtype`: the machine's limit for them."""
 
-    def __init__(self, shapes: list[tuple[int, int, bool]], batch_size: int):
+    def __init__(self, shapes: list[tuple[int, int, bool]], batch_size: int, dtype: torch.dtype = torch.float32):
         self.batch_size, self.shapes = batch_size, shapes
         self.layers = []
         for i, o, needs_grad_input in shapes:
             b = batch_size
-            self.layers.append(
-                {
-                    "x": torch.randn(b, i),  # layer input, kept for the weight gradient
-                    "weight": torch.randn(o, i) * i**-0.5,  # (out, in) as nn.Linear stores it
-                    "bias": torch.zeros(o),
-                    "y": torch.empty(b, o),
-                    "grad_y": torch.randn(b, o),
-                    "grad_weight": torch.empty(o, i),
-                    "grad_x": torch.empty(b, i) if needs_grad_input else None,
-                }
-            )
+            layer = {
+                "x": torch.randn(b, i),  # layer input, kept for the weight gradient
+                "weight": torch.randn(o, i) * i**-0.5,  # (out, in) as nn.Linear stores it
+                "bias": torch.zeros(o),
+                "y": torch.empty(b, o),
+                "grad_y": torch.randn(b, o),
+                "grad_weight": torch.empty(o, i),
+                "grad_x": torch.empty(b, i) if needs_grad_input else None,
+            }
+            self.layers.append({k: v if v is None else v.to(dtype) for k, v in layer.items()})
 
     def run(self) -> None:
         for layer in self.layers:  # forward

@@ -7,12 +7,13 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from vae import VAE
 from vae.config import build_config
 from vae.data import DataSettings, load_splits
 from vae.imaging import as_float
-from vae.loss import ELBOTotals, importance_weighted_nll, negative_elbo
+from vae.loss import ELBOTotals, bernoulli_nll, importance_weighted_nll, negative_elbo, softplus
 
 LOGITS = [[2.0, -1.0, 0.5], [-3.0, 0.0, 4.0]]
 PIXELS = [[1.0, 0.0, 0.25], [0.0, 1.0, 0.75]]  # grayscale values in [0, 1] are Bernoulli means
@@ -45,6 +46,20 @@ def test_negative_elbo_matches_a_hand_computation(kl_weight):
         assert parts.recon[i].item() == pytest.approx(recon, rel=1e-6)
         assert parts.kl[i].item() == pytest.approx(kl, rel=1e-6)
         assert parts.loss[i].item() == pytest.approx(recon + kl_weight * kl, rel=1e-6)
+
+
+def test_the_reconstruction_term_is_torchs_binary_cross_entropy_with_its_gradient():
+    """vae.loss.softplus (written with vectorised kernels) against torch's own, over the logits a decoder can give."""
+    logits = torch.cat([torch.linspace(-120, 120, 2401), torch.tensor([0.0, -1e-6, 1e-6, 88.0, -88.0])])
+    logits = logits[torch.randperm(len(logits), generator=torch.Generator().manual_seed(0))].view(6, -1)
+    x = torch.rand(logits.shape, generator=torch.Generator().manual_seed(1))
+    ours, theirs = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    mine = bernoulli_nll(ours, x)
+    torchs = F.binary_cross_entropy_with_logits(theirs, x, reduction="none").sum(1)
+    assert torch.allclose(mine, torchs, rtol=1e-6, atol=1e-4)  # 401 pixels a row
+    assert torch.allclose(softplus(logits), F.softplus(logits), rtol=1e-6, atol=1.2e-7)
+    (mine.sum() + torchs.sum()).backward()
+    assert torch.allclose(ours.grad, theirs.grad, atol=1e-6) and torch.isfinite(ours.grad).all()
 
 
 def test_negative_elbo_is_computed_in_float32_from_half_precision_inputs():

@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from vae import VAE, UserError
-from vae.model import ACTIVATIONS
+from vae.model import ACTIVATIONS, ELU
 
 VAE_PACKAGE = Path(__file__).resolve().parent.parent / "vae"
 
@@ -104,6 +104,19 @@ def test_dropout_after_each_hidden_layer_only_while_training(dropout):
     torch.manual_seed(1)
     first = model.decode(z)
     assert torch.equal(first, model.decode(z)) == (dropout == 0.0)
+
+
+def test_our_elu_is_torchs_with_its_gradient():
+    """vae.model.ELU (written with exp, not expm1) against nn.ELU, in float32 and under bf16 autocast."""
+    x = torch.cat([torch.linspace(-60, 60, 4001), torch.tensor([0.0, -1e-7, 1e-7, 1e4, -1e4])])
+    ours, theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    mine, torchs = ELU()(ours), nn.ELU()(theirs)
+    assert torch.allclose(mine, torchs, rtol=1e-6, atol=1e-7)
+    (mine.sum() + torchs.sum()).backward()
+    assert torch.allclose(ours.grad, theirs.grad, rtol=1e-6, atol=1e-7) and torch.isfinite(ours.grad).all()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        half = ELU()(x.bfloat16())
+    assert torch.allclose(half.float(), torchs.detach(), rtol=1e-2, atol=1e-2)
 
 
 @pytest.mark.parametrize("activation", ["relu", "elu", "silu", "gelu", "tanh"])
