@@ -2,7 +2,9 @@
 
 python -m bench.step_profile --data-dir ../shared/data                       # the speedrun recipe (bf16)
 python -m bench.step_profile --data-dir ../shared/data --mixed-precision no  # the same net in fp32
-python -m bench.step_profile --data-dir ../shared/data --config configs/mnist.yaml --threads 1
+python -m bench.step_profile --data-dir ../shared/data --threads 1 --hidden-dims 400 --latent-dim 20 --activation relu
+
+Any of train.py's flags after the benchmark's own changes the recipe (--config's file first, then the flags).
 
 One epoch of the recipe trains through `vae.training.train`; torch.profiler records --steps of its optimizer steps
 after --skip steps (the `on_step` hook advances the profiler's schedule), so what is measured is the trainer's step
@@ -50,15 +52,14 @@ def group_of(name: str) -> str:
 def main(argv: list[str] | None = None) -> dict:
     parser = bench_parser("step_profile", __doc__)
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "mnist_fast.yaml", help="the recipe")
-    parser.add_argument("--mixed-precision", choices=("no", "bf16"), help="override the recipe's precision")
     parser.add_argument("--skip", type=int, default=50, help="steps before the profiled ones (default: 50)")
     parser.add_argument("--steps", type=int, default=200, help="steps profiled (default: 200)")
-    args = parser.parse_args(argv)
+    args, trainer_flags = parser.parse_known_args(argv)  # the rest are train.py's flags
     start(args)
     output_dir = Path(tempfile.mkdtemp(prefix="bench-step-profile-"))
     argv = ["--config", str(args.config), "--data-dir", args.data_dir, "--output-dir", str(output_dir / "run")]
     argv += ["--epochs", "1", "--iw-samples", "0", "--tsne-samples", "10", "--steering-images", "100"]
-    argv += ["--cpu"] + (["--mixed-precision", args.mixed_precision] if args.mixed_precision else [])
+    argv += ["--cpu", *trainer_flags]
     config = parse_config(argv)
     dtype = torch.bfloat16 if config.mixed_precision == "bf16" else torch.float32
     clock: list[float] = []  # the hook's time after every step

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -27,6 +28,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import NamedTuple
 
+import accelerate.optimizer
 import torch
 from accelerate import Accelerator
 from accelerate.utils import InitProcessGroupKwargs, broadcast_object_list, set_seed
@@ -70,6 +72,10 @@ from vae.imaging import as_float
 from vae.loss import ELBOParts, ELBOTotals, importance_weighted_bound, negative_elbo
 from vae.model import VAE
 from vae.tracking import check_trackers, finish_tracking, log_epoch, start_tracking, tracker_options
+
+# Accelerate's optimizer wrapper asks whether the lomo_optim package is installed twice every step, each time searching
+# sys.path for it (accelerate 1.15: 0.3 ms a step, 6% of a 784-400-20 step here); the answer cannot change in a run.
+accelerate.optimizer.is_lomo_available = functools.cache(accelerate.optimizer.is_lomo_available)
 
 # Set by every launcher of a real multi-process run (torchrun and accelerate's GPU launch: WORLD_SIZE; mpirun: the
 # others), the names Accelerate reads the number of processes from.
@@ -395,7 +401,7 @@ def train_step(training: Training, index: torch.Tensor, kl_weight: float) -> ELB
         parts = importance_weighted_bound(out.logits, x, out.mu, out.logvar, out.z, kl_weight)
     else:
         parts = negative_elbo(out.logits, x, out.mu, out.logvar, kl_weight)
-    training.optimizer.zero_grad(set_to_none=True)
+    training.model.zero_grad(set_to_none=True)  # Accelerate's optimizer.zero_grad inspects a signature every call
     accelerator.backward(parts.loss.mean())
     training.optimizer.step()
     training.scheduler.step()
