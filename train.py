@@ -9,8 +9,10 @@ import shlex
 import signal
 import sys
 
-from vae.config import parse_config
+from vae.config import parse_config, share_cores
 from vae.errors import Interrupted, UserError, command
+
+share_cores()  # before torch is imported
 
 
 def resume_command(argv: list[str]) -> str:

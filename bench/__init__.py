@@ -2,3 +2,7 @@
 
 Run them as modules from the repository root, e.g. `python -m bench.throughput --data-dir ../shared/data`.
 """
+
+from vae.config import share_cores
+
+share_cores()  # the trainer's threads wait as under train.py; before any benchmark imports torch

@@ -2,6 +2,7 @@
 
 python -m bench.flops --data-dir ../shared/data               # 2 epochs of the default recipe
 python -m bench.flops --data-dir ../shared/data --epochs 1 --threads 1
+python -m bench.flops --data-dir ../shared/data --mixed-precision bf16   # bf16 autocast against bf16 GEMMs
 
 The default recipe (configs/mnist.yaml: hidden_dims, latent_dim, batch_size) trains through
 `vae.training.train`; its images per second (the trainer's own clock over the training loop, from
@@ -110,6 +111,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = bench_parser("flops", __doc__)
     parser.add_argument("--epochs", type=int, default=2, help="epochs of our trainer (default: 2)")
     parser.add_argument("--gemm-seconds", type=float, default=3.0, help="seconds per GEMM measurement (default: 3)")
+    parser.add_argument(
+        "--mixed-precision",
+        choices=("no", "bf16"),
+        default="no",
+        help="the trainer's, and the GEMMs' dtype (default: no)",
+    )
     return parser.parse_args(argv)
 
 
@@ -123,14 +130,14 @@ def main(argv: list[str] | None = None) -> dict:
             "output_dir": output_dir,
             "epochs": args.epochs,
             "cpu": True,
-            "mixed_precision": "no",
+            "mixed_precision": args.mixed_precision,
             "iw_samples": 0,  # keep the export after the last epoch short; it is not timed anyway
             "tsne_samples": 10,
         }
     )
     shapes = linear_shapes(config)
     per_image = flops_per_image(shapes)
-    gemm = GemmStep(shapes, config.batch_size)
+    gemm = GemmStep(shapes, config.batch_size, torch.bfloat16 if args.mixed_precision == "bf16" else torch.float32)
     gemm_flops: list[tuple[float, float]] = []  # (per wall second, per CPU second)
 
     def measure_gemm(*_) -> None:
@@ -181,6 +188,7 @@ def main(argv: list[str] | None = None) -> dict:
         "timed": "our training loop (metrics.jsonl: epoch_seconds, epoch_cpu_seconds) vs the same forward+backward GEMMs alone "
         "(see bench/flops.py)",
         "threads": torch.get_num_threads(),
+        "precision": args.mixed_precision,
         "layers": [{"in": i, "out": o, "grad_input": g} for i, o, g in shapes],
         "batch_size": config.batch_size,
         "flops_per_image": per_image,
@@ -191,7 +199,7 @@ def main(argv: list[str] | None = None) -> dict:
         "target": TARGET,
         "met": ratio >= TARGET,
     }
-    write_results("flops", results, args.output)
+    write_results("flops" if args.mixed_precision == "no" else f"flops_{args.mixed_precision}", results, args.output)
     return results
 
 

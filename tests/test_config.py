@@ -3,6 +3,7 @@ error naming the key for every bad value, from Python and from `train.py` itself
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -176,3 +177,20 @@ def test_train_py_help_lists_every_setting():
         assert flag in result.stdout
     epochs = yaml.safe_load(DEFAULT_CONFIG.read_text())["epochs"]
     assert f"default: {epochs})" in result.stdout  # defaults shown are those of configs/mnist.yaml
+
+
+@pytest.mark.parametrize(
+    "env, spins",
+    [({}, "1000"), ({"GOMP_SPINCOUNT": "300000"}, "300000"), ({"OMP_WAIT_POLICY": "ACTIVE"}, "None")],
+    ids=["default", "the user's spin count", "the user's wait policy"],
+)
+def test_train_py_and_the_benchmarks_make_torchs_threads_wait_without_holding_a_core(tmp_path, env, spins):
+    """train.py sets OpenMP's spin count before torch loads (vae.config.share_cores), unless the user set how OpenMP
+    waits; the benchmarks time the trainer the same way."""
+    clean = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    for module in ("train", "bench"):
+        probe = f"import os, sys; import {module}; print('torch' in sys.modules, os.environ.get('GOMP_SPINCOUNT'))"
+        out = subprocess.run(
+            [sys.executable, "-c", probe], cwd=ROOT, env=clean | env, capture_output=True, text=True, check=True
+        )
+        assert out.stdout.split() == ["False", spins], (module, out.stdout, out.stderr)

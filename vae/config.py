@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import dataclasses
 import math
+import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -230,6 +231,20 @@ def build_parser() -> argparse.ArgumentParser:
             text += f" (default: {getattr(defaults, key)})"
             parser.add_argument(flag, type=base, default=argparse.SUPPRESS, help=text, metavar=key.upper())
     return parser
+
+
+# How many times torch's CPU threads (OpenMP; libgomp in Linux wheels) spin while they wait for their next piece of work
+# before they sleep. libgomp's default, 300,000, keeps a waiting thread on its core for milliseconds: on a machine whose
+# cores other work shares, the speedrun trained 2.9x slower than on one thread. With 1,000 it trained within 1.2x of the
+# best setting both idle and loaded (docs/benchmarks.md, "Threads, idle and loaded").
+OPENMP_SPINS = "1000"
+
+
+def share_cores() -> None:
+    """Make torch's CPU threads sleep soon when they wait (OPENMP_SPINS), unless OMP_WAIT_POLICY or GOMP_SPINCOUNT
+    says otherwise. It must run before torch is imported: OpenMP reads its settings when it loads."""
+    if "OMP_WAIT_POLICY" not in os.environ:
+        os.environ.setdefault("GOMP_SPINCOUNT", OPENMP_SPINS)
 
 
 def parse_config(argv: list[str] | None = None) -> TrainConfig:
