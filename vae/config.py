@@ -235,8 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 # How many times torch's CPU threads (OpenMP; libgomp in Linux wheels) spin while they wait for their next piece of work
 # before they sleep. libgomp's default, 300,000, keeps a waiting thread on its core for milliseconds: on a machine whose
-# cores other work shares, the speedrun trained 2.9x slower than on one thread. With 1,000 it trained within 1.2x of the
-# best setting both idle and loaded (docs/benchmarks.md, "Threads, idle and loaded").
+# cores other work shares, the speedrun trained 2.9x slower than on one thread. With 1,000 it trained within 1.21x of
+# the best setting both idle and loaded (docs/benchmarks.md, "Threads, idle and loaded").
 OPENMP_SPINS = "1000"
 
 

@@ -26,7 +26,7 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 class Softplus(torch.autograd.Function):
     """log(1 + exp(l)) as max(l, 0) - log σ(|l|), with its exact gradient σ(l): kernels that torch's CPU build
     vectorises, where F.softplus, F.logsigmoid and F.binary_cross_entropy_with_logits use log1p, which it does not.
-    The reconstruction term's forward + backward takes 2-2.5x less time (docs/benchmarks.md, "Where a step's time
+    The reconstruction term's forward + backward takes half the time (docs/benchmarks.md, "Where a step's time
     goes"); the values agree with F.softplus to float32 rounding (σ(|l|) rounds to 1 where exp(-|l|) < 6e-8)."""
 
     @staticmethod
