@@ -211,7 +211,9 @@ def test_regions_fitted_as_the_train_tab_fits_them_match_those_fitted_to_all(mni
     assert moved.max() < 0.1, f"each centre moves by under a tenth of its region's spread: {moved}"  # 0.03-0.04
     grown = (sampled.class_scales**2).sum(dim=(1, 2)).sqrt() / spread
     assert ((grown > 0.97) & (grown < 1.03)).all(), f"and keeps its spread: {grown}"  # within 1.2%
-    assert torch.allclose(sampled.directions, every.directions), "the sliders' directions come from the test set"
+    # The sliders' directions come from the test set: the same images through the same weights, equal up to float32
+    # rounding (vae.model.ELU rounds otherwise than the nn.ELU of the export that wrote the file: 1.8e-7 at most).
+    assert torch.allclose(sampled.directions, every.directions, rtol=0, atol=1e-6)
 
 
 @pytest.mark.slow
