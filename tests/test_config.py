@@ -65,7 +65,7 @@ def test_every_shipped_config_is_valid(name):
     config = parse_config(["--config", str(ROOT / "configs" / name)])
     if name == "mnist_fast.yaml":
         assert (config.epochs, config.lr, config.warmup_steps, config.kl_warmup_epochs) == (9, 0.005, 100, 0.0)
-        assert (config.mixed_precision, config.lr_schedule, config.hidden_dims) == ("bf16", "cosine", [512, 256])
+        assert (config.mixed_precision, config.lr_schedule, config.hidden_dims) == ("auto", "cosine", [512, 256])
 
 
 @pytest.mark.parametrize(

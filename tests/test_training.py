@@ -3,6 +3,7 @@ a real 2-process run, evaluation and t-SNE commands, and the Hub push with the u
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -20,11 +21,11 @@ from fake_hub import fake_hub
 from safetensors.torch import load_file
 
 from vae import VAE
-from vae.config import build_config
+from vae.config import build_config, parse_config
 from vae.data import RAW_FILES
 from vae.evaluate import checkpoint_test_set
 from vae.steering import read_steering
-from vae.training import train
+from vae.training import mixed_precision_for, train
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["--hidden-dims", "64", "--latent-dim", "2", "--batch-size", "64", "--val-size", "200"]
@@ -142,6 +143,17 @@ def test_the_speedrun_kind_of_run_in_bf16_with_elu_repeats_and_resumes_exactly(m
     assert "resumed from" in run_train(mnist_dir, tmp_path / "resumed", "--epochs", "2", "--resume", *fast).stdout
     assert_same_weights(tmp_path / "straight", tmp_path / "resumed")
     assert json.loads((tmp_path / "resumed" / "metrics.json").read_text())["mixed_precision"] == "bf16"
+
+
+def test_auto_mixed_precision_is_bf16_only_where_it_is_fast():
+    """--mixed-precision auto (the shipped recipes'): bf16 on a CPU with bf16 instructions, fp32 on one that would
+    emulate it; any other choice is kept as given."""
+    config = parse_config(["--mixed-precision", "auto", "--cpu"])
+    assert mixed_precision_for(config, {"avx2", "avx512f", "avx512_bf16"}) == "bf16"
+    assert mixed_precision_for(config, {"avx2", "amx_bf16"}) == "bf16"
+    assert mixed_precision_for(config, {"avx2", "avx512f"}) == mixed_precision_for(config, set()) == "no"
+    for given in ("no", "bf16", "fp16"):
+        assert mixed_precision_for(dataclasses.replace(config, mixed_precision=given), {"avx512_bf16"}) == given
 
 
 DOWNLOAD_LOGGER = """

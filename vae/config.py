@@ -77,7 +77,10 @@ class TrainConfig:
     seed: int = option(0, "seed for the split, the shuffling and the weights", min=0)
     # hardware
     mixed_precision: str = option(
-        "no", "no, bf16 or fp16 (on a CPU both are usually slower than no)", choices=("no", "bf16", "fp16")
+        "no",
+        "no, bf16, fp16, or auto: bf16 where it is fast (a CUDA GPU that has it, a CPU with AVX512-BF16 or AMX), else "
+        "no (elsewhere a CPU emulates bf16, slower than no)",
+        choices=("no", "bf16", "fp16", "auto"),
     )
     cpu: bool = option(False, "train on the CPU even when a GPU is available")
     ddp_timeout: int = option(

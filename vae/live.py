@@ -80,7 +80,6 @@ class LiveSettings:
         return build_config(
             recipe
             | {
-                "mixed_precision": precision(recipe.get("mixed_precision", "no")),
                 "dataset": DATASETS[self.dataset],
                 "data_dir": str(data_dir),
                 "val_size": VAL_SIZE,
@@ -96,23 +95,6 @@ class LiveSettings:
                 "steering_images": STEERING_IMAGES,
             }
         )
-
-
-def precision(recipe: str) -> str:
-    """The recipe's bf16 where this machine runs it fast: a CUDA GPU, or a CPU with bf16 instructions (AVX512-BF16 or
-    AMX, as this project's 2-core VM has: 1.4-1.6x the images per second of fp32). Elsewhere a CPU emulates bf16,
-    slower than fp32, and the run trains in fp32."""
-    if recipe != "bf16":
-        return recipe
-    import torch
-
-    if torch.cuda.is_available():
-        return recipe
-    try:
-        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return "no"
-    return recipe if {"avx512_bf16", "amx_bf16"} & set(flags) else "no"
 
 
 # What a run imports: the template imports it once, so that each run, forked from it, starts at once (a small run
