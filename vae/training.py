@@ -31,7 +31,7 @@ from typing import NamedTuple
 import accelerate.optimizer
 import torch
 from accelerate import Accelerator
-from accelerate.utils import InitProcessGroupKwargs, broadcast_object_list, set_seed
+from accelerate.utils import InitProcessGroupKwargs, broadcast_object_list, parse_flag_from_env, set_seed
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -532,7 +532,7 @@ def mixed_precision_for(config: TrainConfig, cpu_flags: set[str] | None = None) 
     flags as /proc/cpuinfo lists them (read from there when None; none where it does not exist)."""
     if config.mixed_precision != "auto":
         return config.mixed_precision
-    on_cpu = config.cpu or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    on_cpu = config.cpu or parse_flag_from_env("ACCELERATE_USE_CPU")  # as Accelerator decides it
     if not on_cpu and torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "no"
     if not on_cpu and torch.backends.mps.is_available():
