@@ -69,12 +69,13 @@ from app_handlers import (
     slider_count,
     status,
     tsne_map,
+    walk_latents,
 )
 from app_train import TrainTab, train_tab
 from app_train import push_model as push_model  # tests/test_train_tab.py calls them as app.*
 from app_train import visitor_message as visitor_message
 from gradio6 import Studio, serialized
-from vae import checks, live, map_clicks, request_limits, server_process
+from vae import checks, live, map_clicks, page_decoder, request_limits, server_process
 from vae.assets import Assets, load_assets
 from vae.catalog import Catalog, find_checkpoints
 from vae.disk import disk_bytes_setting
@@ -117,7 +118,7 @@ HEAD = """<style>
 }
 </style>"""
 # The page's scripts, files of the repository read like constants: each is a function, all called when the page loads.
-PAGE_SCRIPTS = ("sketchpad.js", "map.js")
+PAGE_SCRIPTS = ("sketchpad.js", "decoder.js", "map.js")  # map.js draws the plane with decoder.js's window.studioDecoder
 PAGE_JS = "\n".join(["() => {", *[f"({(WEB / name).read_text(encoding='utf-8')})();" for name in PAGE_SCRIPTS], "}"])
 LAUNCH_OPTIONS = {
     "css": CSS,
@@ -232,11 +233,16 @@ def walk_tab(demo: gr.Blocks, catalog: Catalog, checkpoint: gr.Dropdown, default
                 button = gr.Button("Walk", variant="primary", elem_id="walk-button")
             with gr.Column(scale=3):
                 strip = pixel_image("The walk", elem_id="walk-strip")
-                gif = pixel_image("Animated", format="gif", height=260, elem_id="walk-gif")
+                with gr.Row():
+                    gif = pixel_image("Animated", format="gif", height=260, elem_id="walk-gif")
+                    gr.HTML('<div class="scrub"></div>', elem_id="walk-scrubber")  # web/decoder.js fills it
+        latents = gr.Textbox(visible="hidden", elem_id="walk-latents")  # the frames' latents, for the scrubber
     inputs = [class_a, class_b, steps, interpolation, start, seed, checkpoint]
     button.click(functools.partial(latent_walk, catalog), inputs, [strip, gif], api_name="walk", **model_work())
     demo.load(functools.partial(latent_walk, catalog), inputs, [strip, gif], api_visibility="private", **model_work())
-    cleared_on_switch(checkpoint, [strip, gif])
+    for trigger in (button.click, demo.load):  # the page's scrubber: the same walk's latents, no image
+        trigger(functools.partial(walk_latents, catalog), inputs, [latents], api_visibility="private", **model_work())
+    cleared_on_switch(checkpoint, [strip, gif, latents])
     return {"class_a": class_a, "class_b": class_b}  # what shows the checkpoint, by CheckpointView's fields
 
 
@@ -280,14 +286,16 @@ def sliders_tab(catalog: Catalog, checkpoint: gr.Dropdown, default: Assets) -> d
             with gr.Column(scale=1, elem_id="slide-view"):
                 view = pixel_image("The digit", elem_id="slide-digit", height=260)
         offsets = gr.JSON(visible=False)  # /slide's offsets: inside the tab, or it would split the row of tabs in two
-    # The page: a slider moved, or a new start point. always_last: while one update runs, only the newest waits.
+        start_latent = gr.Textbox(visible="hidden", elem_id="slide-latent")  # the start point, for web/decoder.js
+    # The page: a slider let go (web/decoder.js draws while it moves), or a new start point. always_last: while one
+    # update runs, only the newest waits.
     start_point = [start, class_name, seed, digit, checkpoint]
-    moved = [s.input for s in sliders]
+    moved = [s.release for s in sliders]
     gr.on(
         moved,
         functools.partial(move_sliders, catalog),
         [*start_point, *sliders],
-        [view],
+        [view, start_latent],
         api_visibility="private",
         trigger_mode="always_last",
         show_progress="hidden",
@@ -298,14 +306,14 @@ def sliders_tab(catalog: Catalog, checkpoint: gr.Dropdown, default: Assets) -> d
         again,
         functools.partial(reset_sliders, catalog),
         start_point,
-        [*sliders, view],
+        [*sliders, view, start_latent],
         api_visibility="private",
         trigger_mode="always_last",
         **model_work(),
     )
     show = functools.partial(show_sliders, catalog)
     checkpoint.change(show, [checkpoint], sliders, api_visibility="private", **model_work())
-    cleared_on_switch(checkpoint, [view])
+    cleared_on_switch(checkpoint, [view, start_latent])
     # The API: offsets as one list. Wired to a hidden component that the page never changes, so only calls run it.
     offsets.change(
         functools.partial(slide, catalog),
@@ -433,6 +441,8 @@ def build_demo(
                 elem_id="checkpoint",
             )
             status_text = gr.Markdown(status(default), elem_id="checkpoint-status")
+        # The selected model's decoder, for the page's own (web/decoder.js): in the page, never shown
+        decoder = gr.Textbox(page_decoder.decoder_data(default), visible="hidden", elem_id="decoder-data")
         samples = samples_tab(demo, catalog, checkpoint, default)
         walk = walk_tab(demo, catalog, checkpoint, default)
         sliders = sliders_tab(catalog, checkpoint, default)
@@ -440,7 +450,9 @@ def build_demo(
         digit = digit_tab(demo, catalog, checkpoint, default)
         about_text = about_tab(catalog, checkpoint, default)
         train_tab(demo, training, checkpoint)
-        shown = CheckpointView(status=status_text, **walk, **tsne, **digit, about=about_text, **samples, **sliders)
+        shown = CheckpointView(
+            status=status_text, decoder=decoder, **walk, **tsne, **digit, about=about_text, **samples, **sliders
+        )
         select = functools.partial(select_checkpoint, catalog)
         checkpoint.change(select, [checkpoint], list(shown), api_visibility="private", **model_work())
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=request_limits.CONCURRENCY)

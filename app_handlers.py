@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 import gradio as gr
 import pandas as pd
 
-from vae import checks, live, map_clicks, pictures
+from vae import checks, live, map_clicks, page_decoder, pictures
 from vae.assets import Assets
 from vae.card import metrics_table, with_model_id
 from vae.catalog import Catalog
@@ -74,23 +74,40 @@ def sample(
     return pictures.sample_files(assets, n, seed, temperature, label)
 
 
-@user_errors
-def latent_walk(
-    catalog: Catalog, class_a, class_b, steps, interpolation, start, seed, checkpoint=None
-) -> tuple[str, str]:
-    """Latent walk tab: from class A to class B → a strip of the frames and an animated GIF."""
+def checked_walk(catalog: Catalog, class_a, class_b, steps, interpolation, start, seed, checkpoint) -> tuple:
+    """The Latent walk tab's raw values, checked → (assets, a, b, steps, mode, start, seed)."""
     assets = catalog.get(checkpoint)
     a, b = checks.check_class(class_a, "Class A", assets), checks.check_class(class_b, "Class B", assets)
     steps = checks.check_int(steps, "Steps", *checks.STEPS)
     mode = checks.check_choice(interpolation, "Interpolation", INTERPOLATIONS)
     start = checks.check_choice(start, "Start points", START_POINTS)
     seed = checks.check_int(seed, "Seed", 0, checks.MAX_SEED)
-    return pictures.walk_files(assets, a, b, steps, mode, start, seed)
+    return assets, a, b, steps, mode, start, seed
 
 
 @user_errors
-def slide(catalog: Catalog, start, class_name, seed, offsets, digit=None, checkpoint=None) -> str:
-    """Sliders tab (/slide): a start point moved along the model's principal directions → the digit decoded there."""
+def latent_walk(
+    catalog: Catalog, class_a, class_b, steps, interpolation, start, seed, checkpoint=None
+) -> tuple[str, str]:
+    """Latent walk tab: from class A to class B → a strip of the frames and an animated GIF."""
+    return pictures.walk_files(*checked_walk(catalog, class_a, class_b, steps, interpolation, start, seed, checkpoint))
+
+
+@user_errors
+def walk_latents(catalog: Catalog, class_a, class_b, steps, interpolation, start, seed, checkpoint=None) -> str:
+    """The page: the latents of the walk's frames, for its scrubber (web/decoder.js); "" when the walk is off."""
+    assets, *walk = checked_walk(catalog, class_a, class_b, steps, interpolation, start, seed, checkpoint)
+    if assets.steering is None:
+        return ""
+    return page_decoder.latents_data(assets, pictures.walk_latents(assets, *walk))
+
+
+@user_errors
+def slide_with_start(
+    catalog: Catalog, start, class_name, seed, offsets, digit=None, checkpoint=None
+) -> tuple[str, str]:
+    """Sliders tab: a start point moved along the model's principal directions → the digit decoded there (a PNG
+    file), and the start point for the page's own decoder (web/decoder.js)."""
     assets = catalog.get(checkpoint)
     offsets = checks.check_offsets(offsets, assets)
     start = checks.check_choice(start, "Start", checks.SLIDER_STARTS)
@@ -98,13 +115,20 @@ def slide(catalog: Catalog, start, class_name, seed, offsets, digit=None, checkp
     seed = checks.check_int(seed, "Seed", 0, checks.MAX_SEED)
     if digit is not None:  # the page sends its upload whatever the start point; an API caller may send anything
         checks.image_path(digit)
-    return pictures.slide_file(assets, pictures.slider_start(assets, start, label, seed, digit), offsets)
+    z = pictures.slider_start(assets, start, label, seed, digit)  # (D,)
+    return pictures.slide_file(assets, z, offsets), page_decoder.latents_data(assets, z[None])
 
 
-def move_sliders(catalog: Catalog, start, class_name, seed, digit, checkpoint, *values) -> str:
-    """The page's sliders, one value each, → /slide's list of offsets (as many as the checkpoint has directions)."""
+def slide(catalog: Catalog, start, class_name, seed, offsets, digit=None, checkpoint=None) -> str:
+    """/slide: a start point moved along the model's principal directions → the digit decoded there."""
+    return slide_with_start(catalog, start, class_name, seed, offsets, digit, checkpoint)[0]
+
+
+def move_sliders(catalog: Catalog, start, class_name, seed, digit, checkpoint, *values) -> tuple[str, str]:
+    """The page's sliders, one value each, → /slide's list of offsets (as many as the checkpoint has directions);
+    the digit, and its start point for the page's own decoder."""
     offsets = list(values[: slider_count(catalog, checkpoint)])
-    return slide(catalog, start, class_name, seed, offsets, digit, checkpoint)
+    return slide_with_start(catalog, start, class_name, seed, offsets, digit, checkpoint)
 
 
 def slider_count(catalog: Catalog, checkpoint) -> int:
@@ -123,8 +147,8 @@ def show_sliders(catalog: Catalog, checkpoint) -> list:
 
 
 def reset_sliders(catalog: Catalog, start, class_name, seed, digit, checkpoint) -> list:
-    """Reset, or a new start point: every slider back to 0 and the start point's own digit."""
-    return [*[0.0] * DIRECTIONS, slide(catalog, start, class_name, seed, [], digit, checkpoint)]
+    """Reset, or a new start point: every slider back to 0, the start point's own digit and the start point itself."""
+    return [*[0.0] * DIRECTIONS, *slide_with_start(catalog, start, class_name, seed, [], digit, checkpoint)]
 
 
 @user_errors
@@ -187,7 +211,8 @@ def map_hint(assets: Assets) -> str:
         return (
             "This model's latent is 2-D, so the map is the latent plane itself: each digit is decoded from its point "
             "(z1 to the right, z2 upwards, from the 5% to the 95% quantile of N(0, 1)). "
-            + ("Hover to see the test digit whose latent is nearest. " if hover else "")
+            + "Hover to see the point under the pointer decoded"
+            + (" beside the test digit whose latent is nearest. " if hover else ". ")
             + "Click anywhere to decode exactly that point; click again to walk from there."
         )
     return (
@@ -269,6 +294,7 @@ class CheckpointView(NamedTuple):
     class_b: Any
     target: Any
     map_hover: Any  # the map tab's hover data (web/map.js): the new model's test digits under the pointer
+    decoder: Any  # the page's decoder (web/decoder.js): the new model's weights and directions
     encode_map: Any  # the Your digit tab's map: cleared, in the checkpoint's colours
     about: Any  # the About tab's text
     sample_class: Any  # the Samples tab's class: "any" and the checkpoint's classes
@@ -287,6 +313,7 @@ def select_checkpoint(catalog: Catalog, checkpoint) -> CheckpointView:
         class_b=gr.update(choices=names, value=b),
         target=gr.update(choices=names, value=b),
         map_hover=map_clicks.map_hover(assets),
+        decoder=page_decoder.decoder_data(assets),
         encode_map=gr.update(value=None, color_map=colours(assets)),
         about=about(catalog, checkpoint),
         sample_class=gr.update(choices=[checks.ANY, *names], value=checks.ANY),

@@ -198,9 +198,14 @@ def moving_slider_report(driver) -> dict:
         -1
     ]
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", slider)
-    before = loaded(driver, "#slide-digit").get_attribute("src")
+    img = loaded(driver, "#slide-digit")
+    before = img.get_attribute("src"), driver.execute_script("return window.studioDecoder?.drawn")
     slider.send_keys(*[Keys.ARROW_RIGHT] * 10)
-    img = loaded(driver, "#slide-digit", not_src=before)
+    # A new digit: drawn by the page (web/decoder.js, over the server's picture) or, where it cannot, by the server.
+    waiting(driver).until(
+        lambda d: (img.get_attribute("src"), d.execute_script("return window.studioDecoder?.drawn")) != before,
+        "the digit did not change",
+    )
     report = driver.execute_script(COVERED, img)
     left, top, width, height = report["box"]
     inside = -1 <= top and top + height <= report["window"][1] + 1 and -1 <= left

@@ -54,31 +54,37 @@ def map_picture(assets: Assets) -> str | None:
 
 def map_hover(assets: Assets) -> str:
     """What the page's web/map.js needs to show, under the pointer, the test digit that a click there would pick
-    (latent_at): JSON text, "" when the map has no test images. The map's units at each pixel column and row
-    (ClickMap.axes), each test digit's point in them, its class, and a sprite sheet of the digits (one PNG, in
-    Gradio's cache like the map picture, pinned to the checkpoint): digit i is the cell at row i // columns, column
-    i % columns. On the t-SNE map a thumbnail shows only near a dot; on the latent plane, where no dots are drawn,
-    the nearest test digit always shows, as a click picks it."""
+    (latent_at) and, on a 2-D model's plane, the point there decoded (by web/decoder.js): JSON text, "" without a
+    clickable map, or on a t-SNE map without its test images. The checkpoint's name and the map's kind, the map's units
+    at each pixel column and row (ClickMap.axes), each test digit's point in them, its class, and a sprite sheet of the
+    digits (one PNG, in Gradio's cache like the map picture, pinned to the checkpoint; none without test images): digit
+    i is the cell at row i // columns, column i % columns. On the t-SNE map a thumbnail shows only near a dot; on the
+    latent plane, where no dots are drawn, the nearest test digit always shows, as a click picks it."""
     clickable, tsne = assets.click_map, assets.tsne
     images = tsne.get("images") if tsne is not None else None
-    if clickable is None or images is None:
+    if clickable is None or (images is None and clickable.kind != "plane"):
         return ""
-    columns = math.ceil(math.sqrt(len(images)))
-    sprite = cache_files({"digits.png": png(to_grid(as_float(images), nrow=columns, padding=0))}, pin=assets.name)[0]
+    columns = math.ceil(math.sqrt(len(images))) if images is not None else 1
+    sprite = None
+    if images is not None:
+        grid = png(to_grid(as_float(images), nrow=columns, padding=0))
+        sprite = FILE_ROUTE + urllib.parse.quote(cache_files({"digits.png": grid}, pin=assets.name)[0])
     xs, ys = clickable.axes()
-    points = tsne["latents"] if clickable.kind == "plane" else tsne["coords"]  # what latent_at measures in
+    points = [] if images is None else (tsne["latents"] if clickable.kind == "plane" else tsne["coords"]).tolist()
     extent = clickable.extent
     radius = HOVER_RADIUS * (extent.x[1] - extent.x[0]) / clickable.size if clickable.kind == "tsne" else None
     return json.dumps(
         {
+            "name": assets.name,
+            "kind": clickable.kind,
             "xs": [round(x, 5) for x in xs],
             "ys": [round(y, 5) for y in ys],
-            "points": [[round(x, 5), round(y, 5)] for x, y in points.tolist()],
-            "labels": tsne["labels"].tolist(),
+            "points": [[round(x, 5), round(y, 5)] for x, y in points],
+            "labels": [] if images is None else tsne["labels"].tolist(),
             "captions": [f"{article(name)} {name}" for name in map(str, assets.class_names)],
             "radius": radius,
-            "sprite": FILE_ROUTE + urllib.parse.quote(sprite),
-            "cell": list(images.shape[-2:]),
+            "sprite": sprite,
+            "cell": list(assets.model.image_shape[-2:]),
             "columns": columns,
         },
         separators=(",", ":"),

@@ -16,10 +16,10 @@ import torch
 
 from vae.assets import Assets
 from vae.checks import image_path, literal, read_image
-from vae.classes import class_latent, class_walk, nearest_class, sample_class
+from vae.classes import class_latent, nearest_class, sample_class
 from vae.errors import UserError
 from vae.imaging import png, prepare_drawing, to_gif, to_grid, to_uint8
-from vae.latent import place_on_map, walk
+from vae.latent import interpolate, place_on_map, walk
 from vae.output_files import FILE_ROUTE, cache_files
 from vae.steering import slide_latent
 
@@ -59,11 +59,18 @@ def sample_files(
     return grid_path, singles_paths
 
 
-def walk_files(assets: Assets, a: int, b: int, steps: int, mode: str, start: str, seed: int) -> tuple[str, str]:
-    """The walk from class a to class b → a strip of its frames (PNG) and an animation (GIF)."""
+def walk_latents(assets: Assets, a: int, b: int, steps: int, mode: str, start: str, seed: int) -> torch.Tensor:
+    """The latents (steps, D) of the walk from class a to class b, which walk_files decodes."""
     if assets.steering is None:
         raise UserError(f"Walks between classes are off for this checkpoint. {assets.no_steering}")
-    images = class_walk(assets.model, assets.steering, a, b, steps, mode, start, seed)  # (steps, C, H, W)
+    steering = assets.steering
+    return interpolate(class_latent(steering, a, start, seed), class_latent(steering, b, start, seed), steps, mode)
+
+
+def walk_files(assets: Assets, a: int, b: int, steps: int, mode: str, start: str, seed: int) -> tuple[str, str]:
+    """The walk from class a to class b → a strip of its frames (PNG) and an animation (GIF)."""
+    with torch.no_grad():
+        images = assets.model.decode(walk_latents(assets, a, b, steps, mode, start, seed).to(assets.model.device))
     # Files named by class index: names such as Fashion-MNIST's "T-shirt/top" cannot be file names.
     files = {f"walk-{a}-{b}.png": strip(images), "walk.gif": to_gif(images, scale=GIF_SCALE)}
     strip_path, gif_path = cache_files(files)
