@@ -259,10 +259,14 @@ def test_a_model_without_its_tsne_map_gets_a_plain_note_not_an_error_badge(no_ma
     open_tab(browser, "Latent plane")  # a 2-D model: its map tab is named so
     caption = lambda d: d.find_element(By.ID, "pick-caption").text  # noqa: E731
     waiting(browser, TIMEOUT).until(lambda d: "latent plane itself" in caption(d))
-    assert "Hover" not in caption(browser), "no test digits to show on hover: none promised"
-    assert hover_data(browser) == ""
+    assert "Hover to see the point under the pointer decoded." in caption(browser), "no test digit promised"
+    assert "nearest" not in caption(browser)
+    assert json.loads(hover_data(browser))["points"] == []  # the plane's axes only, for web/decoder.js
+    waiting(browser, TIMEOUT).until(lambda d: d.execute_script("return window.studioDecoder.model"), "no decoder")
     hover_picture(browser, "#click-map", 280, 280)
-    time.sleep(1)  # an error badge or a thumbnail would come with the move
-    assert no_thumbnail(browser)
-    assert not browser.find_elements(By.CSS_SELECTOR, ".toast-body"), "no error toast either"
+    waiting(browser, TIMEOUT).until(lambda d: d.find_element(By.ID, "map-decoded").is_displayed(), "no decoded digit")
+    thumb = browser.find_element(By.ID, "map-thumb")
+    assert thumb.get_attribute("data-index") is None and "nearest" not in thumb.text, "the decoded point alone"
+    time.sleep(1)  # an error badge would come with the move
+    assert not browser.find_elements(By.CSS_SELECTOR, ".toast-body"), "no error toast"
     loaded_image(browser, "#click-map")  # the latent plane, clickable as ever
