@@ -152,7 +152,7 @@ def server_pixels(path: str, scale: int) -> np.ndarray:
 def decoded_here(driver, checkpoint: str) -> None:
     """Wait for the checkpoint's decoder to be loaded into the page."""
     waiting(driver, TIMEOUT).until(
-        lambda d: d.execute_script("return window.studioDecoder.model") == checkpoint,
+        lambda d: d.execute_script("return window.studioDecoder?.model") == checkpoint,
         f"the decoder of {checkpoint} never loaded into the page",
     )
 
@@ -238,6 +238,22 @@ def test_sliders_move_the_digit_in_the_page_with_no_request_as_the_server_draws_
     ActionChains(page).click(page.find_element(By.CSS_SELECTOR, "#slide-1 input[type=range]")).perform()
     waiting(page, TIMEOUT).until(lambda d: any("queue/join" in n for n in requests_to_the_server(d)), "no call")
     assert no_error_shown(page)
+
+
+@browser_test
+def test_the_weights_are_fetched_once_and_come_from_the_browsers_cache_after(page, url):
+    """A page loads its model's weights once; the next visit reads them from the browser's cache (the URL names the
+    contents); another model is another file."""
+    decoded_here(page, "vae-mnist")
+    switch_to(page, "vae-mnist-2d")
+    decoded_here(page, "vae-mnist-2d")
+    fetched = [u for u in requests_to_the_server(page) if u.endswith("decoder.safetensors")]
+    assert len(fetched) <= 2 and len(set(fetched)) == len(fetched), "each model's weights once"
+    page.get(url)
+    decoded_here(page, "vae-mnist")
+    switch_to(page, "vae-mnist-2d")
+    decoded_here(page, "vae-mnist-2d")
+    assert not [u for u in requests_to_the_server(page) if u.endswith("decoder.safetensors")], "from the cache"
 
 
 @browser_test

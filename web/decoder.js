@@ -1,10 +1,10 @@
 // The decoder in the page: the Sliders' digit, the Latent walk's scrubber and (web/map.js) the 2-D model's plane under
 // the pointer are decoded here, at screen rate, with no request to the server. The app puts what this needs in hidden
 // textboxes (vae/page_decoder.py): #decoder-data (the selected model's decoder weights as float16 safetensors, served
-// from Gradio's cache under a name made of their hash, fetched once per model; the sliders' directions), #slide-latent
-// (the sliders' start point) and #walk-latents (the walk's frames). The server still draws every digit the page asks
-// it for (a slider let go, a walk, a click), so a model whose decoder cannot run here, or weights not loaded yet, leave
-// the page as it was without this script; #decoder-mode says which one draws.
+// from Gradio's cache under a name made of their hash, fetched once per model and kept in the browser's cache; the
+// sliders' directions), #slide-latent (the sliders' start point) and #walk-latents (the walk's frames). The server
+// still draws every digit the page asks it for (a slider let go, a walk, a click), so a model whose decoder cannot run
+// here, or weights not loaded yet, leave the page as it was without this script; #decoder-mode says which one draws.
 () => {
   const studio = { model: null, drawn: 0, offsets: null, decode: null }; // model: the name of the one loaded
   window.studioDecoder = studio; // what web/map.js and the tests use
@@ -45,16 +45,31 @@
     tanh: Math.tanh,
   };
 
+  // The weights file, from the browser's cache when an earlier visit stored it (its URL names its contents: a file of
+  // the same URL is the same file), else from the app, then stored; the newest KEPT files are kept. The Cache API
+  // needs a secure context (https, or the app on localhost): elsewhere each visit fetches the file once.
+  const CACHE = "vae-studio-decoders";
+  const KEPT = 8;
+  const fetchWeights = async (url) => {
+    const store = window.caches ? await caches.open(CACHE).catch(() => null) : null;
+    const stored = store && (await store.match(url));
+    if (stored) return stored.arrayBuffer();
+    const reply = await fetch(url);
+    if (!reply.ok) throw new Error(`${reply.status} ${reply.statusText}`);
+    if (store) {
+      await store.put(url, reply.clone()).catch(() => null); // a full disk: fetched again next time
+      const keys = await store.keys();
+      await Promise.all(keys.slice(0, Math.max(0, keys.length - KEPT)).map((key) => store.delete(key)));
+    }
+    return reply.arrayBuffer();
+  };
+
   // A model: its layers ({weight (out*in, row by row), bias, rows, columns}), activation, image shape.
-  const loaded = new Map(); // weights URL → Promise of the model: each model's weights are fetched once a page
+  const loaded = new Map(); // weights URL → Promise of the model: each model's weights are read once a page
   const load = (data) => {
     if (!loaded.has(data.weights)) {
       const url = new URL(data.weights, document.baseURI).href;
-      const model = fetch(url)
-        .then((reply) => {
-          if (!reply.ok) throw new Error(`${reply.status} ${reply.statusText}`);
-          return reply.arrayBuffer();
-        })
+      const model = fetchWeights(url)
         .then((buffer) => {
           const tensors = readSafetensors(buffer);
           const layers = [];
