@@ -48,6 +48,7 @@ from app_handlers import (
     YOU_COLOUR,
     CheckpointView,
     about,
+    attribute,
     click_map,
     colours,
     default_pair,
@@ -82,7 +83,7 @@ from vae.disk import disk_bytes_setting
 from vae.errors import command
 from vae.hub import machine_account, on_space
 from vae.latent import INTERPOLATIONS
-from vae.steering import DIRECTIONS
+from vae.steering import DIRECTIONS, no_attributes
 from vae.visitors import Visitors, proxy_hops
 
 ROOT = Path(__file__).resolve().parent
@@ -141,6 +142,18 @@ INTERPOLATION_NOTE = (
     "about as far from the centre of latent space as real digits lie."
 )
 DIRECTION_NOTE = "The {nth}most varied direction of the test digits' latents; σ: one standard deviation along it."
+ATTRIBUTE_SLIDERS = {  # vae.attributes.ATTRIBUTES: what each does, for its label and note
+    "thickness": (
+        "bolder (σ)",
+        "More ink to the right, less to the left: the direction along which the training digits "
+        "of each class get bolder.",
+    ),
+    "slant": (
+        "slanted (σ)",
+        "Leaning right to the right, left to the left: the direction along which the training "
+        "digits of each class slant more.",
+    ),
+}
 ORDINALS = ["", "2nd ", "3rd ", "4th ", "5th ", "6th ", "7th ", "8th "]  # as many as steering.DIRECTIONS
 
 
@@ -263,6 +276,17 @@ def direction_sliders(count: int) -> list[gr.Slider]:
     ]
 
 
+def attribute_sliders(assets: Assets) -> tuple[list[gr.Slider], gr.Markdown]:
+    """One slider per attribute direction (vae.attributes), shown when the model has them; else a note saying why."""
+    why = no_attributes(assets.steering) if assets.steering is not None else None
+    has = assets.steering is not None and why is None
+    sliders = [
+        gr.Slider(-3.0, 3.0, value=0.0, step=0.1, label=label, info=note, elem_id=f"slide-{name}", visible=has)
+        for name, (label, note) in ATTRIBUTE_SLIDERS.items()
+    ]
+    return sliders, gr.Markdown(why or "", visible=bool(why), elem_id="attribute-note")
+
+
 def sliders_tab(catalog: Catalog, checkpoint: gr.Dropdown, default: Assets) -> dict[str, gr.Dropdown]:
     with gr.Tab("Sliders") as tab:
         gr.Markdown(
@@ -283,18 +307,20 @@ def sliders_tab(catalog: Catalog, checkpoint: gr.Dropdown, default: Assets) -> d
                 reset = gr.Button("Reset", elem_id="slide-reset")
             with gr.Column(scale=1):
                 sliders = direction_sliders(slider_count(catalog, default.name))
+                attributes, attribute_note = attribute_sliders(default)
             with gr.Column(scale=1, elem_id="slide-view"):
                 view = pixel_image("The digit", elem_id="slide-digit", height=260)
         offsets = gr.JSON(visible=False)  # /slide's offsets: inside the tab, or it would split the row of tabs in two
+        attribute_name, amount = gr.Textbox(visible=False), gr.Number(visible=False)  # /attribute's, as /slide's
         start_latent = gr.Textbox(visible="hidden", elem_id="slide-latent")  # the start point, for web/decoder.js
     # The page: a slider let go (web/decoder.js draws while it moves), or a new start point. always_last: while one
     # update runs, only the newest waits.
     start_point = [start, class_name, seed, digit, checkpoint]
-    moved = [s.release for s in sliders]
+    moved = [s.release for s in sliders + attributes]
     gr.on(
         moved,
         functools.partial(move_sliders, catalog),
-        [*start_point, *sliders],
+        [*start_point, *sliders, *attributes],
         [view, start_latent],
         api_visibility="private",
         trigger_mode="always_last",
@@ -306,13 +332,15 @@ def sliders_tab(catalog: Catalog, checkpoint: gr.Dropdown, default: Assets) -> d
         again,
         functools.partial(reset_sliders, catalog),
         start_point,
-        [*sliders, view, start_latent],
+        [*sliders, *attributes, view, start_latent],
         api_visibility="private",
         trigger_mode="always_last",
         **model_work(),
     )
     show = functools.partial(show_sliders, catalog)
-    checkpoint.change(show, [checkpoint], sliders, api_visibility="private", **model_work())
+    checkpoint.change(
+        show, [checkpoint], [*sliders, *attributes, attribute_note], api_visibility="private", **model_work()
+    )
     cleared_on_switch(checkpoint, [view, start_latent])
     # The API: offsets as one list. Wired to a hidden component that the page never changes, so only calls run it.
     offsets.change(
@@ -320,6 +348,13 @@ def sliders_tab(catalog: Catalog, checkpoint: gr.Dropdown, default: Assets) -> d
         [start, class_name, seed, offsets, digit, checkpoint],
         [view],
         api_name="slide",
+        **model_work(),
+    )
+    attribute_name.change(
+        functools.partial(attribute, catalog),
+        [start, class_name, seed, attribute_name, amount, digit, checkpoint],
+        [view],
+        api_name="attribute",
         **model_work(),
     )
     return {"slider_class": class_name}

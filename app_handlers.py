@@ -14,13 +14,14 @@ import pandas as pd
 
 from vae import checks, live, map_clicks, page_decoder, pictures
 from vae.assets import Assets
+from vae.attributes import ATTRIBUTES
 from vae.card import metrics_table, with_model_id
 from vae.catalog import Catalog
 from vae.errors import UserError, clip
 from vae.folder import looks_local
 from vae.imaging import class_colours
 from vae.latent import INTERPOLATIONS, START_POINTS
-from vae.steering import DIRECTIONS
+from vae.steering import DIRECTIONS, no_attributes
 
 YOU_COLOUR = "#000000"  # your digit's point on the map: no class has it, so app.CSS finds that point by it
 ABOUT = """
@@ -104,19 +105,21 @@ def walk_latents(catalog: Catalog, class_a, class_b, steps, interpolation, start
 
 @user_errors
 def slide_with_start(
-    catalog: Catalog, start, class_name, seed, offsets, digit=None, checkpoint=None
+    catalog: Catalog, start, class_name, seed, offsets, digit=None, checkpoint=None, amounts=None
 ) -> tuple[str, str]:
-    """Sliders tab: a start point moved along the model's principal directions → the digit decoded there (a PNG
-    file), and the start point for the page's own decoder (web/decoder.js)."""
+    """Sliders tab: a start point moved along the model's principal directions (and by `amounts`, attribute name →
+    standard deviations, along its attribute directions) → the digit decoded there (a PNG file), and the start point
+    for the page's own decoder (web/decoder.js)."""
     assets = catalog.get(checkpoint)
     offsets = checks.check_offsets(offsets, assets)
+    amounts = checks.check_amounts(amounts or {}, assets)
     start = checks.check_choice(start, "Start", checks.SLIDER_STARTS)
     label = checks.check_class(class_name, "Class", assets) if start != "digit" else 0
     seed = checks.check_int(seed, "Seed", 0, checks.MAX_SEED)
     if digit is not None:  # the page sends its upload whatever the start point; an API caller may send anything
         checks.image_path(digit)
     z = pictures.slider_start(assets, start, label, seed, digit)  # (D,)
-    return pictures.slide_file(assets, z, offsets), page_decoder.latents_data(assets, z[None])
+    return pictures.slide_file(assets, z, offsets, amounts), page_decoder.latents_data(assets, z[None])
 
 
 def slide(catalog: Catalog, start, class_name, seed, offsets, digit=None, checkpoint=None) -> str:
@@ -124,11 +127,25 @@ def slide(catalog: Catalog, start, class_name, seed, offsets, digit=None, checkp
     return slide_with_start(catalog, start, class_name, seed, offsets, digit, checkpoint)[0]
 
 
+@user_errors
+def attribute(catalog: Catalog, start, class_name, seed, name, amount, digit=None, checkpoint=None) -> str:
+    """/attribute: a start point (as /slide's) made bolder or more slanted: moved `amount` standard deviations along
+    the attribute's direction (thickness or slant, vae.attributes) → the digit decoded there."""
+    assets = catalog.get(checkpoint)
+    if (why := no_attributes(assets.steering)) is not None:
+        raise UserError(why)
+    name = checks.check_choice(name, "Attribute", ATTRIBUTES)
+    amount = checks.check_float(amount, "Amount", -checks.MAX_OFFSET, checks.MAX_OFFSET)
+    return slide_with_start(catalog, start, class_name, seed, [], digit, checkpoint, {name: amount})[0]
+
+
 def move_sliders(catalog: Catalog, start, class_name, seed, digit, checkpoint, *values) -> tuple[str, str]:
-    """The page's sliders, one value each, → /slide's list of offsets (as many as the checkpoint has directions);
-    the digit, and its start point for the page's own decoder."""
+    """The page's sliders, one value each (DIRECTIONS principal ones, then one per attribute) → /slide's list of
+    offsets (as many as the checkpoint has directions) and the attributes' amounts; the digit, and its start point for
+    the page's own decoder."""
     offsets = list(values[: slider_count(catalog, checkpoint)])
-    return slide_with_start(catalog, start, class_name, seed, offsets, digit, checkpoint)
+    amounts = dict(zip(ATTRIBUTES, values[DIRECTIONS:], strict=True))
+    return slide_with_start(catalog, start, class_name, seed, offsets, digit, checkpoint, amounts)
 
 
 def slider_count(catalog: Catalog, checkpoint) -> int:
@@ -141,14 +158,21 @@ def slider_count(catalog: Catalog, checkpoint) -> int:
 
 
 def show_sliders(catalog: Catalog, checkpoint) -> list:
-    """A checkpoint chosen: only its sliders shown."""
-    count = slider_count(catalog, checkpoint)
-    return [gr.update(visible=k < count) for k in range(DIRECTIONS)]
+    """A checkpoint chosen: only its sliders shown; its thickness and slant sliders when it has them, else why not."""
+    try:
+        steering = catalog.get(checkpoint).steering
+    except UserError:
+        steering = None  # select_checkpoint says why
+    why = no_attributes(steering) if steering is not None else None  # no steering at all: the tab says so already
+    has = steering is not None and why is None
+    principal = [gr.update(visible=k < slider_count(catalog, checkpoint)) for k in range(DIRECTIONS)]
+    return [*principal, *[gr.update(visible=has) for _ in ATTRIBUTES], gr.update(value=why or "", visible=bool(why))]
 
 
 def reset_sliders(catalog: Catalog, start, class_name, seed, digit, checkpoint) -> list:
     """Reset, or a new start point: every slider back to 0, the start point's own digit and the start point itself."""
-    return [*[0.0] * DIRECTIONS, *slide_with_start(catalog, start, class_name, seed, [], digit, checkpoint)]
+    zeros = [0.0] * (DIRECTIONS + len(ATTRIBUTES))
+    return [*zeros, *slide_with_start(catalog, start, class_name, seed, [], digit, checkpoint)]
 
 
 @user_errors

@@ -185,22 +185,27 @@ def start_from(driver, start: str, checkpoint: str) -> None:
     )
 
 
-def set_sliders(driver, offsets: list[float]) -> np.ndarray:
-    """Move the sliders to `offsets` (the others to 0) as a drag does (input events, no release) → the digit the page
-    draws."""
+def set_sliders(driver, offsets: list[float], amounts: dict[str, float] | None = None) -> np.ndarray:
+    """Move the principal sliders to `offsets` and the attribute sliders to `amounts` (the others to 0) as a drag does
+    (input events, no release) → the digit the page draws."""
+    amounts = amounts or {}
     driver.execute_script(
-        """for (let k = 0; k < 8; k++) {
-             const range = document.querySelector(`#slide-${k + 1} input[type=range]`);
-             if (!range) continue;
-             range.value = String(arguments[0][k] ?? 0);
+        """const set = (id, value) => {
+             const range = document.querySelector(`#${id} input[type=range]`);
+             if (!range) return;
+             range.value = String(value);
              range.dispatchEvent(new Event('input', {bubbles: true}));
-           }""",
+           };
+           for (let k = 0; k < 8; k++) set(`slide-${k + 1}`, arguments[0][k] ?? 0);
+           for (const name of ['thickness', 'slant']) set(`slide-${name}`, arguments[1][name] ?? 0);""",
         offsets,
+        amounts,
     )
-    count = driver.execute_script("return document.querySelectorAll('[id^=slide-] input[type=range]').length")
-    wanted = [float(v) for v in [*offsets, *[0] * 8][:count]]
+    data = json.loads(driver.execute_script("return document.querySelector('#decoder-data textarea').value"))
+    principal = [float(v) for v in [*offsets, *[0] * 8][: len(data["directions"])]]
+    wanted = principal + [float(amounts.get(a["slider"].removeprefix("slide-"), 0)) for a in data["attributes"]]
     waiting(driver, TIMEOUT).until(
-        lambda d: d.execute_script("return window.studioDecoder.offsets") in (wanted, wanted[:2]), "not drawn"
+        lambda d: d.execute_script("return window.studioDecoder.offsets") == wanted, "not drawn"
     )
     canvas = driver.find_element(By.ID, "slide-canvas")
     assert canvas.is_displayed() and canvas.size["width"] >= 200, "the digit drawn over the server's, as large"
@@ -233,6 +238,12 @@ def test_sliders_move_the_digit_in_the_page_with_no_request_as_the_server_draws_
             difference = np.abs(shown - expected)
             assert difference.mean() <= 1, f"{checkpoint} {start} {offsets}: {difference.mean():.3f} grey levels apart"
             assert difference.max() <= 2
+        for name in ("thickness", "slant"):  # the attribute sliders (issue 37), as /attribute draws them
+            shown = set_sliders(page, [], {name: -1.5})
+            expected = server_pixels(
+                client.predict(start, "3", 0, name, -1.5, None, checkpoint, api_name="/attribute"), 8
+            )
+            assert np.abs(shown - expected).mean() <= 1 and np.abs(shown - expected).max() <= 2, name
     # Let go of a slider: the server is asked for the same digit (its picture and the API stay in step).
     requests_to_the_server(page)
     ActionChains(page).click(page.find_element(By.CSS_SELECTOR, "#slide-1 input[type=range]")).perform()

@@ -144,6 +144,7 @@ def test_the_command_adds_the_files_to_a_folder_with_spaces(tmp_path, mnist_dir)
     assert {name: sha256(folder / name) for name in UNCHANGED} == before
     steering, problem = read_steering(folder, VAE.from_pretrained(folder))
     assert problem is None and steering is not None
+    assert steering.attribute_directions.shape == (2, steering.directions.shape[1]), "thickness and slant (issue 37)"
     new_card = (folder / CARD).read_text()
     assert f"]({CLASS_SAMPLES})" in new_card
     assert new_card.split("## Figures")[0] == card.split("## Figures")[0], "the card's text is unchanged"

@@ -19,6 +19,7 @@ from PIL import Image, ImageOps
 from vae.assets import Assets, is_finite_number
 from vae.errors import UserError, clip
 from vae.latent import START_POINTS
+from vae.steering import no_attributes
 
 # What a caller may ask for.
 MAX_IMAGES = 256  # samples per request
@@ -119,6 +120,16 @@ def check_offsets(value, assets: Assets) -> list[float]:
         if isinstance(offset, bool) or not isinstance(offset, (int, float)) or not -MAX_OFFSET <= offset <= MAX_OFFSET:
             raise UserError(f"{what}; direction {i + 1} is {shown(offset)}.")
     return [float(offset) for offset in value]
+
+
+def check_amounts(values: dict, assets: Assets) -> dict[str, float]:
+    """Amounts along the attribute directions (vae.attributes), name → standard deviations within ±MAX_OFFSET; all 0
+    for a model without them (the page hides their sliders), which an API call asks for in vain."""
+    if no_attributes(assets.steering) is not None:
+        if any(check_float(v, f"Amount of {name}", -MAX_OFFSET, MAX_OFFSET) for name, v in values.items()):
+            raise UserError(no_attributes(assets.steering))
+        return {}
+    return {name: check_float(v, f"Amount of {name}", -MAX_OFFSET, MAX_OFFSET) for name, v in values.items()}
 
 
 def image_path(payload) -> str:

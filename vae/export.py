@@ -29,7 +29,7 @@ from vae.figures import (
 from vae.folder import LATENT_GRID, LOSS_CURVE, METRICS, RECONSTRUCTIONS, SAMPLES, atomic_write_text
 from vae.latent import posterior_means
 from vae.model import VAE
-from vae.steering import add_steering
+from vae.steering import ATTRIBUTE_DATASETS, add_steering
 from vae.tsne import write_tsne
 
 EXPORT_PHASES = ("class statistics", "test metrics", "figures", "t-SNE map", "class regions", "model card")
@@ -110,7 +110,16 @@ def export_model(
     phases.start("t-SNE map")
     write_tsne(output_dir, model, splits.test, config.tsne_samples, config.seed)
     phases.start("class regions")  # written with the principal directions of the sliders
-    add_steering(output_dir, model, splits.train, splits.test, fit_images=config.steering_images, classes=classes)
+    attributes = config.dataset in ATTRIBUTE_DATASETS  # thickness and slant: handwritten digits only
+    add_steering(
+        output_dir,
+        model,
+        splits.train,
+        splits.test,
+        fit_images=config.steering_images,
+        classes=classes,
+        attributes=attributes,
+    )
     phases.start("model card")
     write_model_card(output_dir, config, model.config, metrics)
     phases.close()

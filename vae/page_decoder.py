@@ -7,8 +7,8 @@ pointer and the Latent walk's scrubber move at screen rate with no request to th
   test_page_decoder.py), in the app's folder of Gradio's cache under a name made of their hash (vae.output_files):
   another model or a retrain is another URL, and the browser caches each.
 - What the page decodes is always a latent the server gave it (a slider's start point, a walk's frames) or the map's
-  own point under the pointer, moved as the server moves it (vae.steering.slide_latent), so that both draw the same
-  digit. A model whose decoder the page cannot run is drawn by the server alone, and the page says why.
+  own point under the pointer, moved as the server moves it (vae.steering.slide_latent, attribute_latent), so that
+  both draw the same digit. A model whose decoder the page cannot run is drawn by the server alone, and the page says why.
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ from safetensors.torch import save
 from torch import nn
 
 from vae.assets import Assets
+from vae.attributes import ATTRIBUTES
 from vae.model import ELU
 from vae.output_files import FILE_ROUTE, cache_files
+from vae.steering import Steering, no_attributes
 
 # The activations web/decoder.js computes, by the module after each hidden layer. GELU needs erf, which JavaScript lacks.
 PAGE_ACTIVATIONS = {ELU: "elu", nn.ELU: "elu", nn.ReLU: "relu", nn.SiLU: "silu", nn.Tanh: "tanh"}
@@ -69,9 +71,22 @@ def decoder_data(assets: Assets) -> str:
             "image_shape": list(model.image_shape),
             "directions": None if steering is None else steering.directions.float().tolist(),  # (P, D)
             "spreads": None if steering is None else steering.spreads.float().tolist(),  # (P,)
+            "attributes": attribute_sliders(steering),
         },
         separators=(",", ":"),
     )
+
+
+def attribute_sliders(steering: Steering | None) -> list[dict]:
+    """The Sliders tab's attribute sliders (#slide-thickness, #slide-slant), each with its direction and spread."""
+    if no_attributes(steering) is not None:
+        return []
+    return [
+        {"slider": f"slide-{name}", "direction": direction.tolist(), "spread": float(spread)}
+        for name, direction, spread in zip(
+            ATTRIBUTES, steering.attribute_directions.float(), steering.attribute_spreads.float(), strict=True
+        )
+    ]
 
 
 def latents_data(assets: Assets, latents: torch.Tensor) -> str:

@@ -21,7 +21,7 @@ from vae.errors import UserError
 from vae.imaging import png, prepare_drawing, to_gif, to_grid, to_uint8
 from vae.latent import interpolate, place_on_map, walk
 from vae.output_files import FILE_ROUTE, cache_files
-from vae.steering import slide_latent
+from vae.steering import attribute_latent, slide_latent
 
 ENCODE_WALK_STEPS = 10
 GRID_WIDTH = 720  # sample grids and walk strips are upscaled (nearest neighbour) to about this width
@@ -186,9 +186,15 @@ def digit_png(assets: Assets, z: torch.Tensor) -> bytes:
     return png(to_grid(x, nrow=1, scale=max(1, SLIDE_SIZE // model.image_shape[-1]), padding=0))
 
 
-def slide_file(assets: Assets, start: torch.Tensor, offsets: list[float]) -> str:
-    """The start latent moved by offsets[k] standard deviations along direction k → a PNG file of the digit."""
-    return cache_files({"slide.png": digit_png(assets, slide_latent(assets.steering, start, offsets))})[0]
+def slide_file(
+    assets: Assets, start: torch.Tensor, offsets: list[float], amounts: dict[str, float] | None = None
+) -> str:
+    """The start latent moved by offsets[k] standard deviations along principal direction k, and by amounts[name] along
+    attribute `name`'s direction (vae.attributes) → a PNG file of the digit."""
+    z = slide_latent(assets.steering, start, offsets)
+    for attribute, amount in (amounts or {}).items():
+        z = attribute_latent(assets.steering, z, attribute, amount)
+    return cache_files({"slide.png": digit_png(assets, z)})[0]
 
 
 def map_with_point(assets: Assets, z: torch.Tensor) -> tuple[pd.DataFrame | None, str]:

@@ -1,5 +1,6 @@
-"""Steering a plain VAE: each class's region of latent space, to sample a chosen class, and the principal directions
-of the test-set latents, to slide a latent along them. Fitted at export, stored in the model folder.
+"""Steering a plain VAE: each class's region of latent space, to sample a chosen class, the principal directions of the
+test-set latents, to slide a latent along them, and (for handwritten digits) the attribute directions "thickness" and
+"slant" (vae.attributes). Fitted at export, stored in the model folder.
 
 python -m vae.steering --checkpoint checkpoints/vae-mnist [--data-dir D] [--directions 8]
 
@@ -20,9 +21,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
+from vae.attributes import ATTRIBUTES, fit_directions, measure
 from vae.classes import Classes, fit_classes
 from vae.errors import UserError, clip, command, first_line
 from vae.folder import CLASS_SAMPLES, LATENT_WALK, STEERING, atomic_write  # STEERING: also imported from here
+from vae.imaging import as_float
 from vae.latent import posterior_means
 from vae.model import VAE
 
@@ -30,6 +33,8 @@ if TYPE_CHECKING:  # vae.data imports torchvision, which the app (requirements.t
     from vae.data import ImageSet
 
 DIRECTIONS = 8  # principal directions stored for the sliders
+# The datasets whose images thickness and slant describe: handwritten digits (a garment's "slant" means nothing).
+ATTRIBUTE_DATASETS = ("mnist",)
 MAX_CHECKED_BYTES = 100_000_000  # a steering file is a few KB; anything far larger is not one
 
 
@@ -41,12 +46,16 @@ class Steering(Classes):
     center: torch.Tensor  # (D,) the mean of the test-set posterior means
     directions: torch.Tensor  # (P, D) unit principal directions of those means, largest variance first
     spreads: torch.Tensor  # (P,) their standard deviation along each direction
+    attribute_directions: torch.Tensor | None = None  # (A, D) unit directions of ATTRIBUTES (vae.attributes), or none
+    attribute_spreads: torch.Tensor | None = None  # (A,) the training latents' within-class deviation along each
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        return {name: getattr(self, name).float().contiguous() for name in TENSORS}
+        names = TENSORS + (ATTRIBUTE_TENSORS if self.attribute_directions is not None else ())
+        return {name: getattr(self, name).float().contiguous() for name in names}
 
 
 TENSORS = ("class_means", "class_scales", "center", "directions", "spreads")
+ATTRIBUTE_TENSORS = ("attribute_directions", "attribute_spreads")  # optional: older files and other datasets lack them
 
 
 def fix_command(source: str) -> str:
@@ -65,18 +74,27 @@ def fit_steering(
     batch_size: int = 1000,
     fit_images: int = 0,
     classes: Classes | None = None,
+    attributes: bool = False,
 ) -> Steering:
     """The class regions (vae.classes.fit_classes on the training set's posterior means; `classes` when the caller has
-    fitted them already: the export) and the principal directions of the test set's posterior means."""
+    fitted them already: the export), the principal directions of the test set's posterior means and, with
+    `attributes`, the attribute directions fitted within each class on the training images (vae.attributes: within
+    classes the other attribute moves least, python -m bench.attributes)."""
+    latents = None
+    if classes is None or attributes:
+        latents = posterior_means(model, train.images, batch_size).cpu()  # (N, D)
     if classes is None:
-        latents = posterior_means(model, train.images, batch_size)  # (N, D)
         classes = fit_classes(latents, train.labels, len(model.class_names), fit_images)
+    found = {}
+    if attributes:
+        values = torch.cat([measure(as_float(batch)) for batch in train.images.split(batch_size)])  # (N, A)
+        found = dict(zip(ATTRIBUTE_TENSORS, fit_directions(latents, train.labels.cpu(), values), strict=True))
     test_latents = posterior_means(model, test.images, batch_size).cpu().double()  # (M, D)
     center = test_latents.mean(dim=0)
     _, singular, vh = torch.linalg.svd(test_latents - center, full_matrices=False)  # principal components
     p = min(directions, model.latent_dim, len(singular))
     spreads = singular[:p] / max(len(test_latents) - 1, 1) ** 0.5
-    return Steering(classes.class_means, classes.class_scales, center.float(), vh[:p].float(), spreads.float())
+    return Steering(classes.class_means, classes.class_scales, center.float(), vh[:p].float(), spreads.float(), **found)
 
 
 # Files
@@ -90,14 +108,17 @@ def write_steering(folder: str | Path, steering: Steering) -> None:
 def steering_problem(tensors: dict[str, torch.Tensor], model: VAE) -> str | None:
     """What is wrong with a steering file's tensors for this model, or None."""
     names = set(tensors)
-    if names != set(TENSORS):
-        lacking, extra = set(TENSORS) - names, names - set(TENSORS)
+    optional = set(ATTRIBUTE_TENSORS) if set(ATTRIBUTE_TENSORS) <= names else set()  # both or neither
+    if names - optional != set(TENSORS):
+        lacking, extra = set(TENSORS) - names, names - set(TENSORS) - optional
         return f"holds {', '.join(sorted(names)) or 'no tensors'}, where {', '.join(TENSORS)} belong" + (
             f" (lacks {', '.join(sorted(lacking))})" if lacking else f" (unknown: {', '.join(sorted(extra))})"
         )
     k, d = len(model.class_names), model.latent_dim
     p = tensors["spreads"].shape[0] if tensors["spreads"].dim() == 1 else -1
     expected = {"class_means": (k, d), "class_scales": (k, d, d), "center": (d,), "directions": (p, d), "spreads": (p,)}
+    if optional:
+        expected |= {"attribute_directions": (len(ATTRIBUTES), d), "attribute_spreads": (len(ATTRIBUTES),)}
     for name, shape in expected.items():
         tensor = tensors[name]
         if tuple(tensor.shape) != shape:
@@ -109,7 +130,7 @@ def steering_problem(tensors: dict[str, torch.Tensor], model: VAE) -> str | None
             return f"has {name} of {str(tensor.dtype).removeprefix('torch.')}, where floats belong"
         if not torch.isfinite(tensor).all():
             return f"has NaN or infinite {name}"
-    if p < 1 or (tensors["spreads"] <= 0).any():
+    if p < 1 or (tensors["spreads"] <= 0).any() or (optional and (tensors["attribute_spreads"] <= 0).any()):
         return "has no positive spreads"
     return None
 
@@ -132,7 +153,7 @@ def read_steering(folder: str | Path, model: VAE, source: str | None = None) -> 
         problem = f"is not a readable safetensors file ({type(err).__name__}: {first_line(err)[:120]})"
     if problem:
         return None, f"{source}/{STEERING} {problem}, {off}: run `{fix_command(source)}` to fit it again."
-    return Steering(**{name: tensors[name].float() for name in TENSORS}), None
+    return Steering(**{name: tensor.float() for name, tensor in tensors.items()}), None
 
 
 # Using it
@@ -148,6 +169,23 @@ def slide_latent(steering: Steering, z: torch.Tensor, offsets) -> torch.Tensor:
     return z + shift.to(z.device, z.dtype)
 
 
+def no_attributes(steering: Steering | None) -> str | None:
+    """Why the attribute directions are off for a model, or None when it has them."""
+    if steering is not None and steering.attribute_directions is not None:
+        return None
+    return (
+        "Thickness and slant are measures of handwritten digits: this model has no attribute directions (a model "
+        "trained on MNIST gets them from `python -m vae.steering --checkpoint DIR`)."
+    )
+
+
+def attribute_latent(steering: Steering, z: torch.Tensor, attribute: str, amount: float) -> torch.Tensor:
+    """z (D,) moved by `amount` standard deviations along the attribute's direction (vae.attributes)."""
+    a = ATTRIBUTES.index(attribute)
+    shift = amount * steering.attribute_spreads[a] * steering.attribute_directions[a]  # (D,)
+    return z + shift.to(z.device, z.dtype)
+
+
 # Writing it into a model folder
 
 
@@ -159,9 +197,12 @@ def add_steering(
     directions: int = DIRECTIONS,
     fit_images: int = 0,
     classes: Classes | None = None,
+    attributes: bool = False,
 ) -> Steering:
     """Fit the steering (fit_steering) and write its file into `folder` (a staging folder)."""
-    steering = fit_steering(model, train, test, directions, fit_images=fit_images, classes=classes)
+    steering = fit_steering(
+        model, train, test, directions, fit_images=fit_images, classes=classes, attributes=attributes
+    )
     write_steering(folder, steering)
     return steering
 
@@ -185,8 +226,10 @@ def main(argv: list[str] | None = None) -> None:
     with writing(args.checkpoint) as folder:  # its lock held, and checked writable before any work
         model = VAE.from_pretrained(folder).eval()
         splits = checkpoint_splits(folder, args.data_dir)
-        seed = saved_config(folder / TRAIN_CONFIG).seed if args.seed is None else args.seed
-        steering = fit_steering(model, splits.train, splits.test, args.directions)
+        trained = saved_config(folder / TRAIN_CONFIG)
+        seed = trained.seed if args.seed is None else args.seed
+        attributes = trained.dataset in ATTRIBUTE_DATASETS
+        steering = fit_steering(model, splits.train, splits.test, args.directions, attributes=attributes)
 
         def write(staging: Path) -> None:  # the steering file, the classes' figures and the card change together
             write_steering(staging, steering)
@@ -194,7 +237,8 @@ def main(argv: list[str] | None = None) -> None:
 
         refresh_folder(folder, write)
     print(
-        f"wrote {folder / STEERING} ({len(steering.class_means)} class regions, {len(steering.spreads)} directions)"
+        f"wrote {folder / STEERING} ({len(steering.class_means)} class regions, {len(steering.spreads)} directions"
+        f"{', thickness and slant' if steering.attribute_directions is not None else ''})"
         f", {LATENT_WALK} and {CLASS_SAMPLES} in {time.perf_counter() - start:.1f} s"
     )
 

@@ -183,7 +183,8 @@
     return found.name === ready.data.name ? found.latents : null;
   };
 
-  // --- the Sliders: the start point moved by offsets[k] spreads along direction k (vae.steering.slide_latent) ---
+  // --- the Sliders: the start point moved by offsets[k] spreads along direction k (vae.steering.slide_latent), and
+  // along the attribute directions (attribute_latent) ---
   // The digit is drawn on a canvas laid over the server's picture, whenever the start point or a slider changes (a
   // drag, the keyboard, a reset): the two always show the same digit, and the server's answers change nothing here.
   const overlay = document.createElement("canvas");
@@ -199,18 +200,22 @@
       drawnKey = null;
       return;
     }
-    const { directions, spreads } = ready.data;
-    const offsets = directions.map((_, k) => {
-      const range = document.querySelector(`#slide-${k + 1} input[type="range"]`);
+    // Each slider: its element id, direction and spread; the principal directions', then the attributes' (if any).
+    const moves = [
+      ...ready.data.directions.map((direction, k) => ({ slider: `slide-${k + 1}`, direction, spread: ready.data.spreads[k] })),
+      ...(ready.data.attributes || []),
+    ];
+    const offsets = moves.map(({ slider }) => {
+      const range = document.querySelector(`#${slider} input[type="range"]`);
       return range ? Number(range.value) : 0;
     });
     const box = [img.offsetLeft, img.offsetTop, img.offsetWidth, img.offsetHeight];
     const key = JSON.stringify([ready.data.weights, start, offsets, box]);
     if (key === drawnKey) return;
     const z = Float64Array.from(start[0]);
-    directions.forEach((direction, k) => {
+    moves.forEach(({ direction, spread }, k) => {
       direction.forEach((value, d) => {
-        z[d] += offsets[k] * spreads[k] * value;
+        z[d] += offsets[k] * spread * value;
       });
     });
     draw(overlay, ready.model, decodeWith(ready.model, z));
@@ -228,7 +233,7 @@
   let pending = false; // one decode a frame, however many input events arrive in it
   const slider = (event) => {
     const found = event.target instanceof Element ? event.target.closest('[id^="slide-"]') : null;
-    return found && /^slide-\d+$/.test(found.id) ? found : null; // #slide-1 … #slide-8
+    return found && /^slide-(\d+|thickness|slant)$/.test(found.id) ? found : null; // #slide-1 … #slide-8, attributes
   };
   document.addEventListener("input", (event) => {
     if (!slider(event) || pending) return;
