@@ -13,6 +13,7 @@ from PIL import Image
 from test_app import launched
 
 import app
+import app_handlers
 from vae.assets import load_assets
 from vae.attributes import ATTRIBUTES, fit_directions, measure, slant, thickness
 from vae.model import VAE
@@ -111,3 +112,19 @@ def test_attribute_api_moves_a_digit_and_refuses_what_it_cannot_do(tmp_path):
             with pytest.raises(Exception, match=message):
                 client.predict(*bad, api_name="/attribute")
         assert client.predict("mean", "3", 0, [0.5], None, "vae-mnist", api_name="/slide"), "the server is still up"
+
+
+def test_a_model_without_them_hides_their_sliders_and_says_why():
+    fashion = load_assets(app.CHECKPOINTS / "vae-fashion-mnist")
+    assert fashion.steering is not None and fashion.steering.attribute_directions is None, "garments: not fitted"
+    sliders, note = app.attribute_sliders(fashion)
+    assert [s.visible for s in sliders] == [False, False] and note.visible and "handwritten digits" in note.value
+    sliders, note = app.attribute_sliders(load_assets(app.DEFAULT_CHECKPOINT))
+    assert [s.visible for s in sliders] == [True, True] and not note.visible
+    catalog = app.Catalog(
+        load_assets(app.DEFAULT_CHECKPOINT), {"vae-fashion-mnist": str(app.CHECKPOINTS / "vae-fashion-mnist")}
+    )
+    *principal, thickness_slider, slant_slider, shown_note = app_handlers.show_sliders(catalog, "vae-fashion-mnist")
+    assert not thickness_slider["visible"] and not slant_slider["visible"] and "handwritten" in shown_note["value"]
+    *principal, thickness_slider, slant_slider, shown_note = app_handlers.show_sliders(catalog, "vae-mnist")
+    assert thickness_slider["visible"] and slant_slider["visible"] and not shown_note["visible"]

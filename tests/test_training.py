@@ -82,6 +82,7 @@ def test_training_writes_a_hub_ready_folder(trained):
     steering, problem = read_steering(trained, model)
     assert problem is None and steering.class_means.abs().sum() > 0, "class means were not filled in"
     assert torch.equal(model.class_means, steering.class_means), "the weights' copy is the class statistics' (issue 31)"
+    assert steering.attribute_directions.shape == (2, 2), "MNIST: thickness and slant (issue 37)"
 
     history = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in history] == [1, 2, 3]
