@@ -59,8 +59,12 @@ from app_handlers import (
     map_label,
     map_tab_label,
     move_sliders,
+    on_plane,
     pick,
     pixel_image,
+    posterior,
+    posterior_example,
+    posterior_view,
     reset_sliders,
     sample,
     select_checkpoint,
@@ -109,13 +113,14 @@ CSS = f"""
 /* a picture's label and toolbar sit above it, not on it (python -m bench.screenshots checks each picture) */
 .pixelated .image-container, #click-map .image-container {{ padding-top: 34px; box-sizing: border-box; }}
 """
-# Rules Gradio must not scope under its container (it rewrites `css`, not `head`): on a phone, the Sliders' digit above
-# the sliders and in view while they move. Gradio's container hides its overflow, which makes it a scroller that
-# sticky elements stick to; `clip` hides the same and is no scroller.
+# Rules Gradio must not scope under its container (it rewrites `css`, not `head`): the Sliders' digit in view while they
+# move (ten sliders are taller than a laptop's window), and on a phone above them. Gradio's container hides its
+# overflow, which makes it a scroller that sticky elements stick to; `clip` hides the same and is no scroller.
 HEAD = """<style>
+#slide-view { position: sticky; top: 0; z-index: 5; align-self: flex-start; background: var(--background-fill-primary); }
+.gradio-container { overflow: clip !important; }
 @media (max-width: 700px) {
-  #slide-view { order: -1; position: sticky; top: 0; z-index: 5; background: var(--background-fill-primary); }
-  .gradio-container { overflow: clip !important; }
+  #slide-view { order: -1; align-self: stretch; }
 }
 </style>"""
 # The page's scripts, files of the repository read like constants: each is a function, all called when the page loads.
@@ -425,9 +430,42 @@ def digit_tab(demo: gr.Blocks, catalog: Catalog, checkpoint: gr.Dropdown, defaul
                     model_input = pixel_image("As the model sees it", elem_id="digit-input")
                     reconstruction = pixel_image("Reconstruction", elem_id="digit-reconstruction")
                     nearest = gr.Textbox(label="Nearest class mean", interactive=False, elem_id="nearest")
+                with gr.Accordion("What the model is unsure of: the posterior q(z|x)", elem_id="posterior"):
+                    with gr.Row():
+                        samples = pixel_image("Decoded from samples of q(z|x)", elem_id="posterior-samples")
+                        plane = pixel_image(
+                            "q(z|x) on the latent plane: 1 sd (red) and 2 sd (white)",
+                            elem_id="posterior-plane",
+                            visible=on_plane(default),
+                        )
+                    bars = gr.BarPlot(
+                        x="dimension",
+                        y="KL (nats)",
+                        color="active",
+                        label="KL of each latent dimension from the prior",
+                        sort=None,
+                        height=220,
+                        elem_id="posterior-kl",
+                    )
+                    summary = gr.Markdown(elem_id="posterior-summary")
                 walk = pixel_image("Walk to the chosen class", elem_id="digit-walk")
                 plot = scatter("Where it lands on the t-SNE map", default, elem_id="digit-map")
                 notes = gr.Markdown(label="Notes", elem_id="digit-notes")
+        posterior_api = gr.Button(visible=False)  # /posterior's trigger: the API's, not the page's
+    shown_posterior = [samples, bars, summary, plane]
+    view = functools.partial(posterior_view, catalog)
+    posterior_api.click(
+        functools.partial(posterior, catalog),
+        [upload, checkpoint],
+        shown_posterior,
+        api_name="posterior",
+        **model_work(),
+    )
+    for trigger, image in ((encode_upload.click, upload), (upload.upload, upload), (encode_drawing.click, sketch)):
+        trigger(view, [image, checkpoint], shown_posterior, api_visibility="private", **model_work())
+    at_load = functools.partial(posterior_example, catalog)  # the example digit's, as the page opens
+    demo.load(at_load, [checkpoint], shown_posterior, api_visibility="private", **model_work())
+    cleared_on_switch(checkpoint, [samples, bars, summary, plane])
     run, outputs = functools.partial(encode, catalog), [model_input, reconstruction, nearest, plot, walk, notes]
     encode_upload.click(run, [upload, target, checkpoint], outputs, api_name="encode", **model_work())
     upload.upload(run, [upload, target, checkpoint], outputs, api_visibility="private", **model_work())  # at once

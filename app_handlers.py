@@ -258,6 +258,34 @@ def encode(catalog: Catalog, image, target_class, checkpoint=None) -> tuple:
 
 
 @user_errors
+def posterior(catalog: Catalog, image, checkpoint=None) -> tuple:
+    """Your digit tab (/posterior): an image → digits decoded from samples of its posterior q(z|x), the KL of each
+    latent dimension (a bar chart's rows), the spread and active dimensions in words, and for a 2-D model its ellipses
+    at 1 and 2 sd on the latent plane (None for another model)."""
+    assets = catalog.get(checkpoint)
+    found = pictures.posterior_files(assets, checks.read_image(image))
+    return found.samples, found.kl, found.summary, found.plane
+
+
+def posterior_view(catalog: Catalog, image, checkpoint=None) -> tuple:
+    """The page's /posterior: the plane's picture shown only for a model whose latent is that plane."""
+    *shown, plane = posterior(catalog, image, checkpoint)
+    return *shown, gr.update(value=plane, visible=plane is not None)
+
+
+@user_errors
+def posterior_example(catalog: Catalog, checkpoint=None) -> tuple:
+    """The posterior of the Your digit tab's example (digit_example's test digit) as the page opens."""
+    assets = catalog.get(checkpoint)
+    start = default_pair(assets)[0]
+    example = None if start is None else pictures.test_digit(assets, assets.class_names.index(start))
+    if example is None:
+        return None, None, "", gr.update(value=None, visible=False)
+    found = pictures.posterior_files(assets, example[0])
+    return found.samples, found.kl, found.summary, gr.update(value=found.plane, visible=found.plane is not None)
+
+
+@user_errors
 def digit_example(catalog: Catalog, target_class, checkpoint=None) -> tuple:
     """Your digit tab as the page opens: a real test digit of the walk's start class, encoded as a drawing is, so the
     tab shows what it does before anything is drawn. Empty for a model without its test digits (no t-SNE map)."""

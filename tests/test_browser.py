@@ -154,6 +154,9 @@ def test_click_through_the_tabs(url, browser, tmp_path):
         lambda d: d.find_element(By.CSS_SELECTOR, "#nearest textarea, #nearest input").get_attribute("value") or False
     )
     assert nearest in load_assets(app.DEFAULT_CHECKPOINT).class_names
+    loaded_image(browser, "#posterior-samples")  # what the model is unsure of in it (issue 38)
+    assert "spread" in browser.find_element(By.ID, "posterior-summary").text
+    assert not browser.find_elements(By.CSS_SELECTOR, "#posterior-plane img"), "a 32-d model: no plane"
     browser.save_screenshot(str(tmp_path / "digit.png"))
 
     # About: the explanation and this model's metrics.

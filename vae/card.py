@@ -71,6 +71,11 @@ def metrics_table(metrics: dict) -> str:
     ]
     lines = ["| metric | value |", "| --- | --- |"]
     lines += [f"| {name} | {value:.2f} |" for name, value in rows if isinstance(value, (int, float))]
+    active = metrics.get("test_active_dims")
+    if isinstance(active, int) and not isinstance(active, bool):  # vae.posterior's rule, as the app and evaluate count
+        lines.append(
+            f"| active latent dimensions (variance of the posterior mean over the test set > 0.01) | {active} |"
+        )
     return "\n".join(lines)
 
 

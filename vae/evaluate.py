@@ -36,8 +36,10 @@ from vae.folder import (
     writing,
 )
 from vae.imaging import as_float
+from vae.latent import posterior_means
 from vae.loss import ELBOTotals, importance_weighted_nll, negative_elbo
 from vae.model import VAE
+from vae.posterior import active_dimensions
 from vae.refresh import checkpoint_splits, refresh_folder
 
 EVAL_SEED = 1234  # a fixed posterior noise: the same model gets the same numbers every time
@@ -73,6 +75,8 @@ def test_metrics(model: VAE, test_images: torch.Tensor, iw_samples: int, batch_s
     model.eval()
     metrics = {f"test_{k}": v for k, v in elbo_sums(model, test_images, batch_size).as_means().items()}
     metrics["test_images"] = len(test_images)
+    means = posterior_means(model, test_images, batch_size)  # (N, D)
+    metrics["test_active_dims"] = int(active_dimensions(means).sum())  # vae.posterior's rule (Burda et al. 2015)
     if iw_samples > 0:
         metrics["test_iw_nll"] = iw_nll(model, test_images, iw_samples)
         metrics["iw_samples"] = iw_samples
@@ -138,7 +142,8 @@ def evaluate(args: argparse.Namespace, output: Path) -> dict:
     figures = test_metrics(model, test.images, args.iw_samples, args.batch_size)
     metrics = {**figures, "eval_seconds": round(time.perf_counter() - start, 2), "device": device}
     print(
-        f"test -ELBO {metrics['test_loss']:.2f} nats/image (recon {metrics['test_recon']:.2f}, KL {metrics['test_kl']:.2f})"
+        f"test -ELBO {metrics['test_loss']:.2f} nats/image (recon {metrics['test_recon']:.2f}, KL {metrics['test_kl']:.2f}"
+        f", {metrics['test_active_dims']} active latent dimensions)"
         + (f"; IW bound (k={args.iw_samples}) -log p(x) <= {metrics['test_iw_nll']:.2f}" if args.iw_samples else "")
         + f" on {len(test)} test images in {metrics['eval_seconds']:.1f}s"
     )

@@ -60,6 +60,18 @@ class ClickMap:
         on is (xs[px], ys[py]), as to_map gives it (both maps are separable), so a page can find it without us."""
         return [self.to_map(px, 0)[0] for px in range(self.size)], [self.to_map(0, py)[1] for py in range(self.size)]
 
+    def with_curves(self, curves: list[list[tuple[float, float]]]) -> np.ndarray:
+        """The picture with each curve (points in map units) drawn closed, outlined in black, the first one red and the
+        others white: a posterior's ellipses at 1 and 2 sd (vae.posterior.ellipse)."""
+        picture = Image.fromarray(self.image)
+        draw = ImageDraw.Draw(picture)
+        for i, curve in enumerate(curves):
+            pixels = [self.to_pixel(x, y) for x, y in curve]
+            pixels.append(pixels[0])
+            draw.line(pixels, fill=MARKS[0], width=5)
+            draw.line(pixels, fill=CURRENT if i == 0 else MARKS[1], width=2)
+        return np.asarray(picture)
+
     def marked(self, points: list[tuple[float, float]]) -> np.ndarray:
         """The picture with a ring at each point (map units), the last one red, and a line through them."""
         picture = Image.fromarray(self.image)

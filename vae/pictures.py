@@ -21,6 +21,7 @@ from vae.errors import UserError
 from vae.imaging import png, prepare_drawing, to_gif, to_grid, to_uint8
 from vae.latent import interpolate, place_on_map, walk
 from vae.output_files import FILE_ROUTE, cache_files
+from vae.posterior import active_dimensions, ellipse, kl_per_dimension, posterior_samples, spread
 from vae.steering import attribute_latent, slide_latent
 
 ENCODE_WALK_STEPS = 10
@@ -215,3 +216,72 @@ def map_with_point(assets: Assets, z: torch.Tensor) -> tuple[pd.DataFrame | None
 def article(name: str) -> str:
     """The indefinite article a class name reads with: a 3, an 8, an 11, an Ankle boot, a T-shirt/top."""
     return "an" if re.match(r"[aeiou8]|1[18](?!\d)", name, re.IGNORECASE) else "a"
+
+
+POSTERIOR_SAMPLES = 16  # digits decoded from samples of q(z|x) in the Your digit tab's grid
+
+
+@dataclass
+class Posterior:
+    """What the Your digit tab shows of an image's posterior q(z|x) (vae.posterior)."""
+
+    samples: str  # PNG: POSTERIOR_SAMPLES digits decoded from z ~ q(z|x), seeded
+    kl: pd.DataFrame  # dimension, KL (nats), active: one bar per latent dimension
+    summary: str  # the spread, the KL and the active dimensions, in words
+    plane: str | None  # PNG: a 2-D model's latent plane with the posterior at 1 and 2 sd; None for another model
+
+
+def active_count(assets: Assets) -> tuple[torch.Tensor | None, str]:
+    """The model's active dimensions (vae.posterior's rule) and where they were counted: over the whole test set by
+    vae.evaluate or the trainer (metrics.json), else over the test digits of its map; None without either."""
+    latents = assets.tsne.get("latents") if assets.tsne is not None else None
+    active = active_dimensions(latents) if latents is not None else None
+    counted = assets.metrics.get("test_active_dims") if isinstance(assets.metrics, dict) else None
+    if isinstance(counted, int) and not isinstance(counted, bool):
+        return active, f"{counted} of its {assets.model.latent_dim} latent dimensions are active over the test set"
+    if active is not None:
+        return active, (
+            f"{int(active.sum())} of its {assets.model.latent_dim} latent dimensions are active over the "
+            f"{len(latents):,} test digits of its map"
+        )
+    return None, ""
+
+
+def posterior_files(assets: Assets, image: np.ndarray, seed: int = 0) -> Posterior:
+    """An image (H, W[, C]) uint8 → its posterior q(z|x): digits decoded from samples of it, the KL of each latent
+    dimension, the spread over the active dimensions and, for a 2-D model, its ellipses on the latent plane."""
+    model = assets.model
+    x = prepare_drawing(image, model.image_shape)  # (1, C, H, W)
+    if not x.any():
+        raise UserError("The image is blank: draw a digit (any colour on a plain background) or upload one.")
+    with torch.no_grad():
+        mu, logvar = (t[0].cpu() for t in model.encode(x.to(model.device)))  # (D,), (D,)
+    images = posterior_samples(model, mu, logvar, POSTERIOR_SAMPLES, seed)  # (16, C, H, W)
+    kl = kl_per_dimension(mu, logvar)  # (D,)
+    active, counted = active_count(assets)
+    flags = active.tolist() if active is not None else [True] * len(kl)
+    bars = pd.DataFrame(
+        {
+            "dimension": [f"z{d + 1}" for d in range(len(kl))],
+            "KL (nats)": [round(float(v), 4) for v in kl],
+            "active": ["active" if a else "inactive" for a in flags],
+        }
+    )
+    total = float(spread(logvar, active))
+    summary = (
+        f"**{POSTERIOR_SAMPLES} digits decoded from z ~ q(z|x)**, the encoder's distribution for this image: where they "
+        f"differ, the model is unsure. Its spread (the total variance of q(z|x) over the active dimensions) is "
+        f"**{total:.3f}**; its KL from the prior is {float(kl.sum()):.2f} nats, "
+        f"{float(kl[active].sum()) if active is not None else float(kl.sum()):.2f} of them in the active dimensions. "
+        + (
+            f"The model: {counted} (the variance of their posterior mean above 0.01, Burda et al. 2015)."
+            if counted
+            else ""
+        )
+    )
+    files = {"posterior.png": png(to_grid(images, nrow=8, scale=grid_scale(POSTERIOR_SAMPLES, 8, images.shape[-1])))}
+    plane = assets.click_map if assets.click_map is not None and assets.click_map.kind == "plane" else None
+    if plane is not None:
+        files["posterior-plane.png"] = png(plane.with_curves([ellipse(mu, logvar, 1.0), ellipse(mu, logvar, 2.0)]))
+    paths = cache_files(files)
+    return Posterior(paths[0], bars, summary, paths[1] if plane is not None else None)
