@@ -17,23 +17,17 @@ Prints the tables and writes bench/results/attributes.json.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
-from pathlib import Path
 
 import torch
 
-from bench.class_samples import CLASSIFIER_TARGET, train_classifier
+from bench.class_samples import digits_and_judge
 from bench.common import ROOT, bench_parser, print_table, start, write_results
 from vae.attributes import ATTRIBUTES, fit_directions, measure
-from vae.config import saved_config
-from vae.data import DataSettings, ImageSet, load_splits
-from vae.folder import TRAIN_CONFIG
 from vae.imaging import as_float
 from vae.latent import posterior_means
 from vae.model import VAE
-from vae.steering import read_steering
 
 AMOUNTS = (-2.0, -1.0, 0.0, 1.0, 2.0)  # standard deviations along a direction
 
@@ -80,22 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     start(args)
     began = time.perf_counter()
-    settings = dataclasses.replace(
-        DataSettings.of(saved_config(Path(args.checkpoint) / TRAIN_CONFIG)), data_dir=args.data_dir
-    )
-    splits = load_splits(settings)
-    everything = ImageSet(
-        torch.cat([splits.train.images, splits.val.images]),
-        torch.cat([splits.train.labels, splits.val.labels]),
-        splits.train.class_names,
-    )
-    classifier, accuracy = train_classifier(everything, splits.test)
-    if accuracy < CLASSIFIER_TARGET:
-        raise SystemExit(f"the classifier reaches only {accuracy:.2%}: too weak to judge")
-    model = VAE.from_pretrained(args.checkpoint).eval()
-    steering, problem = read_steering(args.checkpoint, model)
-    if steering is None:
-        raise SystemExit(problem)
+    splits, classifier, accuracy, model, steering = digits_and_judge(args.checkpoint, args.data_dir)
     train = splits.train
     latents = posterior_means(model, train.images)  # (N, D)
     values = measure(as_float(train.images))  # (N, A)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -58,6 +59,29 @@ def train_classifier(
     return net, accuracy
 
 
+def digits_and_judge(checkpoint: str, data_dir: str):
+    """The checkpoint's MNIST splits, the judge trained on all 60,000 training images (refused below
+    CLASSIFIER_TARGET), its test accuracy, and the model with its steering → (splits, classifier, accuracy, model,
+    steering). bench.attributes judges with it too."""
+    began = time.perf_counter()
+    settings = dataclasses.replace(DataSettings.of(saved_config(Path(checkpoint) / TRAIN_CONFIG)), data_dir=data_dir)
+    splits = load_splits(settings)
+    train = ImageSet(
+        torch.cat([splits.train.images, splits.val.images]),
+        torch.cat([splits.train.labels, splits.val.labels]),
+        splits.train.class_names,
+    )
+    classifier, accuracy = train_classifier(train, splits.test)
+    print(f"classifier: {accuracy:.2%} on {len(splits.test)} test digits ({time.perf_counter() - began:.0f} s)")
+    if accuracy < CLASSIFIER_TARGET:
+        raise SystemExit(f"the classifier reaches only {accuracy:.2%}: too weak to judge the samples")
+    model = VAE.from_pretrained(checkpoint).eval()
+    steering, problem = read_steering(checkpoint, model)
+    if steering is None:
+        raise SystemExit(problem)
+    return splits, classifier, accuracy, model, steering
+
+
 def mean_pairwise_distance(images: torch.Tensor) -> float:
     """Mean L2 distance over all pairs of distinct images (N, C, H, W) in [0, 1]."""
     flat = images.flatten(1).double()
@@ -74,25 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     start(args)
     began = time.perf_counter()
-    settings = dataclasses.replace(
-        DataSettings.of(saved_config(ROOT / "checkpoints" / "vae-mnist" / TRAIN_CONFIG)), data_dir=args.data_dir
-    )
-    splits = load_splits(settings)  # MNIST: the classifier trains on all 60,000 training images
-    train = ImageSet(
-        torch.cat([splits.train.images, splits.val.images]),
-        torch.cat([splits.train.labels, splits.val.labels]),
-        splits.train.class_names,
-    )
-    classifier, classifier_accuracy = train_classifier(train, splits.test)
-    print(
-        f"classifier: {classifier_accuracy:.2%} on {len(splits.test)} test digits ({time.perf_counter() - began:.0f} s)"
-    )
-    if classifier_accuracy < CLASSIFIER_TARGET:
-        raise SystemExit(f"the classifier reaches only {classifier_accuracy:.2%}: too weak to judge the samples")
-    model = VAE.from_pretrained(args.checkpoint).eval()
-    steering, problem = read_steering(args.checkpoint, model)
-    if steering is None:
-        raise SystemExit(problem)
+    splits, classifier, classifier_accuracy, model, steering = digits_and_judge(args.checkpoint, args.data_dir)
     rows, per_class = [], []
     with torch.no_grad():
         for c, name in enumerate(model.class_names):
