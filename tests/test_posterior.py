@@ -91,7 +91,8 @@ def test_posterior_api_for_the_default_and_the_2d_model(tmp_path):
             grid, bars, summary, plane = client.predict(handle_file(str(digit)), checkpoint, api_name="/posterior")
             with Image.open(grid) as picture:
                 assert picture.width > 300, "16 digits, upscaled"
-            assert [row[0] for row in bars["data"]] == [f"z{d + 1}" for d in range(dims)]
+            assert [row[0] for row in bars["data"]] == [f"z{d + 1:0{len(str(dims))}d}" for d in range(dims)]
+            assert [row[0] for row in bars["data"]] == sorted(row[0] for row in bars["data"]), "in order as text too"
             assert "spread" in summary and "active" in summary
             assert (plane is not None) == (checkpoint == "vae-mnist-2d"), "the ellipses on the 2-D model's plane"
         with pytest.raises(Exception, match="blank"):

@@ -262,7 +262,7 @@ def posterior_files(assets: Assets, image: np.ndarray, seed: int = 0) -> Posteri
     flags = active.tolist() if active is not None else [True] * len(kl)
     bars = pd.DataFrame(
         {
-            "dimension": [f"z{d + 1}" for d in range(len(kl))],
+            "dimension": [f"z{d + 1:0{len(str(len(kl)))}d}" for d in range(len(kl))],  # z01 … z32: in order as text
             "KL (nats)": [round(float(v), 4) for v in kl],
             "active": ["active" if a else "inactive" for a in flags],
         }
