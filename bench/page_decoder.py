@@ -82,10 +82,10 @@ def main(argv: list[str] | None = None) -> None:
                 "return performance.getEntriesByType('resource').filter(e => e.name.endsWith('decoder.safetensors'))"
                 ".map(e => e.encodedBodySize)"
             )
-            before = driver.execute_script("return performance.getEntriesByType('resource').length")
-            driver.execute_script("performance.setResourceTimingBufferSize(100000)")
+            # Room for every entry from here on (the page's load may have filled the default 250), none kept before.
+            driver.execute_script("performance.setResourceTimingBufferSize(100000); performance.clearResourceTimings()")
             page = driver.execute_async_script(FRAMES_PER_SECOND, args.frames)
-            requests = driver.execute_script("return performance.getEntriesByType('resource').length") - before
+            requests = driver.execute_script("return performance.getEntriesByType('resource').length")
             decode_ms = driver.execute_script(DECODE_TIME, 200)
         finally:
             driver.quit()
