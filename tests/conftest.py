@@ -60,29 +60,6 @@ def pytest_xdist_auto_num_workers(config) -> int:
     return max(1, min(len(os.sched_getaffinity(0)), 4))
 
 
-# The longest files, longest first (seconds of their tests, summed from `--durations=0`, 2026-12-05): pytest-xdist's
-# loadfile hands whole files to the workers in collection order, so the longest starts at once instead of last, and
-# the workers finish together (longest-processing-time-first scheduling).
-LONGEST_FIRST = (
-    "test_browser.py",  # 116 s
-    "test_train_tab.py",  # 52 s
-    "test_robustness_trainer.py",  # 49 s
-    "test_training.py",  # 44 s
-    "test_app_security.py",  # 29 s
-    "test_robustness_app.py",  # 28 s
-    "test_onnx.py",  # 25 s
-    "test_multinode.py",  # 25 s
-    "test_space.py",  # 24 s
-    "test_page_decoder.py",  # 24 s
-    "test_tracking.py",  # 23 s
-)
-
-
-def pytest_collection_modifyitems(config, items) -> None:
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the others keep their order
-
-
 def gunzip_into(src: Path, raw: Path) -> None:
     raw.mkdir(parents=True, exist_ok=True)
     for gz in src.glob("*.gz"):
