@@ -49,6 +49,7 @@ from app_handlers import (
     CheckpointView,
     about,
     attribute,
+    attributes_shown,
     click_map,
     colours,
     default_pair,
@@ -87,7 +88,7 @@ from vae.disk import disk_bytes_setting
 from vae.errors import command
 from vae.hub import machine_account, on_space
 from vae.latent import INTERPOLATIONS
-from vae.steering import DIRECTIONS, no_attributes
+from vae.steering import DIRECTIONS
 from vae.visitors import Visitors, proxy_hops
 
 ROOT = Path(__file__).resolve().parent
@@ -283,13 +284,12 @@ def direction_sliders(count: int) -> list[gr.Slider]:
 
 def attribute_sliders(assets: Assets) -> tuple[list[gr.Slider], gr.Markdown]:
     """One slider per attribute direction (vae.attributes), shown when the model has them; else a note saying why."""
-    why = no_attributes(assets.steering) if assets.steering is not None else None
-    has = assets.steering is not None and why is None
+    has, why = attributes_shown(assets.steering)
     sliders = [
         gr.Slider(-3.0, 3.0, value=0.0, step=0.1, label=label, info=note, elem_id=f"slide-{name}", visible=has)
         for name, (label, note) in ATTRIBUTE_SLIDERS.items()
     ]
-    return sliders, gr.Markdown(why or "", visible=bool(why), elem_id="attribute-note")
+    return sliders, gr.Markdown(why, visible=bool(why), elem_id="attribute-note")
 
 
 def sliders_tab(catalog: Catalog, checkpoint: gr.Dropdown, default: Assets) -> dict[str, gr.Dropdown]:

@@ -157,16 +157,24 @@ def slider_count(catalog: Catalog, checkpoint) -> int:
     return len(steering.spreads) if steering is not None else DIRECTIONS
 
 
+def attributes_shown(steering) -> tuple[bool, str]:
+    """Whether a model's thickness and slant sliders show, and else why not ("" for a model without any steering: the
+    tab says so already)."""
+    if steering is None:
+        return False, ""
+    why = no_attributes(steering)
+    return why is None, why or ""
+
+
 def show_sliders(catalog: Catalog, checkpoint) -> list:
     """A checkpoint chosen: only its sliders shown; its thickness and slant sliders when it has them, else why not."""
     try:
         steering = catalog.get(checkpoint).steering
     except UserError:
         steering = None  # select_checkpoint says why
-    why = no_attributes(steering) if steering is not None else None  # no steering at all: the tab says so already
-    has = steering is not None and why is None
+    has, why = attributes_shown(steering)
     principal = [gr.update(visible=k < slider_count(catalog, checkpoint)) for k in range(DIRECTIONS)]
-    return [*principal, *[gr.update(visible=has) for _ in ATTRIBUTES], gr.update(value=why or "", visible=bool(why))]
+    return [*principal, *[gr.update(visible=has) for _ in ATTRIBUTES], gr.update(value=why, visible=bool(why))]
 
 
 def reset_sliders(catalog: Catalog, start, class_name, seed, digit, checkpoint) -> list:
