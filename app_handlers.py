@@ -275,6 +275,12 @@ def posterior(catalog: Catalog, image, checkpoint=None) -> tuple:
     return found.samples, found.kl, found.summary, found.plane
 
 
+def example_digit(assets: Assets):
+    """The Your digit tab's example: the first test digit of the walk's start class and its class, or None."""
+    start = default_pair(assets)[0]
+    return None if start is None else pictures.test_digit(assets, assets.class_names.index(start))
+
+
 def posterior_view(catalog: Catalog, image, checkpoint=None) -> tuple:
     """The page's /posterior: the plane's picture shown only for a model whose latent is that plane."""
     *shown, plane = posterior(catalog, image, checkpoint)
@@ -285,8 +291,7 @@ def posterior_view(catalog: Catalog, image, checkpoint=None) -> tuple:
 def posterior_example(catalog: Catalog, checkpoint=None) -> tuple:
     """The posterior of the Your digit tab's example (digit_example's test digit) as the page opens."""
     assets = catalog.get(checkpoint)
-    start = default_pair(assets)[0]
-    example = None if start is None else pictures.test_digit(assets, assets.class_names.index(start))
+    example = example_digit(assets)
     if example is None:
         return None, None, "", gr.update(value=None, visible=False)
     found = pictures.posterior_files(assets, example[0])
@@ -298,8 +303,7 @@ def digit_example(catalog: Catalog, target_class, checkpoint=None) -> tuple:
     """Your digit tab as the page opens: a real test digit of the walk's start class, encoded as a drawing is, so the
     tab shows what it does before anything is drawn. Empty for a model without its test digits (no t-SNE map)."""
     assets = catalog.get(checkpoint)
-    start = default_pair(assets)[0]
-    example = None if start is None else pictures.test_digit(assets, assets.class_names.index(start))
+    example = example_digit(assets)
     if example is None:
         return None, None, "", None, None, "Draw a digit on the left, or upload one, then press Encode."
     image, name = example

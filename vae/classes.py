@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from vae.errors import UserError
-from vae.latent import walk  # and START_POINTS: "mean" or "sample", as class_latent takes them
+from vae.latent import interpolate  # and START_POINTS: "mean" or "sample", as class_latent takes them
 from vae.model import VAE
 
 NEIGHBOURS = 10  # a training image is clear when this many of its nearest latents...
@@ -138,6 +138,13 @@ def sample_class(
     return model.decode(class_latents(classes, label, n, seed, temperature).to(model.device))
 
 
+def class_walk_latents(
+    classes: Classes, a: int, b: int, steps: int, mode: str = "linear", start: str = "mean", seed: int = 0
+) -> torch.Tensor:
+    """The latents (steps, D) from class a to class b, between their means or their seeded examples."""
+    return interpolate(class_latent(classes, a, start, seed), class_latent(classes, b, start, seed), steps, mode)
+
+
 @torch.no_grad()
 def class_walk(
     model: VAE,
@@ -149,9 +156,8 @@ def class_walk(
     start: str = "mean",
     seed: int = 0,
 ) -> torch.Tensor:
-    """Decoded images (steps, C, H, W) from class a to class b, between their means or their seeded examples."""
-    z0, z1 = class_latent(classes, a, start, seed), class_latent(classes, b, start, seed)
-    return walk(model, z0, z1, steps, mode)
+    """Decoded images (steps, C, H, W) from class a to class b: class_walk_latents decoded."""
+    return model.decode(class_walk_latents(classes, a, b, steps, mode, start, seed).to(model.device))
 
 
 def nearest_class(classes: Classes, z: torch.Tensor) -> int:

@@ -16,10 +16,10 @@ import torch
 
 from vae.assets import Assets
 from vae.checks import image_path, literal, read_image
-from vae.classes import class_latent, nearest_class, sample_class
+from vae.classes import class_latent, class_walk_latents, nearest_class, sample_class
 from vae.errors import UserError
 from vae.imaging import png, prepare_drawing, to_gif, to_grid, to_uint8
-from vae.latent import interpolate, place_on_map, walk
+from vae.latent import place_on_map, walk
 from vae.output_files import FILE_ROUTE, cache_files
 from vae.posterior import active_dimensions, ellipse, kl_per_dimension, posterior_samples, spread
 from vae.steering import attribute_latent, slide_latent
@@ -64,8 +64,7 @@ def walk_latents(assets: Assets, a: int, b: int, steps: int, mode: str, start: s
     """The latents (steps, D) of the walk from class a to class b, which walk_files decodes."""
     if assets.steering is None:
         raise UserError(f"Walks between classes are off for this checkpoint. {assets.no_steering}")
-    steering = assets.steering
-    return interpolate(class_latent(steering, a, start, seed), class_latent(steering, b, start, seed), steps, mode)
+    return class_walk_latents(assets.steering, a, b, steps, mode, start, seed)
 
 
 def walk_files(assets: Assets, a: int, b: int, steps: int, mode: str, start: str, seed: int) -> tuple[str, str]:
