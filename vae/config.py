@@ -83,6 +83,11 @@ class TrainConfig:
         choices=("no", "bf16", "fp16", "auto"),
     )
     cpu: bool = option(False, "train on the CPU even when a GPU is available")
+    compile: bool | None = option(
+        None,
+        "compile the training step with torch.compile (--compile) or not (--no-compile): 10-30 s once, then steps "
+        "~1.3x faster on a CPU; default: when the run has at least 20,000 steps to go on a CPU or a CUDA GPU",
+    )
     ddp_timeout: int = option(
         1800, "several processes: seconds one waits for the others before the run stops (a lost machine)", min=1
     )
