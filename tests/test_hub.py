@@ -271,6 +271,11 @@ def test_model_card_reads_well(tmp_path):
     write_model_card(tmp_path, config, ModelConfig(**ARCHITECTURE), METRICS | {"train_wall_seconds": 42})
     card = (tmp_path / "README.md").read_text()
     assert 'VAE.from_pretrained("someone/vae-mnist")' in card and "in 42 s." in card
+    assert "torch.compile" not in card
+    compiled = {"compiled_step": True, "compile_seconds": 12.3, "train_wall_seconds": 541.2}
+    write_model_card(tmp_path, config, ModelConfig(**ARCHITECTURE), METRICS | compiled)
+    card = (tmp_path / "README.md").read_text()
+    assert "(mixed precision no, the step compiled by torch.compile in 12 s) in 9 min 1 s." in card
 
 
 def test_a_pushed_card_loads_the_repo_it_was_pushed_to(model_folder):

@@ -182,6 +182,14 @@ def with_model_id(card: str, model_id: str) -> str:
     return FROM_PRETRAINED.sub(lambda m: f"{m[1]}{model_id}{m[3]}", card)
 
 
+def compiled(metrics: dict) -> str:
+    """How the card says that the step was compiled (train.py's --compile), and how long that took of the training."""
+    seconds = metrics.get("compile_seconds")
+    if not metrics.get("compiled_step") or not isinstance(seconds, (int, float)):
+        return ""
+    return f", the step compiled by torch.compile in {seconds:.0f} s"
+
+
 def duration(seconds: float) -> str:
     """A run's time as people read it: "45 s", "33 min 35 s", "2 h 5 min" (never a bare 2015 s, read as a year)."""
     seconds = round(seconds)
@@ -234,7 +242,7 @@ bound of [Burda et al., 2015]({IWAE_URL}) estimates -log p(x):
 
 Trained for {config.epochs} epochs, batch size {config.batch_size} per process on {metrics.get("num_processes", 1)} process(es),
 Adam lr {config.lr} with a {config.lr_schedule} schedule, {warmup(config.kl_warmup_epochs)}, seed {config.seed},
-on {metrics.get("device", "?")} (mixed precision {config.mixed_precision}) in {duration(metrics.get("train_wall_seconds", 0))}.
+on {metrics.get("device", "?")} (mixed precision {config.mixed_precision}{compiled(metrics)}) in {duration(metrics.get("train_wall_seconds", 0))}.
 The best epoch by validation loss ({metrics.get("best_epoch")}) is the one saved here. All settings: `train_config.yaml`;
 per-epoch figures: `metrics.jsonl`.{protocol(config, metrics)}
 

@@ -93,6 +93,7 @@ class LiveSettings:
                 "iw_samples": 0,  # the card's likelihood is the ELBO; the IW bound is train.py's (minutes on a CPU)
                 "tsne_samples": TSNE_SAMPLES,
                 "steering_images": STEERING_IMAGES,
+                "compile": False,  # the first epoch at once: a page's run is too short to gain from compiling
             }
         )
 
