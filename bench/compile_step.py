@@ -4,10 +4,10 @@ python -m bench.compile_step --data-dir ../shared/data                    # the 
 python -m bench.compile_step --data-dir ../shared/data --batch-size 256   # any train.py flag after the benchmark's own
 
 Two copies of the recipe's model, optimizer and schedule are set up by `vae.training.set_up`, as a run sets them up;
-one compiles its step (`vae.training.compile_step`, timed: what a run waits for before its first epoch). Both then
+one compiles its step (`vae.compiled.compile_step`, timed: what a run waits for before its first epoch). Both then
 train on MNIST through `vae.training.train_step` in blocks of --block full batches taken in turn (ABBA order), so that
 both see the same machine. The ratio of their median block times is the speed-up; the compiling time over the time
-each step saves is how many steps a run needs before compiling pays (`vae.training.COMPILE_MIN_STEPS` is the rule's).
+each step saves is how many steps a run needs before compiling pays (`vae.compiled.COMPILE_MIN_STEPS` is the rule's).
 Torch's compiled-kernel cache (/tmp/torchinductor_<user>) makes a second compile of the same step faster: the first
 run on a machine shows the cold figure.
 """
@@ -21,17 +21,10 @@ import time
 import torch
 
 from bench.common import bench_parser, our_config, print_table, start, write_results
+from vae.compiled import COMPILE_MIN_STEPS, compile_step
 from vae.config import build_parser
 from vae.data import DataSettings, load_splits
-from vae.training import (
-    COMPILE_MIN_STEPS,
-    Training,
-    compile_step,
-    make_accelerator,
-    mixed_precision_for,
-    set_up,
-    train_step,
-)
+from vae.training import Training, make_accelerator, mixed_precision_for, set_up, train_step
 
 
 def block(training: Training, order: torch.Tensor, steps: int, at: int) -> float:

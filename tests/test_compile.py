@@ -11,11 +11,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import vae.training
+import vae.compiled
+from vae.compiled import COMPILE_MIN_STEPS, compile_step, compiles
 from vae.config import build_config, parse_config
 from vae.data import DataSettings, load_splits
 from vae.errors import UserError
-from vae.training import COMPILE_MIN_STEPS, compile_step, compiles, make_accelerator, set_up, train
+from vae.training import make_accelerator, set_up, train
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTINGS = {"hidden_dims": [64], "latent_dim": 2, "batch_size": 64, "val_size": 200, "iw_samples": 0}
@@ -79,7 +80,7 @@ def test_without_a_cpp_compiler_compile_is_refused_clearly_and_the_default_train
     assert "--no-compile" in str(refused.value) and "\n" not in str(refused.value)
     assert not list(Path(config.output_dir).glob("training_state/epoch-*")), "stopped before any epoch"
 
-    monkeypatch.setattr(vae.training, "COMPILE_MIN_STEPS", 1)  # this short run counts as long
+    monkeypatch.setattr(vae.compiled, "COMPILE_MIN_STEPS", 1)  # this short run counts as long
     config = dataclasses.replace(config, compile=None)
     splits = load_splits(DataSettings.of(config))
     architecture = config.model_config(tuple(splits.train.images.shape[1:]), splits.train.class_names)

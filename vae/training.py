@@ -15,7 +15,6 @@ import contextlib
 import dataclasses
 import functools
 import json
-import logging
 import math
 import os
 import pickle
@@ -47,6 +46,7 @@ from vae.checkpoints import (
     lost_peers_reported,
     stop_requested,
 )
+from vae.compiled import Compiled, compile_step, step_loss
 from vae.config import TrainConfig, save_config
 from vae.data import DataSettings, ImageSet, Splits, epoch_batches, load_splits
 from vae.errors import Interrupted, UserError, first_line
@@ -70,18 +70,13 @@ from vae.folder import (
 )
 from vae.hub import check_hub_access, push_folder
 from vae.imaging import as_float
-from vae.loss import ELBOParts, ELBOTotals, importance_weighted_bound, negative_elbo
+from vae.loss import ELBOParts, ELBOTotals
 from vae.model import VAE
 from vae.tracking import check_trackers, finish_tracking, log_epoch, start_tracking, tracker_options
 
 # Accelerate's optimizer wrapper asks whether the lomo_optim package is installed twice every step, each time searching
 # sys.path for it (accelerate 1.15: 0.3 ms a step, 6% of a 784-400-20 step here); the answer cannot change in a run.
 accelerate.optimizer.is_lomo_available = functools.cache(accelerate.optimizer.is_lomo_available)
-
-# --compile's default: compile the step when the run has this many steps to go. Compiling takes 10-30 s (less when
-# torch's cache already holds the kernels), and the default net's step is then 1.3x faster on a 2-core CPU (a 256-image
-# step saves ~2.7 ms: the time back after ~10,000 steps), so a run this long gains at least as much as it waits.
-COMPILE_MIN_STEPS = 20_000
 
 # Set by every launcher of a real multi-process run (torchrun and accelerate's GPU launch: WORLD_SIZE; mpirun: the
 # others), the names Accelerate reads the number of processes from.
@@ -115,14 +110,6 @@ class Training:
     best_state: dict[str, torch.Tensor]  # the weights of the best epoch by validation loss, on the CPU
     loss: Callable[[torch.Tensor, torch.Tensor | float], ELBOParts]  # the step's forward and loss (step_loss)
     compiled: Compiled | None = None  # the same, compiled for the full batch (compile_step), when it is
-
-
-class Compiled(NamedTuple):
-    """The step's forward and loss as torch.compile made them, for batches of `batch` images."""
-
-    loss: Callable[[torch.Tensor, torch.Tensor], ELBOParts]
-    batch: int
-    seconds: float  # compiling it took
 
 
 def train(
@@ -322,76 +309,6 @@ def set_up(config: TrainConfig, accelerator: Accelerator, architecture: ModelCon
     )
     training.best_state = weights_on_cpu(training)
     return training
-
-
-def step_loss(config: TrainConfig, accelerator: Accelerator, model: torch.nn.Module):
-    """The part of a step torch.compile takes: the forward pass and the loss terms of a batch, at a KL weight."""
-
-    def loss(x: torch.Tensor, kl_weight: torch.Tensor | float) -> ELBOParts:
-        with accelerator.autocast():
-            out = model(x, samples=config.train_samples)
-        if config.objective == "iwae":
-            return importance_weighted_bound(out.logits, x, out.mu, out.logvar, out.z, kl_weight)
-        return negative_elbo(out.logits, x, out.mu, out.logvar, kl_weight)
-
-    return loss
-
-
-def compiles(config: TrainConfig, steps_to_go: int, device: torch.device) -> bool:
-    """Whether the run compiles its step: --compile or --no-compile, else when it is long enough to pay (on a CPU or a
-    CUDA GPU; torch.compile is still a prototype on Apple's MPS)."""
-    if config.compile is not None:
-        return config.compile
-    return device.type in ("cpu", "cuda") and steps_to_go >= COMPILE_MIN_STEPS
-
-
-@contextlib.contextmanager
-def quiet_compiler() -> Iterator[None]:
-    """Without torch's warnings that say nothing to a user about their run: "No CUDA runtime is found" on every CPU,
-    and that DistributedDataParallel's profiler labels are left out of the compiled code."""
-    loggers = [logging.getLogger(name) for name in ("torch.utils.cpp_extension", "torch._dynamo.variables.ctx_manager")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
-
-
-def compile_step(training: Training) -> None:
-    """Compile the step's forward, loss and backward now, on a full batch, so that the first epoch's time is the step's
-    own. The run's random state is left as it was, and no weight changes. The last, smaller batch of an epoch runs
-    uncompiled: one shape, no recompiling."""
-    config, accelerator = training.config, training.accelerator
-    images = training.train_set.images
-    steps_to_go = training.steps_per_epoch * (config.epochs - training.progress["epoch"])
-    if not compiles(config, steps_to_go, accelerator.device):
-        return
-    accelerator.print("compiling the training step with torch.compile (10-30 s, once; --no-compile to skip it)")
-    start = time.perf_counter()
-    batch = min(config.batch_size, len(images) // accelerator.num_processes)
-    x = as_float(images[:batch].to(accelerator.device))
-    compiled = torch.compile(training.loss)
-    devices = [accelerator.device] if accelerator.device.type == "cuda" else []
-    try:
-        with torch.random.fork_rng(devices=devices), quiet_compiler():
-            compiled(x, torch.ones((), device=accelerator.device)).loss.mean().backward()
-    except Interrupted:
-        raise
-    except Exception as err:  # noqa: BLE001 - torch.compile fails in many ways (no C++ compiler, an unsupported op)
-        if config.compile:
-            raise UserError(
-                f"--compile: torch.compile cannot compile the training step here ({first_line(err)[:300]}). On a CPU "
-                "it needs a C++ compiler (gcc or clang) on the PATH. Train without it: --no-compile."
-            ) from None
-        accelerator.print(f"torch.compile failed here ({first_line(err)[:200]}): training uncompiled")
-        return
-    finally:
-        training.model.zero_grad(set_to_none=True)
-    training.compiled = Compiled(compiled, batch, time.perf_counter() - start)
-    accelerator.print(f"compiled in {training.compiled.seconds:.1f} s")
 
 
 def restore(training: Training, checkpoint: Path | None) -> None:
