@@ -84,9 +84,11 @@ def test_without_a_cpp_compiler_compile_is_refused_clearly_and_the_default_train
     config = dataclasses.replace(config, compile=None)
     splits = load_splits(DataSettings.of(config))
     architecture = config.model_config(tuple(splits.train.images.shape[1:]), splits.train.class_names)
-    training = set_up(config, make_accelerator(config), architecture, splits)
+    accelerator = make_accelerator(config)
+    training = set_up(config, accelerator, architecture, splits)
     before = {k: v.clone() for k, v in training.model.state_dict().items()}
-    compile_step(training)
-    assert training.compiled is None and "torch.compile failed here" in capsys.readouterr().out
+    images = splits.train.images
+    assert compile_step(training.loss, training.model, images, 1, config, accelerator) is None
+    assert "torch.compile failed here" in capsys.readouterr().out
     assert all(torch.equal(before[k], v) for k, v in training.model.state_dict().items())
     assert all(p.grad is None for p in training.model.parameters())

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import torch
 from accelerate import Accelerator
@@ -21,10 +21,7 @@ from vae.errors import Interrupted, UserError, first_line
 from vae.imaging import as_float
 from vae.loss import ELBOParts, importance_weighted_bound, negative_elbo
 
-if TYPE_CHECKING:
-    from vae.training import Training
-
-# --compile's default: compile the step when the run has this many steps to go. Compiling takes 10-30 s (less when
+# --compile's default: compile the step when the run has this many steps to go. Compiling takes up to ~30 s (seconds when
 # torch's cache already holds the kernels), and the default net's step is then 1.3x faster on a 2-core CPU (a 256-image
 # step saves ~2.7 ms: the time back after ~10,000 steps), so a run this long gains at least as much as it waits.
 COMPILE_MIN_STEPS = 20_000
@@ -74,20 +71,25 @@ def quiet_compiler() -> Iterator[None]:
             logger.setLevel(level)
 
 
-def compile_step(training: Training) -> None:
-    """Compile the step's forward, loss and backward now, on a full batch, so that the first epoch's time is the step's
-    own. The run's random state is left as it was, and no weight changes. The last, smaller batch of an epoch runs
-    uncompiled: one shape, no recompiling."""
-    config, accelerator = training.config, training.accelerator
-    images = training.train_set.images
-    steps_to_go = training.steps_per_epoch * (config.epochs - training.progress["epoch"])
+def compile_step(
+    loss: Callable,
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    steps_to_go: int,
+    config: TrainConfig,
+    accelerator: Accelerator,
+) -> Compiled | None:
+    """The step's `loss` (step_loss) compiled now, on a full batch of `images`, so that the first epoch's time is the
+    step's own; None where the run does not compile (`compiles`) or, by default, cannot. The run's random state is left
+    as it was, and no weight of `model` changes. The last, smaller batch of an epoch runs uncompiled: one shape, no
+    recompiling."""
     if not compiles(config, steps_to_go, accelerator.device):
-        return
-    accelerator.print("compiling the training step with torch.compile (10-30 s, once; --no-compile to skip it)")
+        return None
+    accelerator.print("compiling the training step with torch.compile (up to ~30 s, once; --no-compile to skip it)")
     start = time.perf_counter()
     batch = min(config.batch_size, len(images) // accelerator.num_processes)
     x = as_float(images[:batch].to(accelerator.device))
-    compiled = torch.compile(training.loss)
+    compiled = torch.compile(loss)
     devices = [accelerator.device] if accelerator.device.type == "cuda" else []
     try:
         with torch.random.fork_rng(devices=devices), quiet_compiler():
@@ -101,8 +103,9 @@ def compile_step(training: Training) -> None:
                 "it needs a C++ compiler (gcc or clang) on the PATH. Train without it: --no-compile."
             ) from None
         accelerator.print(f"torch.compile failed here ({first_line(err)[:200]}): training uncompiled")
-        return
+        return None
     finally:
-        training.model.zero_grad(set_to_none=True)
-    training.compiled = Compiled(compiled, batch, time.perf_counter() - start)
-    accelerator.print(f"compiled in {training.compiled.seconds:.1f} s")
+        model.zero_grad(set_to_none=True)
+    seconds = time.perf_counter() - start
+    accelerator.print(f"compiled in {seconds:.1f} s")
+    return Compiled(compiled, batch, seconds)

@@ -85,7 +85,7 @@ class TrainConfig:
     cpu: bool = option(False, "train on the CPU even when a GPU is available")
     compile: bool | None = option(
         None,
-        "compile the training step with torch.compile (--compile) or not (--no-compile): 10-30 s once, then steps "
+        "compile the training step with torch.compile (--compile) or not (--no-compile): up to ~30 s once, then steps "
         "~1.3x faster on a CPU; default: when the run has at least 20,000 steps to go on a CPU or a CUDA GPU",
     )
     ddp_timeout: int = option(

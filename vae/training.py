@@ -224,7 +224,9 @@ def run(config: TrainConfig, accelerator: Accelerator, splits: Splits, signals: 
         print(process_line(training), flush=True)
     commit = code_commit()  # now: the code that trains, which a checkout during a long run would not be by its end
     run_start = time.perf_counter()
-    compile_step(training)  # inside the run's time: train_wall_seconds counts the compiling
+    steps_to_go = training.steps_per_epoch * (config.epochs - training.progress["epoch"])
+    images = training.train_set.images  # compiled inside the run's time: train_wall_seconds counts the compiling
+    training.compiled = compile_step(training.loss, training.model, images, steps_to_go, config, accelerator)
     signals.in_loop = True
     for epoch in range(training.progress["epoch"] + 1, config.epochs + 1):
         trained = train_epoch(training, epoch, signals, hooks.on_step)
