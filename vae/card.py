@@ -204,6 +204,10 @@ def warmup(epochs: float) -> str:
     return f"KL warm-up {short(epochs)} epochs" if epochs > 0 else "no KL warm-up"
 
 
+def decay(weight_decay: float) -> str:
+    return f", weight decay {weight_decay:g}" if weight_decay > 0 else ""
+
+
 def short(number: float) -> str:
     """A setting such as an epoch count to one decimal, with no trailing zeros: 10, 1.7, 0.5."""
     return f"{round(number, 1):g}"
@@ -241,7 +245,7 @@ bound of [Burda et al., 2015]({IWAE_URL}) estimates -log p(x):
 {metrics_table(metrics)}
 
 Trained for {config.epochs} epochs, batch size {config.batch_size} per process on {metrics.get("num_processes", 1)} process(es),
-Adam lr {config.lr} with a {config.lr_schedule} schedule, {warmup(config.kl_warmup_epochs)}, seed {config.seed},
+Adam lr {config.lr}{decay(config.weight_decay)} with a {config.lr_schedule} schedule, {warmup(config.kl_warmup_epochs)}, seed {config.seed},
 on {metrics.get("device", "?")} (mixed precision {config.mixed_precision}{compiled(metrics)}) in {duration(metrics.get("train_wall_seconds", 0))}.
 The best epoch by validation loss ({metrics.get("best_epoch")}) is the one saved here. All settings: `train_config.yaml`;
 per-epoch figures: `metrics.jsonl`.{protocol(config, metrics)}

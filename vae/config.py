@@ -62,6 +62,7 @@ class TrainConfig:
     epochs: int = option(30, "passes over the training set", min=1)
     batch_size: int = option(128, "images per step on each process", min=1)
     lr: float = option(1e-3, "Adam learning rate", min=0.0)
+    weight_decay: float = option(0.0, "decoupled weight decay, as in AdamW (0: plain Adam)", min=0.0)
     lr_schedule: str = option(
         "cosine", "constant or cosine (decays to lr * min_lr_ratio)", choices=("constant", "cosine")
     )

@@ -300,7 +300,13 @@ def set_up(config: TrainConfig, accelerator: Accelerator, architecture: ModelCon
     val_set = splits.val.to(device) if fits_on_device(splits.val, device) else splits.val
     model = VAE(architecture)
     # The fused kernel updates every tensor in one pass: ~1.3x faster training of this small MLP on a CPU.
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=device.type in ("cpu", "cuda"))
+    optimizer = torch.optim.Adam(
+        model.parameters(),
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        decoupled_weight_decay=True,  # AdamW's: the decay does not pass through Adam's scaling
+        fused=device.type in ("cpu", "cuda"),
+    )
     steps_per_epoch = math.ceil((len(train_set) // accelerator.num_processes) / config.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, steps_per_epoch * config.epochs))
     model, optimizer = accelerator.prepare(model, optimizer)  # the schedule is ours: saved as JSON (save_checkpoint)
@@ -330,6 +336,8 @@ def restore(training: Training, checkpoint: Path | None) -> None:
             "loads nothing that could run code. If you did not put it there, someone else did: start afresh "
             "without --resume, or in another --output-dir."
         ) from None
+    for group in training.optimizer.param_groups:  # the run's own setting, also over an older plain-Adam checkpoint
+        group.update(weight_decay=training.config.weight_decay, decoupled_weight_decay=True)
     training.progress = json.loads((checkpoint / PROGRESS).read_text())
     restore_schedule(training, checkpoint)
     training.best_state = load_file(str(checkpoint / BEST_WEIGHTS))
