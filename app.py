@@ -141,7 +141,7 @@ LAUNCH_OPTIONS = {
 TEMPERATURE_NOTE = (
     "How far from the middle of latent space the samples are drawn: z ~ N(0, temperature²). 1 is what the model was "
     "trained on; lower gives plainer digits, higher more varied ones, less often the digit asked for (a class's "
-    "samples are that digit 92–98 % of the time at 1, 69–89 % at 1.5, 52–83 % at 2)."
+    "samples are that digit 93–98 % of the time at 1, 72–89 % at 1.5, 48–80 % at 2)."
 )
 INTERPOLATION_NOTE = (
     "linear: the straight line between the two latents; spherical: along the arc between them (slerp), each step "

@@ -157,7 +157,7 @@ def test_all_model_work_shares_one_concurrency_budget(assets):
 def test_the_temperature_control_says_how_often_class_samples_are_the_digit_asked_for(server):
     config = httpx.get(f"{server}/config").json()
     slider = next(c for c in config["components"] if c.get("props", {}).get("label") == "Temperature")
-    assert "52–83 % at 2" in (slider["props"].get("info") or ""), "said beside the control, where it is chosen"
+    assert "48–80 % at 2" in (slider["props"].get("info") or ""), "said beside the control, where it is chosen"
 
 
 def test_sample_returns_a_crisp_grid_and_the_same_images(client, assets):

@@ -289,7 +289,7 @@ def test_about_is_the_model_card_with_its_figures(url, browser):
     assert headings.count("Links") == 1 and "Figures" in headings
     assert all(th.text.strip() for th in browser.find_elements(By.CSS_SELECTOR, "#about th")), "no empty header"
     text = browser.find_element(By.ID, "about").text
-    assert "in 8 min 55 s." in text and "KL warm-up 10 epochs" in text and "compiled by torch.compile" in text
+    assert "in 8 min 43 s." in text and "KL warm-up 10 epochs" in text and "compiled by torch.compile" in text
     assert 'VAE.from_pretrained("checkpoints/vae-mnist")' in text and "path/or/user-repo" not in text
 
 

@@ -139,13 +139,15 @@ def test_killed_run_resumes_to_the_same_weights(trained, mnist_dir, tmp_path):
 def test_the_speedrun_kind_of_run_in_bf16_with_elu_repeats_and_resumes_exactly(mnist_dir, tmp_path):
     """bf16 autocast and vae.model.ELU / vae.loss.softplus (their own backward passes) are as deterministic as the
     rest: a 2-epoch run equals a 1-epoch run resumed for a second epoch, weight for weight (constant learning rate, so
-    that the schedule does not depend on the number of epochs)."""
+    that the schedule does not depend on the number of epochs), weight decay included."""
     fast = ["--cpu", "--activation", "elu", "--mixed-precision", "bf16", "--lr-schedule", "constant"]
+    fast += ["--weight-decay", "0.05"]
     run_train(mnist_dir, tmp_path / "straight", "--epochs", "2", *fast)
     run_train(mnist_dir, tmp_path / "resumed", "--epochs", "1", *fast)
     assert "resumed from" in run_train(mnist_dir, tmp_path / "resumed", "--epochs", "2", "--resume", *fast).stdout
     assert_same_weights(tmp_path / "straight", tmp_path / "resumed")
     assert json.loads((tmp_path / "resumed" / "metrics.json").read_text())["mixed_precision"] == "bf16"
+    assert "weight decay 0.05 with a constant schedule" in (tmp_path / "resumed" / "README.md").read_text()
 
 
 def test_auto_mixed_precision_is_bf16_only_where_it_is_fast():
