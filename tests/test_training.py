@@ -150,7 +150,8 @@ def test_the_speedrun_kind_of_run_in_bf16_with_elu_repeats_and_resumes_exactly(m
     # The resumed run's own --weight-decay holds, not the one saved with the optimizer's state.
     run_train(mnist_dir, tmp_path / "resumed without decay", "--epochs", "2", "--resume", *fast, "--weight-decay", "0")
     assert not torch.equal(
-        weights(tmp_path / "straight")["decoder.0.weight"], weights(tmp_path / "resumed without decay")["decoder.0.weight"]
+        weights(tmp_path / "straight")["decoder.0.weight"],
+        weights(tmp_path / "resumed without decay")["decoder.0.weight"],
     )
     assert json.loads((tmp_path / "resumed" / "metrics.json").read_text())["mixed_precision"] == "bf16"
     assert "weight decay 0.05 with a constant schedule" in (tmp_path / "resumed" / "README.md").read_text()
